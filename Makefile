@@ -1,0 +1,102 @@
+# stratus - build, run and test.
+#
+#   make run     install what is missing, build, start everything, stay in front
+#   make test    the same set-up, then every test, ending "N passed, N failed"
+#   make bench   performance figures (not part of make test)
+#
+# Plain `make` builds the binaries and unit tests into $(BUILD).
+
+BUILD   ?= build
+CC      ?= gcc
+SAN     ?=
+PKGS    := libvirt sqlite3 jansson uuid fcgi
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
+           -Wmissing-prototypes -Wvla
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 $(WARN) -D_GNU_SOURCE -DSTRATUS_VERSION='"$(VERSION)"' \
+           -Isrc -Iapp -Itests/unit -MMD -MP
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+LIB_SRC  := $(sort $(shell find src -name '*.c'))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libstratus.a
+
+API_SRC  := $(sort $(wildcard app/api/*.c))
+API_OBJ  := $(API_SRC:%.c=$(BUILD)/%.o)
+API_MAIN := $(BUILD)/app/api/main.o
+API_LIB_OBJ := $(filter-out $(API_MAIN),$(API_OBJ))
+
+SUPPORT_SRC := $(sort $(wildcard tests/unit/support/*.c))
+SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all unit asan lint format run test bench clean deps
+all: $(BUILD)/stratus-api $(UNIT_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/stratus-api: $(API_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(API_OBJ) $(LIB) $(PKG_LIBS) -lm
+
+# Unit tests link the library, the API's objects but its main(), and the support code.
+$(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB) \
+		$(PKG_LIBS) $(CMOCKA_LIBS) -lm
+
+$(BUILD)/bench/%: bench/%.c $(SUPPORT_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(SUPPORT_OBJ) $(LIB) $(PKG_LIBS) -lm
+
+# Run every unit test program; each prints cmocka's summary.
+unit: $(UNIT_BIN)
+	@scripts/run-unit.sh $(BUILD)
+
+asan:
+	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" unit
+
+lint:
+	@scripts/lint.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	$(MAKE) all
+	@scripts/run.sh
+
+test: deps
+	$(MAKE) all
+	@scripts/test.sh
+
+bench: deps
+	$(MAKE) all $(BENCH_BIN)
+	@scripts/bench.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

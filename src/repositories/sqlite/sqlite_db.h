@@ -1,0 +1,33 @@
+/*
+ * sqlite_db.h - one SQLite connection shared by the SQLite repositories of
+ * a process (or a worker).
+ *
+ * sqlite_db_open() opens (creating if needed) the database at @path, turns
+ * on WAL and a busy timeout, and applies every pending schema migration,
+ * recording each in the schema_version table.  Repositories borrow the
+ * connection; close them before sqlite_db_close().
+ */
+#ifndef STRATUS_REPOSITORIES_SQLITE_DB_H
+#define STRATUS_REPOSITORIES_SQLITE_DB_H
+
+#include "repositories/flavor_repo.h"
+#include "repositories/image_repo.h"
+#include "repositories/vm_repo.h"
+
+struct sqlite_db;
+
+/* Returns a new handle (free with sqlite_db_close()) or NULL with @err filled. */
+struct sqlite_db *sqlite_db_open(const char *path, struct st_error *err);
+/* NULL-safe. */
+void sqlite_db_close(struct sqlite_db *db);
+/* A trivial query, for /v1/health. */
+int sqlite_db_ping(struct sqlite_db *db, struct st_error *err);
+/* Highest applied migration, for tests and /v1/health. */
+int sqlite_db_schema_version(struct sqlite_db *db, int *out, struct st_error *err);
+
+/* Constructors: fill *out with a repository borrowing @db. */
+int vm_repo_sqlite_open(struct sqlite_db *db, struct vm_repo *out, struct st_error *err);
+int image_repo_sqlite_open(struct sqlite_db *db, struct image_repo *out, struct st_error *err);
+int flavor_repo_sqlite_open(struct sqlite_db *db, struct flavor_repo *out, struct st_error *err);
+
+#endif

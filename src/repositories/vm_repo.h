@@ -1,0 +1,104 @@
+/*
+ * vm_repo.h - where VM rows live.
+ *
+ * Scope: every method takes @owner.  A non-NULL owner limits the method to
+ * that owner's rows: another owner's row behaves exactly as one that does
+ * not exist.  NULL means unscoped (system or admin use).
+ *
+ * All methods return 0 on success or -1 with @err filled.  Out-parameters
+ * are written only on success.  Codes: ST_ERR_NOT_FOUND (no such row in
+ * scope), ST_ERR_CONFLICT (owner+name taken), ST_ERR_UNAVAILABLE (store
+ * busy or down: retry later), ST_ERR_BACKEND (anything else the store said).
+ */
+#ifndef STRATUS_REPOSITORIES_VM_REPO_H
+#define STRATUS_REPOSITORIES_VM_REPO_H
+
+#include <stddef.h>
+
+#include "models/vm.h"
+
+struct vm_repo_ops {
+    /* Mandatory. Insert @vm as given (id, owner, times set by the caller). */
+    int (*insert)(void *self, const struct vm *vm, struct st_error *err);
+    /* Mandatory. Fetch one row by id within scope. */
+    int (*get)(void *self, const char *owner, const char *id, struct vm *out,
+               struct st_error *err);
+    /*
+     * Mandatory. One page, ordered by (created_at, id), after f->marker when
+     * set (a marker that names no row in scope is ST_ERR_INVALID), matching
+     * f->name and f->status when set, at most f->limit items.  One query.
+     * Caller frees out with vm_list_release().
+     */
+    int (*list)(void *self, const char *owner, const struct vm_filter *f, struct vm_list *out,
+                struct st_error *err);
+    /*
+     * Mandatory. Write every mutable member of @vm (name, status, step,
+     * vcpus, memory_mib, disk_gib, fault, updated_at) to the row with
+     * vm->id within scope.
+     */
+    int (*update)(void *self, const char *owner, const struct vm *vm, struct st_error *err);
+    /* Mandatory. Remove the row. */
+    int (*remove)(void *self, const char *owner, const char *id, struct st_error *err);
+    /* Mandatory. How many rows (in scope) are built on @image_id. */
+    int (*count_by_image)(void *self, const char *owner, const char *image_id, size_t *out,
+                          struct st_error *err);
+    /* Mandatory. Release everything; @self is gone afterwards. */
+    void (*close)(void *self);
+};
+
+struct vm_repo {
+    const struct vm_repo_ops *ops;
+    void *self;
+};
+
+static inline int
+vm_repo_insert(struct vm_repo *r, const struct vm *vm, struct st_error *err)
+{
+    return r->ops->insert(r->self, vm, err);
+}
+
+static inline int
+vm_repo_get(struct vm_repo *r, const char *owner, const char *id, struct vm *out,
+            struct st_error *err)
+{
+    return r->ops->get(r->self, owner, id, out, err);
+}
+
+static inline int
+vm_repo_list(struct vm_repo *r, const char *owner, const struct vm_filter *f, struct vm_list *out,
+             struct st_error *err)
+{
+    return r->ops->list(r->self, owner, f, out, err);
+}
+
+static inline int
+vm_repo_update(struct vm_repo *r, const char *owner, const struct vm *vm, struct st_error *err)
+{
+    return r->ops->update(r->self, owner, vm, err);
+}
+
+static inline int
+vm_repo_remove(struct vm_repo *r, const char *owner, const char *id, struct st_error *err)
+{
+    return r->ops->remove(r->self, owner, id, err);
+}
+
+static inline int
+vm_repo_count_by_image(struct vm_repo *r, const char *owner, const char *image_id, size_t *out,
+                       struct st_error *err)
+{
+    return r->ops->count_by_image(r->self, owner, image_id, out, err);
+}
+
+/* Close and forget; NULL-safe. */
+static inline void
+vm_repo_close(struct vm_repo *r)
+{
+    if (r && r->ops) {
+        r->ops->close(r->self);
+        r->ops = NULL;
+        r->self = NULL;
+    }
+}
+
+#endif
