@@ -1,5 +1,7 @@
 #include "util/err.h"
 
+#include "util/mem.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,6 +30,7 @@ st_error_prefix(struct st_error *err, const char *fmt, ...)
     char prefix[ST_ERROR_MSG_MAX];
     char old[ST_ERROR_MSG_MAX];
     va_list ap;
+    size_t plen;
 
     if (!err)
         return;
@@ -35,7 +38,12 @@ st_error_prefix(struct st_error *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    plen = strlen(prefix);
+    if (plen > sizeof(err->msg) - 3)
+        plen = sizeof(err->msg) - 3;
+    memcpy(err->msg, prefix, plen);
+    memcpy(err->msg + plen, ": ", 2);
+    st_strlcpy(err->msg + plen + 2, old, sizeof(err->msg) - plen - 2);
 }
 
 void
