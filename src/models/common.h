@@ -38,4 +38,34 @@ bool st_name_valid(const char *name);
  */
 int st_name_check(const char *field, const char *name, struct st_error *err);
 
+/*
+ * Helpers for the models' *_decode functions, so every request body gets
+ * the same checks and the same messages.  Each fills @err with
+ * ST_ERR_INVALID and a message naming @field on failure.
+ *
+ * The getters return 1 and write *out when the member is present and valid,
+ * 0 when it is absent (*out untouched), -1 when it is present but wrong
+ * (JSON null counts as present and wrong).
+ */
+struct json_t;
+
+/* @body must be an object whose member names are all in @known[0..n_known). */
+int st_json_check_object(const struct json_t *body, const char *const *known, size_t n_known,
+                         struct st_error *err);
+/* A JSON integer (not a real, not a boolean) within [min, max]. */
+int st_json_get_uint(const struct json_t *body, const char *field, unsigned min, unsigned max,
+                     unsigned *out, struct st_error *err);
+/* A string of 1..max_len bytes without NUL; out_size must exceed max_len. */
+int st_json_get_string(const struct json_t *body, const char *field, size_t max_len, char *out,
+                       size_t out_size, struct st_error *err);
+/* A string passing st_name_check(). */
+int st_json_get_name(const struct json_t *body, const char *field, char out[ST_NAME_BUF],
+                     struct st_error *err);
+/* A canonical UUID, written out in lower case. */
+int st_json_get_uuid(const struct json_t *body, const char *field, char out[ST_ID_BUF],
+                     struct st_error *err);
+/* A string equal to one of @names[0..n); *out is its index. */
+int st_json_get_enum(const struct json_t *body, const char *field, const char *const *names,
+                     size_t n, int *out, struct st_error *err);
+
 #endif
