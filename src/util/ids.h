@@ -24,6 +24,9 @@ int64_t st_now_ms(void);
 /* Milliseconds from a monotonic clock, for timeouts. */
 int64_t st_monotonic_ms(void);
 
+/* Nanoseconds from a monotonic clock, for measurements. */
+int64_t st_monotonic_ns(void);
+
 /* Sleep for ms milliseconds (restarting after signals). */
 void st_sleep_ms(int64_t ms);
 
