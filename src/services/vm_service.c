@@ -1,0 +1,620 @@
+#include "services/vm_service.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/flavor.h"
+#include "models/image.h"
+#include "util/mem.h"
+
+#define GIB ((uint64_t)1 << 30)
+
+/* Used when the configuration leaves the poll interval unset. */
+#define POLL_INTERVAL_DEFAULT_MS 100
+
+static const char *const action_names[] = {
+    [VM_ACTION_START] = "start",           [VM_ACTION_STOP] = "stop",
+    [VM_ACTION_FORCE_STOP] = "force-stop", [VM_ACTION_REBOOT] = "reboot",
+    [VM_ACTION_PAUSE] = "pause",           [VM_ACTION_RESUME] = "resume",
+};
+
+const char *
+vm_action_name(enum vm_action action)
+{
+    if ((size_t)action >= ST_ARRAY_LEN(action_names))
+        return "unknown";
+    return action_names[action];
+}
+
+int
+vm_action_parse(const char *name, enum vm_action *out)
+{
+    size_t i;
+
+    if (!name)
+        return -1;
+    for (i = 0; i < ST_ARRAY_LEN(action_names); i++) {
+        if (strcmp(name, action_names[i]) == 0) {
+            *out = (enum vm_action)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void
+vm_service_disk_vol_name(const char *vm_id, char out[ST_NAME_BUF])
+{
+    snprintf(out, ST_NAME_BUF, "vm-%s.qcow2", vm_id);
+}
+
+void
+vm_service_image_vol_name(const char *image_id, char out[ST_NAME_BUF])
+{
+    snprintf(out, ST_NAME_BUF, "img-%s", image_id);
+}
+
+/* Hand a locally collected error to the caller's (possibly NULL) one. */
+static void
+error_pass(struct st_error *err, const struct st_error *local)
+{
+    if (err)
+        *err = *local;
+}
+
+/* Stored states that say what stratus is doing, not what the guest does. */
+static bool
+status_is_live(enum vm_status status)
+{
+    return status == VM_STATUS_RUNNING || status == VM_STATUS_STOPPED || status == VM_STATUS_PAUSED;
+}
+
+static enum vm_status
+status_from_hv(enum hv_state state)
+{
+    switch (state) {
+    case HV_STATE_RUNNING:
+    case HV_STATE_BLOCKED:
+    case HV_STATE_SHUTDOWN:
+        return VM_STATUS_RUNNING;
+    case HV_STATE_PAUSED:
+    case HV_STATE_PMSUSPENDED:
+        return VM_STATUS_PAUSED;
+    case HV_STATE_NOSTATE:
+    case HV_STATE_SHUTOFF:
+    case HV_STATE_CRASHED:
+        return VM_STATUS_STOPPED;
+    }
+    return VM_STATUS_STOPPED;
+}
+
+/* Replace a live stored status by what the hypervisor sees (one call). */
+static int
+merge_one(struct vm_service *svc, struct vm *vm, struct st_error *err)
+{
+    struct st_error local = {0};
+    enum hv_state state;
+
+    if (!status_is_live(vm->status))
+        return 0;
+    if (hypervisor_state(svc->hv, vm->id, &state, &local) < 0) {
+        if (local.code != ST_ERR_NOT_FOUND) {
+            error_pass(err, &local);
+            return -1;
+        }
+        vm->status = VM_STATUS_MISSING;
+        return 0;
+    }
+    vm->status = status_from_hv(state);
+    return 0;
+}
+
+int
+vm_service_get(struct vm_service *svc, const char *owner, const char *id, struct vm *out,
+               struct st_error *err)
+{
+    struct vm vm;
+
+    if (vm_repo_get(svc->vms, owner, id, &vm, err) < 0)
+        return -1;
+    if (merge_one(svc, &vm, err) < 0)
+        return -1;
+    *out = vm;
+    return 0;
+}
+
+static int
+domain_info_cmp(const void *a, const void *b)
+{
+    const struct hv_domain_info *x = a, *y = b;
+
+    return strcmp(x->id, y->id);
+}
+
+/* Shown status of @vm given the sorted domain array. */
+static enum vm_status
+merged_status(const struct vm *vm, const struct hv_domain_info *doms, size_t ndoms)
+{
+    struct hv_domain_info key;
+    const struct hv_domain_info *hit;
+
+    if (!status_is_live(vm->status))
+        return vm->status;
+    if (ndoms == 0)
+        return VM_STATUS_MISSING;
+    memcpy(key.id, vm->id, sizeof(key.id));
+    hit = bsearch(&key, doms, ndoms, sizeof(*doms), domain_info_cmp);
+    return hit ? status_from_hv(hit->state) : VM_STATUS_MISSING;
+}
+
+int
+vm_service_list(struct vm_service *svc, const char *owner, const struct vm_filter *f,
+                struct vm_list *out, struct st_error *err)
+{
+    struct vm_filter repo_filter = *f;
+    struct vm_list page = {0};
+    struct hv_domain_info *doms = NULL;
+    size_t ndoms = 0, i, kept = 0;
+
+    /* `missing` is never stored: ask for every row, keep the missing ones. */
+    if (f->has_status && f->status == VM_STATUS_MISSING)
+        repo_filter.has_status = false;
+    if (vm_repo_list(svc->vms, owner, &repo_filter, &page, err) < 0)
+        return -1;
+    if (hypervisor_list_all(svc->hv, &doms, &ndoms, err) < 0) {
+        vm_list_release(&page);
+        return -1;
+    }
+    /* Sorting the domains makes the join O(n log n) with no per-VM round trip. */
+    if (ndoms > 1)
+        qsort(doms, ndoms, sizeof(*doms), domain_info_cmp);
+    for (i = 0; i < page.count; i++) {
+        struct vm *vm = &page.items[i];
+
+        vm->status = merged_status(vm, doms, ndoms);
+        if (f->has_status && vm->status != f->status)
+            continue;
+        if (kept != i)
+            page.items[kept] = *vm;
+        kept++;
+    }
+    page.count = kept;
+    free(doms);
+    *out = page;
+    return 0;
+}
+
+/* Write @vm to its row with a fresh updated_at. */
+static int
+save(struct vm_service *svc, const char *owner, struct vm *vm, struct st_error *err)
+{
+    vm->updated_at = st_now_ms();
+    return vm_repo_update(svc->vms, owner, vm, err);
+}
+
+static int
+record_step(struct vm_service *svc, const char *owner, struct vm *vm, enum vm_step step,
+            struct st_error *err)
+{
+    vm->step = step;
+    if (save(svc, owner, vm, err) < 0) {
+        st_error_prefix(err, "recording step %s", vm_step_name(step));
+        return -1;
+    }
+    return 0;
+}
+
+/* Resolve the sizes of a create request: by flavor or as given. */
+static int
+create_sizes(struct vm_service *svc, const char *owner, const struct vm_create_req *req,
+             struct vm *vm, struct st_error *err)
+{
+    struct flavor flavor;
+    struct st_error local = {0};
+
+    if (req->flavor_id[0] == '\0') {
+        if (req->vcpus == 0 || req->memory_mib == 0 || req->disk_gib == 0)
+            return st_error_set(err, ST_ERR_INVALID,
+                                "either flavor_id or vcpus, memory_mib and disk_gib are required");
+        vm->vcpus = req->vcpus;
+        vm->memory_mib = req->memory_mib;
+        vm->disk_gib = req->disk_gib;
+        return 0;
+    }
+    if (flavor_repo_get(svc->flavors, owner, req->flavor_id, &flavor, &local) < 0) {
+        if (local.code == ST_ERR_NOT_FOUND)
+            return st_error_set(err, ST_ERR_INVALID, "flavor '%s' does not exist", req->flavor_id);
+        error_pass(err, &local);
+        return -1;
+    }
+    st_strlcpy(vm->flavor_id, flavor.id, sizeof(vm->flavor_id));
+    vm->vcpus = flavor.vcpus;
+    vm->memory_mib = flavor.memory_mib;
+    vm->disk_gib = flavor.disk_gib;
+    return 0;
+}
+
+/* Check the request and fill the new row (not yet inserted). */
+static int
+create_prepare(struct vm_service *svc, const char *owner, const struct vm_create_req *req,
+               struct vm *vm, struct image *image, struct st_error *err)
+{
+    struct st_error local = {0};
+    unsigned min_gib;
+
+    if (st_name_check("name", req->name, err) < 0)
+        return -1;
+    if (image_repo_get(svc->images, owner, req->image_id, image, &local) < 0) {
+        if (local.code == ST_ERR_NOT_FOUND)
+            return st_error_set(err, ST_ERR_INVALID, "image '%s' does not exist", req->image_id);
+        error_pass(err, &local);
+        return -1;
+    }
+    memset(vm, 0, sizeof(*vm));
+    if (create_sizes(svc, owner, req, vm, err) < 0)
+        return -1;
+    min_gib = image_min_disk_gib(image);
+    if (vm->disk_gib < min_gib)
+        return st_error_set(err, ST_ERR_INVALID,
+                            "disk_gib %u is smaller than image '%s' needs (%u GiB)", vm->disk_gib,
+                            image->id, min_gib);
+    st_uuid_generate(vm->id);
+    st_strlcpy(vm->owner_id, owner ? owner : "", sizeof(vm->owner_id));
+    st_strlcpy(vm->name, req->name, sizeof(vm->name));
+    st_strlcpy(vm->image_id, image->id, sizeof(vm->image_id));
+    vm->status = VM_STATUS_CREATING;
+    vm->step = VM_STEP_ROW;
+    vm->created_at = vm->updated_at = st_now_ms();
+    return 0;
+}
+
+/* Clone the root disk over the image's volume; fills @disk. */
+static int
+create_disk(struct vm_service *svc, const struct vm *vm, const struct image *image,
+            struct storage_vol_info *disk, struct st_error *err)
+{
+    struct storage_vol_info base;
+    char base_vol[ST_NAME_BUF], disk_vol[ST_NAME_BUF];
+    const char *base_format;
+
+    vm_service_image_vol_name(image->id, base_vol);
+    if (storage_info(svc->storage, svc->cfg.image_pool, base_vol, &base, err) < 0) {
+        st_error_prefix(err, "volume of image '%s'", image->id);
+        return -1;
+    }
+    /* Trust the probed format; fall back on the registered one. */
+    base_format = base.format[0] ? base.format : image_format_name(image->format);
+    vm_service_disk_vol_name(vm->id, disk_vol);
+    return storage_clone_overlay(svc->storage, svc->cfg.disk_pool, disk_vol, base.path, base_format,
+                                 (uint64_t)vm->disk_gib * GIB, disk, err);
+}
+
+static void
+spec_from_vm(const struct vm *vm, const char *disk_path, struct hv_domain_spec *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->id = vm->id;
+    spec->owner_id = vm->owner_id;
+    spec->name = vm->name;
+    spec->vcpus = vm->vcpus;
+    spec->memory_mib = vm->memory_mib;
+    spec->disk_path = disk_path;
+    spec->disk_format = "qcow2";
+}
+
+/*
+ * Undo what create finished, newest first.  Returns the furthest step that
+ * could not be undone (VM_STEP_ROW when everything is gone), so the row
+ * tells a later recovery what is left.
+ */
+static enum vm_step
+create_undo(struct vm_service *svc, const struct vm *vm, enum vm_step done)
+{
+    struct st_error ignored = {0};
+    char disk_vol[ST_NAME_BUF];
+    enum vm_step left = VM_STEP_ROW;
+
+    if (done >= VM_STEP_STARTED && hypervisor_destroy(svc->hv, vm->id, &ignored) < 0 &&
+        ignored.code != ST_ERR_NOT_FOUND && ignored.code != ST_ERR_CONFLICT)
+        left = VM_STEP_STARTED;
+    if (done >= VM_STEP_DEFINED && left == VM_STEP_ROW &&
+        hypervisor_undefine(svc->hv, vm->id, &ignored) < 0 && ignored.code != ST_ERR_NOT_FOUND)
+        left = VM_STEP_DEFINED;
+    vm_service_disk_vol_name(vm->id, disk_vol);
+    if (done >= VM_STEP_DISK && left == VM_STEP_ROW &&
+        storage_remove(svc->storage, svc->cfg.disk_pool, disk_vol, &ignored) < 0 &&
+        ignored.code != ST_ERR_NOT_FOUND)
+        left = VM_STEP_DISK;
+    return left;
+}
+
+/* Run the steps after the row exists; *done tells how far they got. */
+static int
+create_steps(struct vm_service *svc, const char *owner, struct vm *vm, const struct image *image,
+             enum vm_step *done, const char **failed, struct st_error *err)
+{
+    struct storage_vol_info disk;
+    struct hv_domain_spec spec;
+
+    *failed = "disk";
+    if (create_disk(svc, vm, image, &disk, err) < 0)
+        return -1;
+    *done = VM_STEP_DISK;
+    if (record_step(svc, owner, vm, VM_STEP_DISK, err) < 0)
+        return -1;
+    *failed = "define";
+    spec_from_vm(vm, disk.path, &spec);
+    if (hypervisor_define(svc->hv, &spec, err) < 0)
+        return -1;
+    *done = VM_STEP_DEFINED;
+    if (record_step(svc, owner, vm, VM_STEP_DEFINED, err) < 0)
+        return -1;
+    *failed = "start";
+    if (hypervisor_start(svc->hv, vm->id, err) < 0)
+        return -1;
+    *done = VM_STEP_STARTED;
+    if (record_step(svc, owner, vm, VM_STEP_STARTED, err) < 0)
+        return -1;
+    *failed = "finish";
+    vm->status = VM_STATUS_RUNNING;
+    return record_step(svc, owner, vm, VM_STEP_DONE, err);
+}
+
+int
+vm_service_create(struct vm_service *svc, const char *owner, const struct vm_create_req *req,
+                  struct vm *out, struct st_error *err)
+{
+    struct st_error cause = {0};
+    struct st_error ignored = {0};
+    struct image image;
+    struct vm vm;
+    enum vm_step done = VM_STEP_ROW;
+    const char *failed = "row";
+
+    out->id[0] = '\0';
+    if (create_prepare(svc, owner, req, &vm, &image, err) < 0)
+        return -1;
+    if (vm_repo_insert(svc->vms, &vm, err) < 0)
+        return -1;
+    if (create_steps(svc, owner, &vm, &image, &done, &failed, &cause) == 0) {
+        *out = vm;
+        return 0;
+    }
+    st_error_prefix(&cause, "create failed at step %s", failed);
+    vm.step = create_undo(svc, &vm, done);
+    vm.status = VM_STATUS_ERROR;
+    st_strlcpy(vm.fault, cause.msg, sizeof(vm.fault));
+    /* Best effort: the caller gets the cause even if the row cannot say it. */
+    save(svc, owner, &vm, &ignored);
+    st_strlcpy(out->id, vm.id, sizeof(out->id));
+    error_pass(err, &cause);
+    return -1;
+}
+
+static bool
+resize_requested(const struct vm *vm, const struct vm_patch_req *req)
+{
+    return (req->has_vcpus && req->vcpus != vm->vcpus) ||
+           (req->has_memory_mib && req->memory_mib != vm->memory_mib);
+}
+
+/* Redefine the (stopped) domain of @vm with its current sizes. */
+static int
+redefine(struct vm_service *svc, const struct vm *vm, struct st_error *err)
+{
+    struct storage_vol_info disk;
+    struct hv_domain_spec spec;
+    char disk_vol[ST_NAME_BUF];
+
+    vm_service_disk_vol_name(vm->id, disk_vol);
+    if (storage_info(svc->storage, svc->cfg.disk_pool, disk_vol, &disk, err) < 0) {
+        st_error_prefix(err, "root disk of VM '%s'", vm->id);
+        return -1;
+    }
+    spec_from_vm(vm, disk.path, &spec);
+    return hypervisor_define(svc->hv, &spec, err);
+}
+
+int
+vm_service_update(struct vm_service *svc, const char *owner, const char *id,
+                  const struct vm_patch_req *req, struct vm *out, struct st_error *err)
+{
+    struct st_error ignored = {0};
+    struct vm old, vm, shown;
+    bool resize;
+
+    if (req->has_name && st_name_check("name", req->name, err) < 0)
+        return -1;
+    if (vm_repo_get(svc->vms, owner, id, &old, err) < 0)
+        return -1;
+    shown = old;
+    if (merge_one(svc, &shown, err) < 0)
+        return -1;
+    resize = resize_requested(&old, req);
+    if (resize && shown.status != VM_STATUS_STOPPED)
+        return st_error_set(err, ST_ERR_CONFLICT,
+                            "VM '%s' is %s; stop it to change vcpus or memory_mib", id,
+                            vm_status_name(shown.status));
+    vm = old;
+    if (req->has_name)
+        st_strlcpy(vm.name, req->name, sizeof(vm.name));
+    if (req->has_vcpus)
+        vm.vcpus = req->vcpus;
+    if (req->has_memory_mib)
+        vm.memory_mib = req->memory_mib;
+    if (resize && redefine(svc, &vm, err) < 0)
+        return -1;
+    if (save(svc, owner, &vm, err) < 0) {
+        /* Keep the domain in line with the row that stayed as it was. */
+        if (resize)
+            redefine(svc, &old, &ignored);
+        return -1;
+    }
+    vm.status = shown.status;
+    *out = vm;
+    return 0;
+}
+
+int
+vm_service_delete(struct vm_service *svc, const char *owner, const char *id, struct st_error *err)
+{
+    struct st_error cause = {0};
+    struct st_error ignored = {0};
+    char disk_vol[ST_NAME_BUF];
+    const char *failed;
+    struct vm vm;
+
+    if (vm_repo_get(svc->vms, owner, id, &vm, err) < 0)
+        return -1;
+    if (vm.status != VM_STATUS_DELETING) {
+        vm.status = VM_STATUS_DELETING;
+        if (save(svc, owner, &vm, err) < 0)
+            return -1;
+    }
+    /* Each step accepts that an earlier, interrupted delete already did it. */
+    failed = "destroy";
+    if (hypervisor_destroy(svc->hv, id, &cause) < 0 && cause.code != ST_ERR_NOT_FOUND &&
+        cause.code != ST_ERR_CONFLICT)
+        goto fail;
+    failed = "undefine";
+    if (hypervisor_undefine(svc->hv, id, &cause) < 0 && cause.code != ST_ERR_NOT_FOUND)
+        goto fail;
+    failed = "disk";
+    vm_service_disk_vol_name(id, disk_vol);
+    if (storage_remove(svc->storage, svc->cfg.disk_pool, disk_vol, &cause) < 0 &&
+        cause.code != ST_ERR_NOT_FOUND)
+        goto fail;
+    failed = "row";
+    if (vm_repo_remove(svc->vms, owner, id, &cause) < 0)
+        goto fail;
+    return 0;
+
+fail:
+    st_error_prefix(&cause, "delete failed at step %s", failed);
+    st_strlcpy(vm.fault, cause.msg, sizeof(vm.fault));
+    save(svc, owner, &vm, &ignored);
+    error_pass(err, &cause);
+    return -1;
+}
+
+static bool
+action_allowed(enum vm_action action, enum vm_status shown)
+{
+    switch (action) {
+    case VM_ACTION_START:
+        return shown == VM_STATUS_STOPPED;
+    case VM_ACTION_STOP:
+    case VM_ACTION_REBOOT:
+    case VM_ACTION_PAUSE:
+        return shown == VM_STATUS_RUNNING;
+    case VM_ACTION_FORCE_STOP:
+        return shown == VM_STATUS_RUNNING || shown == VM_STATUS_PAUSED;
+    case VM_ACTION_RESUME:
+        return shown == VM_STATUS_PAUSED;
+    }
+    return false;
+}
+
+static enum vm_status
+action_result(enum vm_action action)
+{
+    switch (action) {
+    case VM_ACTION_STOP:
+    case VM_ACTION_FORCE_STOP:
+        return VM_STATUS_STOPPED;
+    case VM_ACTION_PAUSE:
+        return VM_STATUS_PAUSED;
+    case VM_ACTION_START:
+    case VM_ACTION_REBOOT:
+    case VM_ACTION_RESUME:
+        return VM_STATUS_RUNNING;
+    }
+    return VM_STATUS_RUNNING;
+}
+
+/* Pull the plug, accepting a domain that went down on its own meanwhile. */
+static int
+destroy_running(struct vm_service *svc, const char *id, struct st_error *err)
+{
+    struct st_error local = {0};
+
+    if (hypervisor_destroy(svc->hv, id, &local) < 0 && local.code != ST_ERR_CONFLICT) {
+        error_pass(err, &local);
+        return -1;
+    }
+    return 0;
+}
+
+/* ACPI shutdown, wait up to stop_timeout_ms for shutoff, then pull the plug. */
+static int
+stop_graceful(struct vm_service *svc, const char *id, struct st_error *err)
+{
+    unsigned interval = svc->cfg.poll_interval_ms;
+    int64_t deadline;
+    enum hv_state state;
+
+    if (interval == 0)
+        interval = POLL_INTERVAL_DEFAULT_MS;
+    if (hypervisor_shutdown(svc->hv, id, err) < 0)
+        return -1;
+    deadline = st_monotonic_ms() + svc->cfg.stop_timeout_ms;
+    for (;;) {
+        if (hypervisor_state(svc->hv, id, &state, err) < 0)
+            return -1;
+        if (state == HV_STATE_SHUTOFF)
+            return 0;
+        if (st_monotonic_ms() >= deadline)
+            break;
+        st_sleep_ms(interval);
+    }
+    return destroy_running(svc, id, err);
+}
+
+static int
+action_run(struct vm_service *svc, const char *id, enum vm_action action, struct st_error *err)
+{
+    switch (action) {
+    case VM_ACTION_START:
+        return hypervisor_start(svc->hv, id, err);
+    case VM_ACTION_STOP:
+        return stop_graceful(svc, id, err);
+    case VM_ACTION_FORCE_STOP:
+        return destroy_running(svc, id, err);
+    case VM_ACTION_REBOOT:
+        return hypervisor_reboot(svc->hv, id, err);
+    case VM_ACTION_PAUSE:
+        return hypervisor_suspend(svc->hv, id, err);
+    case VM_ACTION_RESUME:
+        return hypervisor_resume(svc->hv, id, err);
+    }
+    return st_error_set(err, ST_ERR_INTERNAL, "unknown action %d", (int)action);
+}
+
+int
+vm_service_action(struct vm_service *svc, const char *owner, const char *id, enum vm_action action,
+                  struct vm *out, struct st_error *err)
+{
+    struct vm vm, shown;
+
+    if (vm_repo_get(svc->vms, owner, id, &vm, err) < 0)
+        return -1;
+    shown = vm;
+    if (merge_one(svc, &shown, err) < 0)
+        return -1;
+    if (!action_allowed(action, shown.status))
+        return st_error_set(err, ST_ERR_CONFLICT, "VM '%s' is %s; cannot %s", id,
+                            vm_status_name(shown.status), vm_action_name(action));
+    if (action_run(svc, id, action, err) < 0) {
+        st_error_prefix(err, "%s VM '%s'", vm_action_name(action), id);
+        return -1;
+    }
+    vm.status = action_result(action);
+    vm.fault[0] = '\0';
+    if (save(svc, owner, &vm, err) < 0)
+        return -1;
+    if (merge_one(svc, &vm, err) < 0)
+        return -1;
+    *out = vm;
+    return 0;
+}
