@@ -1,0 +1,539 @@
+#include "repositories/libvirt/libvirt_backend.h"
+
+#include "repositories/libvirt/libvirt_internal.h"
+#include "util/mem.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct hv_libvirt {
+    struct libvirt_conn *lc; /* borrowed */
+    char *virt_type;
+    char *console_dir; /* NULL = no serial console */
+    char *emulator;    /* NULL = libvirt's default */
+};
+
+enum hv_action {
+    HV_ACTION_START = 0,
+    HV_ACTION_SHUTDOWN,
+    HV_ACTION_DESTROY,
+    HV_ACTION_REBOOT,
+    HV_ACTION_SUSPEND,
+    HV_ACTION_RESUME,
+    HV_ACTION_UNDEFINE,
+};
+
+#define HV_BIT(state) (1u << (state))
+#define HV_ACTIVE_STATES                                                                           \
+    (HV_BIT(VIR_DOMAIN_RUNNING) | HV_BIT(VIR_DOMAIN_BLOCKED) | HV_BIT(VIR_DOMAIN_PAUSED) |         \
+     HV_BIT(VIR_DOMAIN_SHUTDOWN) | HV_BIT(VIR_DOMAIN_PMSUSPENDED))
+#define HV_INACTIVE_STATES (HV_BIT(VIR_DOMAIN_SHUTOFF) | HV_BIT(VIR_DOMAIN_CRASHED))
+
+/*
+ * The states in which each action makes sense.  Drivers disagree on the
+ * code of a wrong-state refusal (qemu: OPERATION_INVALID, test: INTERNAL_ERROR),
+ * so a failed action is checked against this table to report ST_ERR_CONFLICT.
+ */
+static const struct {
+    const char *verb;
+    unsigned allowed;
+} hv_actions[] = {
+    [HV_ACTION_START] = {"start", HV_INACTIVE_STATES},
+    [HV_ACTION_SHUTDOWN] = {"shut down", HV_ACTIVE_STATES},
+    [HV_ACTION_DESTROY] = {"destroy", HV_ACTIVE_STATES},
+    [HV_ACTION_REBOOT] = {"reboot", HV_ACTIVE_STATES},
+    [HV_ACTION_SUSPEND] = {"suspend", HV_BIT(VIR_DOMAIN_RUNNING) | HV_BIT(VIR_DOMAIN_BLOCKED)},
+    [HV_ACTION_RESUME] = {"resume", HV_BIT(VIR_DOMAIN_PAUSED)},
+    [HV_ACTION_UNDEFINE] = {"undefine", HV_INACTIVE_STATES | HV_BIT(VIR_DOMAIN_NOSTATE)},
+};
+
+static enum hv_state
+hv_state_from_libvirt(int state)
+{
+    switch (state) {
+    case VIR_DOMAIN_RUNNING:
+        return HV_STATE_RUNNING;
+    case VIR_DOMAIN_BLOCKED:
+        return HV_STATE_BLOCKED;
+    case VIR_DOMAIN_PAUSED:
+        return HV_STATE_PAUSED;
+    case VIR_DOMAIN_SHUTDOWN:
+        return HV_STATE_SHUTDOWN;
+    case VIR_DOMAIN_SHUTOFF:
+        return HV_STATE_SHUTOFF;
+    case VIR_DOMAIN_CRASHED:
+        return HV_STATE_CRASHED;
+    case VIR_DOMAIN_PMSUSPENDED:
+        return HV_STATE_PMSUSPENDED;
+    default:
+        return HV_STATE_NOSTATE;
+    }
+}
+
+/* Find the domain of VM @id by its name (never touches domains not ours). */
+static virDomainPtr
+hv_lookup(virConnectPtr conn, const char *id, struct st_error *err)
+{
+    char name[sizeof(LIBVIRT_DOMAIN_PREFIX) + ST_ID_BUF];
+    virDomainPtr dom;
+
+    if (snprintf(name, sizeof(name), LIBVIRT_DOMAIN_PREFIX "%s", id) >= (int)sizeof(name)) {
+        st_error_set(err, ST_ERR_NOT_FOUND, "no domain for VM '%s': not a VM id", id);
+        return NULL;
+    }
+    dom = virDomainLookupByName(conn, name);
+    if (!dom)
+        libvirt_error_set(err, "no domain for VM '%s'", id);
+    return dom;
+}
+
+/* The domain XML of @spec; every value escaped.  Caller free()s. */
+static char *
+hv_domain_xml(const struct hv_libvirt *hv, const struct hv_domain_spec *spec)
+{
+    ST_AUTOFREE char *type = libvirt_xml_escape(hv->virt_type);
+    ST_AUTOFREE char *id = libvirt_xml_escape(spec->id);
+    ST_AUTOFREE char *owner = libvirt_xml_escape(spec->owner_id);
+    ST_AUTOFREE char *name = libvirt_xml_escape(spec->name);
+    ST_AUTOFREE char *disk = libvirt_xml_escape(spec->disk_path);
+    ST_AUTOFREE char *format = libvirt_xml_escape(spec->disk_format);
+    ST_AUTOFREE char *emulator = NULL;
+    ST_AUTOFREE char *console = NULL;
+
+    if (hv->emulator) {
+        ST_AUTOFREE char *path = libvirt_xml_escape(hv->emulator);
+
+        emulator = st_xasprintf("    <emulator>%s</emulator>\n", path);
+    }
+    if (hv->console_dir) {
+        ST_AUTOFREE char *log = st_xasprintf("%s/%s.log", hv->console_dir, spec->id);
+        ST_AUTOFREE char *esc = libvirt_xml_escape(log);
+
+        console = st_xasprintf("    <serial type='pty'>\n"
+                               "      <log file='%s' append='off'/>\n"
+                               "    </serial>\n"
+                               "    <console type='pty'/>\n",
+                               esc);
+    }
+    return st_xasprintf(
+        "<domain type='%s'>\n"
+        "  <name>" LIBVIRT_DOMAIN_PREFIX "%s</name>\n"
+        "  <uuid>%s</uuid>\n"
+        "  <metadata>\n"
+        "    <" LIBVIRT_STRATUS_NS_PREFIX ":instance xmlns:" LIBVIRT_STRATUS_NS_PREFIX
+        "='" LIBVIRT_STRATUS_NS_URI "'>\n"
+        "      <" LIBVIRT_STRATUS_NS_PREFIX ":id>%s</" LIBVIRT_STRATUS_NS_PREFIX ":id>\n"
+        "      <" LIBVIRT_STRATUS_NS_PREFIX ":owner>%s</" LIBVIRT_STRATUS_NS_PREFIX ":owner>\n"
+        "      <" LIBVIRT_STRATUS_NS_PREFIX ":name>%s</" LIBVIRT_STRATUS_NS_PREFIX ":name>\n"
+        "    </" LIBVIRT_STRATUS_NS_PREFIX ":instance>\n"
+        "  </metadata>\n"
+        "  <memory unit='MiB'>%u</memory>\n"
+        "  <vcpu>%u</vcpu>\n"
+        "  <os>\n"
+        "    <type>hvm</type>\n"
+        "    <boot dev='hd'/>\n"
+        "  </os>\n"
+        "  <features>\n"
+        "    <acpi/>\n"
+        "  </features>\n"
+        "  <on_crash>destroy</on_crash>\n"
+        "  <devices>\n"
+        "%s"
+        "    <disk type='file' device='disk'>\n"
+        "      <driver name='qemu' type='%s'/>\n"
+        "      <source file='%s'/>\n"
+        "      <target dev='vda' bus='virtio'/>\n"
+        "    </disk>\n"
+        "%s"
+        "  </devices>\n"
+        "</domain>\n",
+        type, id, id, id, owner, name, spec->memory_mib, spec->vcpus, emulator ? emulator : "",
+        format, disk, console ? console : "");
+}
+
+struct hv_define_arg {
+    const struct hv_libvirt *hv;
+    const struct hv_domain_spec *spec;
+};
+
+static int
+hv_define_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    const struct hv_define_arg *a = arg;
+    ST_AUTOFREE char *xml = hv_domain_xml(a->hv, a->spec);
+    virDomainPtr dom;
+
+    /* Same name and UUID: libvirt replaces the persistent definition. */
+    dom = virDomainDefineXML(conn, xml);
+    if (!dom)
+        return libvirt_error_set(err, "cannot define the domain of VM '%s'", a->spec->id);
+    virDomainFree(dom);
+    return 0;
+}
+
+static int
+hv_define(void *self, const struct hv_domain_spec *spec, struct st_error *err)
+{
+    struct hv_define_arg arg = {.hv = self, .spec = spec};
+
+    if (!st_uuid_valid(spec->id))
+        return st_error_set(err, ST_ERR_INVALID, "cannot define a domain for VM '%s': not a UUID",
+                            spec->id ? spec->id : "");
+    if (!spec->disk_path || !*spec->disk_path || !spec->disk_format || !*spec->disk_format)
+        return st_error_set(err, ST_ERR_INVALID,
+                            "cannot define the domain of VM '%s': no root disk given", spec->id);
+    if (spec->vcpus == 0 || spec->memory_mib == 0)
+        return st_error_set(err, ST_ERR_INVALID,
+                            "cannot define the domain of VM '%s': %u vCPUs and %u MiB of memory",
+                            spec->id, spec->vcpus, spec->memory_mib);
+    return libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_define_op, &arg, err);
+}
+
+/* Undefine with everything libvirt keeps beside the definition, where the driver knows how. */
+static int
+hv_undefine_dom(virDomainPtr dom)
+{
+    int rc;
+    int code;
+
+    rc = virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                         VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                                         VIR_DOMAIN_UNDEFINE_NVRAM);
+    if (rc == 0)
+        return 0;
+    code = libvirt_last_error_code();
+    if (code == VIR_ERR_NO_SUPPORT || code == VIR_ERR_INVALID_ARG)
+        rc = virDomainUndefine(dom);
+    return rc;
+}
+
+static int
+hv_action_do(virDomainPtr dom, enum hv_action action)
+{
+    switch (action) {
+    case HV_ACTION_START:
+        return virDomainCreate(dom);
+    case HV_ACTION_SHUTDOWN:
+        return virDomainShutdown(dom);
+    case HV_ACTION_DESTROY:
+        return virDomainDestroy(dom);
+    case HV_ACTION_REBOOT:
+        return virDomainReboot(dom, 0);
+    case HV_ACTION_SUSPEND:
+        return virDomainSuspend(dom);
+    case HV_ACTION_RESUME:
+        return virDomainResume(dom);
+    case HV_ACTION_UNDEFINE:
+        return hv_undefine_dom(dom);
+    }
+    BUG("unknown hypervisor action");
+}
+
+struct hv_action_arg {
+    const char *id;
+    enum hv_action action;
+};
+
+static int
+hv_action_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    const struct hv_action_arg *a = arg;
+    const char *verb = hv_actions[a->action].verb;
+    virDomainPtr dom;
+    int state = VIR_DOMAIN_NOSTATE;
+    int rc = -1;
+
+    dom = hv_lookup(conn, a->id, err);
+    if (!dom)
+        return -1;
+    if (a->action == HV_ACTION_UNDEFINE) {
+        /* libvirt would turn a running domain transient; the contract says it must not run. */
+        rc = virDomainIsActive(dom);
+        if (rc != 0) {
+            if (rc < 0)
+                libvirt_error_set(err, "cannot undefine VM '%s'", a->id);
+            else
+                st_error_set(err, ST_ERR_CONFLICT, "cannot undefine VM '%s': its domain is running",
+                             a->id);
+            rc = -1;
+            goto out;
+        }
+    }
+    rc = hv_action_do(dom, a->action);
+    if (rc == 0)
+        goto out;
+    libvirt_error_set(err, "cannot %s VM '%s'", verb, a->id);
+    if (err->code == ST_ERR_BACKEND && virDomainGetState(dom, &state, NULL, 0) == 0 &&
+        !(hv_actions[a->action].allowed & HV_BIT(state)))
+        err->code = ST_ERR_CONFLICT;
+out:
+    virDomainFree(dom);
+    return rc < 0 ? -1 : 0;
+}
+
+static int
+hv_action(struct hv_libvirt *hv, const char *id, enum hv_action action, struct st_error *err)
+{
+    struct hv_action_arg arg = {.id = id, .action = action};
+
+    return libvirt_conn_run(hv->lc, hv_action_op, &arg, err);
+}
+
+static int
+hv_start(void *self, const char *id, struct st_error *err)
+{
+    return hv_action(self, id, HV_ACTION_START, err);
+}
+
+static int
+hv_shutdown(void *self, const char *id, struct st_error *err)
+{
+    return hv_action(self, id, HV_ACTION_SHUTDOWN, err);
+}
+
+static int
+hv_destroy(void *self, const char *id, struct st_error *err)
+{
+    return hv_action(self, id, HV_ACTION_DESTROY, err);
+}
+
+static int
+hv_reboot(void *self, const char *id, struct st_error *err)
+{
+    return hv_action(self, id, HV_ACTION_REBOOT, err);
+}
+
+static int
+hv_suspend(void *self, const char *id, struct st_error *err)
+{
+    return hv_action(self, id, HV_ACTION_SUSPEND, err);
+}
+
+static int
+hv_resume(void *self, const char *id, struct st_error *err)
+{
+    return hv_action(self, id, HV_ACTION_RESUME, err);
+}
+
+static int
+hv_undefine(void *self, const char *id, struct st_error *err)
+{
+    return hv_action(self, id, HV_ACTION_UNDEFINE, err);
+}
+
+struct hv_state_arg {
+    const char *id;
+    enum hv_state state;
+};
+
+static int
+hv_state_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    struct hv_state_arg *a = arg;
+    virDomainPtr dom;
+    int state;
+    int rc;
+
+    dom = hv_lookup(conn, a->id, err);
+    if (!dom)
+        return -1;
+    rc = virDomainGetState(dom, &state, NULL, 0);
+    if (rc < 0)
+        libvirt_error_set(err, "cannot read the state of VM '%s'", a->id);
+    else
+        a->state = hv_state_from_libvirt(state);
+    virDomainFree(dom);
+    return rc < 0 ? -1 : 0;
+}
+
+static int
+hv_state(void *self, const char *id, enum hv_state *out, struct st_error *err)
+{
+    struct hv_state_arg arg = {.id = id, .state = HV_STATE_NOSTATE};
+
+    if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_state_op, &arg, err) < 0)
+        return -1;
+    *out = arg.state;
+    return 0;
+}
+
+struct hv_list {
+    struct hv_domain_info *items;
+    size_t count;
+    size_t cap;
+};
+
+/*
+ * Add @dom when it is a stratus domain.  @state < 0 means unknown: ask the
+ * domain itself (one call, only for the few domains in odd states).
+ */
+static int
+hv_list_add(struct hv_list *list, virDomainPtr dom, int state, struct st_error *err)
+{
+    const char *name = virDomainGetName(dom);
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    struct hv_domain_info *info;
+
+    if (!name || strncmp(name, LIBVIRT_DOMAIN_PREFIX, strlen(LIBVIRT_DOMAIN_PREFIX)) != 0)
+        return 0;
+    if (virDomainGetUUIDString(dom, uuid) < 0)
+        return libvirt_error_set(err, "cannot read the UUID of domain '%s'", name);
+    if (state < 0 && virDomainGetState(dom, &state, NULL, 0) < 0) {
+        /* Gone between listing and asking: it is not there any more. */
+        if (libvirt_last_error_code() == VIR_ERR_NO_DOMAIN)
+            return 0;
+        return libvirt_error_set(err, "cannot read the state of domain '%s'", name);
+    }
+    if (list->count == list->cap) {
+        struct hv_domain_info *grown;
+
+        list->cap = list->cap ? list->cap * 2 : 64;
+        grown = realloc(list->items, list->cap * sizeof(*grown));
+        if (!grown)
+            BUG("out of memory");
+        list->items = grown;
+    }
+    info = &list->items[list->count++];
+    st_strlcpy(info->id, uuid, sizeof(info->id));
+    info->state = hv_state_from_libvirt(state);
+    return 0;
+}
+
+/*
+ * For drivers without bulk stats: one listing per state class, so the cost
+ * stays a handful of calls whatever the number of domains.
+ */
+static int
+hv_list_by_state(virConnectPtr conn, struct hv_list *list, struct st_error *err)
+{
+    static const struct {
+        unsigned flag;
+        int state; /* -1: the class mixes states */
+    } classes[] = {
+        {VIR_CONNECT_LIST_DOMAINS_RUNNING, VIR_DOMAIN_RUNNING},
+        {VIR_CONNECT_LIST_DOMAINS_PAUSED, VIR_DOMAIN_PAUSED},
+        {VIR_CONNECT_LIST_DOMAINS_SHUTOFF, VIR_DOMAIN_SHUTOFF},
+        {VIR_CONNECT_LIST_DOMAINS_OTHER, -1},
+    };
+    size_t c;
+    int i, n, rc = 0;
+
+    for (c = 0; c < ST_ARRAY_LEN(classes) && rc == 0; c++) {
+        virDomainPtr *doms = NULL;
+
+        n = virConnectListAllDomains(conn, &doms, classes[c].flag);
+        if (n < 0)
+            return libvirt_error_set(err, "cannot list domains");
+        for (i = 0; i < n; i++) {
+            if (rc == 0)
+                rc = hv_list_add(list, doms[i], classes[c].state, err);
+            virDomainFree(doms[i]);
+        }
+        free(doms);
+    }
+    return rc;
+}
+
+static int
+hv_list_all_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    struct hv_list *list = arg;
+    virDomainStatsRecordPtr *records = NULL;
+    int i, n, state, rc = 0;
+
+    list->count = 0;
+    n = virConnectGetAllDomainStats(conn, VIR_DOMAIN_STATS_STATE, &records, 0);
+    if (n < 0) {
+        if (libvirt_last_error_code() == VIR_ERR_NO_SUPPORT)
+            return hv_list_by_state(conn, list, err);
+        return libvirt_error_set(err, "cannot list domains");
+    }
+    for (i = 0; i < n && rc == 0; i++) {
+        if (virTypedParamsGetInt(records[i]->params, records[i]->nparams, "state.state", &state) !=
+            1)
+            state = -1;
+        rc = hv_list_add(list, records[i]->dom, state, err);
+    }
+    virDomainStatsRecordListFree(records);
+    return rc;
+}
+
+static int
+hv_list_all(void *self, struct hv_domain_info **out, size_t *n, struct st_error *err)
+{
+    struct hv_list list = {0};
+
+    if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_list_all_op, &list, err) < 0) {
+        free(list.items);
+        return -1;
+    }
+    *out = list.items;
+    *n = list.count;
+    return 0;
+}
+
+static int
+hv_ping_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    unsigned long version;
+
+    (void)arg;
+    if (virConnectGetLibVersion(conn, &version) < 0)
+        return libvirt_error_set(err, "libvirt does not answer");
+    return 0;
+}
+
+static int
+hv_ping(void *self, struct st_error *err)
+{
+    return libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_ping_op, NULL, err);
+}
+
+static void
+hv_close(void *self)
+{
+    struct hv_libvirt *hv = self;
+
+    if (!hv)
+        return;
+    free(hv->virt_type);
+    free(hv->console_dir);
+    free(hv->emulator);
+    free(hv);
+}
+
+static const struct hypervisor_ops hv_libvirt_ops = {
+    .define = hv_define,
+    .start = hv_start,
+    .shutdown = hv_shutdown,
+    .destroy = hv_destroy,
+    .reboot = hv_reboot,
+    .suspend = hv_suspend,
+    .resume = hv_resume,
+    .undefine = hv_undefine,
+    .state = hv_state,
+    .list_all = hv_list_all,
+    .ping = hv_ping,
+    .close = hv_close,
+};
+
+int
+hypervisor_libvirt_open(struct libvirt_conn *conn, const struct hypervisor_libvirt_config *cfg,
+                        struct hypervisor *out, struct st_error *err)
+{
+    struct hv_libvirt *hv;
+
+    if (!conn || !cfg || !cfg->virt_type || !*cfg->virt_type)
+        return st_error_set(err, ST_ERR_INVALID,
+                            "the libvirt hypervisor needs a connection and a virt_type");
+    hv = st_xcalloc(1, sizeof(*hv));
+    hv->lc = conn;
+    hv->virt_type = st_xstrdup(cfg->virt_type);
+    hv->console_dir = cfg->console_dir && *cfg->console_dir ? st_xstrdup(cfg->console_dir) : NULL;
+    hv->emulator = cfg->emulator && *cfg->emulator ? st_xstrdup(cfg->emulator) : NULL;
+    out->ops = &hv_libvirt_ops;
+    out->self = hv;
+    return 0;
+}

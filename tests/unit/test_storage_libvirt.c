@@ -1,0 +1,493 @@
+/*
+ * The libvirt storage against libvirt's test:///default driver, with pools
+ * pointing at a temporary directory.  The test driver keeps volumes in
+ * memory only; the files the backend writes itself (imports) are real.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt.h>
+
+#include "repositories/libvirt/libvirt_backend.h"
+#include "util/ids.h"
+#include "util/mem.h"
+
+#define TEST_URI "test:///default"
+#define DEAD_URI "qemu+unix:///system?socket=/nonexistent"
+#define GIB (1024ull * 1024 * 1024)
+
+struct fixture {
+    char base[64];
+    char pool_dir[PATH_MAX];
+    char import_dir[PATH_MAX];
+    char outside_dir[PATH_MAX];
+    char pool[32];
+    struct libvirt_conn *lc;
+    struct storage st;
+};
+
+static virConnectPtr keeper;
+static unsigned pool_seq;
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    keeper = virConnectOpen(TEST_URI);
+    return keeper ? 0 : -1;
+}
+
+static int
+group_teardown(void **state)
+{
+    (void)state;
+    virConnectClose(keeper);
+    return 0;
+}
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int
+setup(void **state)
+{
+    struct fixture *f = st_xcalloc(1, sizeof(*f));
+    struct storage_libvirt_config cfg;
+    struct st_error err;
+
+    strcpy(f->base, "/tmp/stratus-st-XXXXXX");
+    if (!mkdtemp(f->base))
+        return -1;
+    snprintf(f->pool_dir, sizeof(f->pool_dir), "%s/pool", f->base);
+    snprintf(f->import_dir, sizeof(f->import_dir), "%s/import", f->base);
+    snprintf(f->outside_dir, sizeof(f->outside_dir), "%s/outside", f->base);
+    if (mkdir(f->pool_dir, 0755) < 0 || mkdir(f->import_dir, 0755) < 0 ||
+        mkdir(f->outside_dir, 0755) < 0)
+        return -1;
+    snprintf(f->pool, sizeof(f->pool), "st-test-%u", ++pool_seq);
+    cfg.import_dir = f->import_dir;
+    f->lc = libvirt_conn_new(TEST_URI);
+    if (storage_libvirt_open(f->lc, &cfg, &f->st, &err) < 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static void
+drop_pool(const char *name)
+{
+    virStoragePoolPtr p = virStoragePoolLookupByName(keeper, name);
+
+    if (!p)
+        return;
+    if (virStoragePoolIsActive(p) == 1)
+        virStoragePoolDestroy(p);
+    virStoragePoolUndefine(p);
+    virStoragePoolFree(p);
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    drop_pool(f->pool);
+    storage_close(&f->st);
+    libvirt_conn_close(f->lc);
+    nftw(f->base, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static void
+ensure(struct fixture *f)
+{
+    struct st_error err;
+
+    assert_int_equal(storage_ensure_pool(&f->st, f->pool, f->pool_dir, &err), 0);
+}
+
+static void
+write_file(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* A 512-byte qcow2 (v3) header of @size bytes with @backing_offset. */
+static void
+write_qcow2(const char *path, uint64_t size, uint64_t backing_offset)
+{
+    unsigned char head[512];
+    int i;
+
+    memset(head, 0, sizeof(head));
+    memcpy(head, "QFI\xfb", 4);
+    head[7] = 3;
+    for (i = 0; i < 8; i++) {
+        head[8 + i] = (unsigned char)(backing_offset >> (56 - 8 * i));
+        head[24 + i] = (unsigned char)(size >> (56 - 8 * i));
+    }
+    head[23] = 16; /* cluster_bits */
+    write_file(path, head, sizeof(head));
+}
+
+static void
+assert_no_vol(struct fixture *f, const char *vol)
+{
+    struct storage_vol_info info;
+    struct st_error err;
+
+    assert_int_equal(storage_info(&f->st, f->pool, vol, &info, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+}
+
+static void
+test_storage_libvirt__ensure_pool_is_idempotent(void **state)
+{
+    struct fixture *f = *state;
+    char with_slash[PATH_MAX + 1];
+    virStoragePoolPtr p;
+    int autostart = 0;
+    char *xml;
+
+    ensure(f);
+    ensure(f);
+    snprintf(with_slash, sizeof(with_slash), "%s/", f->pool_dir);
+    assert_int_equal(storage_ensure_pool(&f->st, f->pool, with_slash, NULL), 0);
+    p = virStoragePoolLookupByName(keeper, f->pool);
+    assert_non_null(p);
+    assert_int_equal(virStoragePoolIsActive(p), 1);
+    assert_int_equal(virStoragePoolGetAutostart(p, &autostart), 0);
+    assert_int_equal(autostart, 1);
+    xml = virStoragePoolGetXMLDesc(p, 0);
+    assert_non_null(strstr(xml, "<pool type='dir'>"));
+    assert_non_null(strstr(xml, f->pool_dir));
+    free(xml);
+    virStoragePoolFree(p);
+}
+
+static void
+test_storage_libvirt__ensure_pool_conflicts_on_another_path(void **state)
+{
+    struct fixture *f = *state;
+    struct st_error err;
+
+    ensure(f);
+    assert_int_equal(storage_ensure_pool(&f->st, f->pool, f->outside_dir, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_non_null(strstr(err.msg, f->pool_dir));
+    assert_non_null(strstr(err.msg, f->outside_dir));
+    assert_int_equal(storage_ensure_pool(&f->st, f->pool, "relative/dir", &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+}
+
+static void
+test_storage_libvirt__ensure_pool_starts_an_inactive_pool(void **state)
+{
+    struct fixture *f = *state;
+    virStoragePoolPtr p;
+
+    ensure(f);
+    p = virStoragePoolLookupByName(keeper, f->pool);
+    assert_non_null(p);
+    assert_int_equal(virStoragePoolDestroy(p), 0);
+    assert_int_equal(virStoragePoolIsActive(p), 0);
+    ensure(f);
+    assert_int_equal(virStoragePoolIsActive(p), 1);
+    virStoragePoolFree(p);
+}
+
+static void
+test_storage_libvirt__clone_overlay_info_remove(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_vol_info out, info;
+    char want[PATH_MAX + 32];
+    struct st_error err;
+
+    ensure(f);
+    assert_int_equal(storage_clone_overlay(&f->st, f->pool, "vm-1.qcow2", "/images/base.img", "raw",
+                                           10 * GIB, &out, &err),
+                     0);
+    snprintf(want, sizeof(want), "%s/vm-1.qcow2", f->pool_dir);
+    assert_string_equal(out.path, want);
+    assert_string_equal(out.format, "qcow2");
+    assert_true(out.has_backing);
+    assert_int_equal(out.capacity, 10 * GIB);
+
+    assert_int_equal(storage_info(&f->st, f->pool, "vm-1.qcow2", &info, &err), 0);
+    assert_string_equal(info.path, want);
+    assert_string_equal(info.format, "qcow2");
+    assert_true(info.has_backing);
+    assert_int_equal(info.capacity, 10 * GIB);
+
+    assert_int_equal(storage_clone_overlay(&f->st, f->pool, "vm-1.qcow2", "/images/base.img", "raw",
+                                           GIB, &out, &err),
+                     -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+
+    assert_int_equal(storage_remove(&f->st, f->pool, "vm-1.qcow2", &err), 0);
+    assert_no_vol(f, "vm-1.qcow2");
+    assert_int_equal(storage_remove(&f->st, f->pool, "vm-1.qcow2", &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+}
+
+static void
+test_storage_libvirt__clone_overlay_escapes_xml(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_vol_info out;
+    struct st_error err;
+
+    ensure(f);
+    assert_int_equal(storage_clone_overlay(&f->st, f->pool, "a&b<'c'>.qcow2",
+                                           "/images/it's <base>.img", "qcow2", GIB, &out, &err),
+                     0);
+    assert_non_null(strstr(out.path, "/a&b<'c'>.qcow2"));
+    assert_true(out.has_backing);
+}
+
+static void
+test_storage_libvirt__unknown_pool_is_not_found(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_vol_info out;
+    char src[PATH_MAX + 16];
+    struct st_error err;
+
+    assert_int_equal(
+        storage_clone_overlay(&f->st, "no-such-pool", "v", "/b.img", "raw", GIB, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(storage_info(&f->st, "no-such-pool", "v", &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(storage_remove(&f->st, "no-such-pool", "v", &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    snprintf(src, sizeof(src), "%s/x.img", f->import_dir);
+    write_file(src, "x", 1);
+    assert_int_equal(storage_import(&f->st, "no-such-pool", "v", src, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    ensure(f);
+    assert_no_vol(f, "v");
+}
+
+static void
+test_storage_libvirt__import_raw_copies_the_bytes(void **state)
+{
+    struct fixture *f = *state;
+    enum { LEN = 3 * 1024 * 1024 + 123 };
+    ST_AUTOFREE unsigned char *data = st_xcalloc(1, LEN);
+    ST_AUTOFREE unsigned char *back = st_xcalloc(1, LEN);
+    char src[PATH_MAX + 16], want[PATH_MAX + 16];
+    struct storage_vol_info out, info;
+    struct stat st;
+    FILE *fp;
+    size_t i;
+    struct st_error err;
+
+    /* Data, then a long zero run (a hole in the copy), then data at the very end. */
+    for (i = 0; i < 1024 * 1024; i++)
+        data[i] = (unsigned char)(i * 7 + 1);
+    data[LEN - 1] = 0x5a;
+    snprintf(src, sizeof(src), "%s/disk.raw", f->import_dir);
+    write_file(src, data, LEN);
+    ensure(f);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-1", src, &out, &err), 0);
+    snprintf(want, sizeof(want), "%s/img-1", f->pool_dir);
+    assert_string_equal(out.path, want);
+    assert_string_equal(out.format, "raw");
+    assert_false(out.has_backing);
+    assert_int_equal(out.capacity, LEN);
+    assert_true(out.allocation > 0);
+    assert_int_equal(stat(want, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_int_equal(st.st_size, LEN);
+    fp = fopen(want, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fread(back, 1, LEN, fp), LEN);
+    fclose(fp);
+    assert_memory_equal(back, data, LEN);
+
+    assert_int_equal(storage_info(&f->st, f->pool, "img-1", &info, &err), 0);
+    assert_string_equal(info.format, "raw");
+    assert_int_equal(info.capacity, LEN);
+
+    /* A second import under the same name is refused and keeps the first. */
+    assert_int_equal(storage_import(&f->st, f->pool, "img-1", src, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_int_equal(storage_info(&f->st, f->pool, "img-1", &info, &err), 0);
+}
+
+static void
+test_storage_libvirt__import_probes_a_qcow2_header(void **state)
+{
+    struct fixture *f = *state;
+    char src[PATH_MAX + 16];
+    struct storage_vol_info out;
+    struct st_error err;
+
+    ensure(f);
+    snprintf(src, sizeof(src), "%s/plain.qcow2", f->import_dir);
+    write_qcow2(src, 20 * GIB, 0);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-q", src, &out, &err), 0);
+    assert_string_equal(out.format, "qcow2");
+    assert_int_equal(out.capacity, 20 * GIB);
+    assert_false(out.has_backing);
+
+    snprintf(src, sizeof(src), "%s/backed.qcow2", f->import_dir);
+    write_qcow2(src, 5 * GIB, 0x200);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-b", src, &out, &err), 0);
+    assert_string_equal(out.format, "qcow2");
+    assert_int_equal(out.capacity, 5 * GIB);
+    assert_true(out.has_backing);
+
+    assert_int_equal(storage_info(&f->st, f->pool, "img-b", &out, &err), 0);
+    assert_string_equal(out.format, "qcow2");
+    assert_true(out.has_backing);
+}
+
+static void
+test_storage_libvirt__import_names_other_formats(void **state)
+{
+    static const struct {
+        const char *head;
+        size_t len;
+        const char *format;
+    } cases[] = {
+        {"QED\0", 4, "qed"},
+        {"KDMV", 4, "vmdk"},
+        {"vhdxfile", 8, "vhdx"},
+        {"LUKS\xba\xbe", 6, "luks"},
+    };
+    struct fixture *f = *state;
+    char src[PATH_MAX + 16], vol[32];
+    unsigned char head[1024];
+    struct storage_vol_info out;
+    size_t i;
+    struct st_error err;
+
+    ensure(f);
+    for (i = 0; i < ST_ARRAY_LEN(cases); i++) {
+        memset(head, 0, sizeof(head));
+        memcpy(head, cases[i].head, cases[i].len);
+        snprintf(src, sizeof(src), "%s/f%zu", f->import_dir, i);
+        snprintf(vol, sizeof(vol), "img-%zu", i);
+        write_file(src, head, sizeof(head));
+        assert_int_equal(storage_import(&f->st, f->pool, vol, src, &out, &err), 0);
+        assert_string_equal(out.format, cases[i].format);
+    }
+}
+
+static void
+test_storage_libvirt__import_refuses_files_outside_the_import_dir(void **state)
+{
+    struct fixture *f = *state;
+    char outside[PATH_MAX + 16], link[PATH_MAX + 16], dotdot[PATH_MAX + 32], sub[PATH_MAX + 16];
+    struct storage_vol_info out;
+    struct st_error err;
+
+    ensure(f);
+    snprintf(outside, sizeof(outside), "%s/secret.img", f->outside_dir);
+    write_file(outside, "secret", 6);
+
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", outside, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "is not inside the import directory"));
+    assert_non_null(strstr(err.msg, outside));
+    assert_non_null(strstr(err.msg, f->import_dir));
+
+    snprintf(link, sizeof(link), "%s/link.img", f->import_dir);
+    assert_int_equal(symlink(outside, link), 0);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", link, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "is not inside the import directory"));
+
+    snprintf(dotdot, sizeof(dotdot), "%s/../outside/secret.img", f->import_dir);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", dotdot, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+
+    snprintf(sub, sizeof(sub), "%s/sub", f->import_dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", sub, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", f->import_dir, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+
+    snprintf(sub, sizeof(sub), "%s/missing.img", f->import_dir);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", sub, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+
+    assert_no_vol(f, "img-x");
+}
+
+static void
+test_storage_libvirt__info_of_unknown_volume_is_not_found(void **state)
+{
+    struct fixture *f = *state;
+
+    ensure(f);
+    assert_no_vol(f, "nothing-here");
+}
+
+static void
+test_storage_libvirt__unreachable_is_unavailable(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_libvirt_config cfg = {.import_dir = f->import_dir};
+    struct libvirt_conn *lc;
+    struct storage st;
+    struct storage_vol_info out;
+    int64_t t0;
+    struct st_error err;
+
+    t0 = st_monotonic_ms();
+    lc = libvirt_conn_new(DEAD_URI);
+    assert_int_equal(storage_libvirt_open(lc, &cfg, &st, &err), 0);
+    assert_int_equal(storage_ensure_pool(&st, "p", f->pool_dir, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, "unreachable"));
+    assert_int_equal(storage_info(&st, "p", "v", &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_true(st_monotonic_ms() - t0 < 2000);
+    storage_close(&st);
+    libvirt_conn_close(lc);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(test_storage_libvirt__##name, setup, teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(ensure_pool_is_idempotent),           T(ensure_pool_conflicts_on_another_path),
+        T(ensure_pool_starts_an_inactive_pool), T(clone_overlay_info_remove),
+        T(clone_overlay_escapes_xml),           T(unknown_pool_is_not_found),
+        T(import_raw_copies_the_bytes),         T(import_probes_a_qcow2_header),
+        T(import_names_other_formats),          T(import_refuses_files_outside_the_import_dir),
+        T(info_of_unknown_volume_is_not_found), T(unreachable_is_unavailable),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
