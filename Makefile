@@ -73,7 +73,7 @@ unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(BUILD)
 
 asan:
-	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" unit
+	CFLAGS="-O1 -g" $(MAKE) BUILD=build-asan SAN=1 unit
 
 lint:
 	@scripts/lint.sh

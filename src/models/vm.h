@@ -83,7 +83,13 @@ struct vm_filter {
 struct vm_list {
     struct vm *items;
     size_t count;
-    bool more; /* true when another page may follow (next_marker = last id) */
+    bool more; /* true when another page may follow */
+    /*
+     * Where the next page starts (valid when more): the id of the last row
+     * the store returned, which need not be the last item kept when a filter
+     * applied after the store query dropped some.
+     */
+    char next_marker[ST_ID_BUF];
 };
 void vm_list_release(struct vm_list *list);
 

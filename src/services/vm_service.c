@@ -169,6 +169,8 @@ vm_service_list(struct vm_service *svc, const char *owner, const struct vm_filte
     /* Sorting the domains makes the join O(n log n) with no per-VM round trip. */
     if (ndoms > 1)
         qsort(doms, ndoms, sizeof(*doms), domain_info_cmp);
+    if (page.more && page.count > 0)
+        st_strlcpy(page.next_marker, page.items[page.count - 1].id, sizeof(page.next_marker));
     for (i = 0; i < page.count; i++) {
         struct vm *vm = &page.items[i];
 

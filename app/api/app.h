@@ -1,0 +1,65 @@
+/*
+ * app.h - the composition root of one worker.
+ *
+ * Opens the SQLite store and its three repositories, the libvirt
+ * connection with its hypervisor and storage, makes sure the three pools
+ * exist, and fills the three services.  Everything is held for the life of
+ * the worker and released by app_close().
+ */
+#ifndef STRATUS_API_APP_H
+#define STRATUS_API_APP_H
+
+#include <stdbool.h>
+
+#include "api/config.h"
+#include "repositories/flavor_repo.h"
+#include "repositories/hypervisor.h"
+#include "repositories/image_repo.h"
+#include "repositories/storage.h"
+#include "repositories/vm_repo.h"
+#include "services/flavor_service.h"
+#include "services/image_service.h"
+#include "services/vm_service.h"
+
+struct sqlite_db;
+struct libvirt_conn;
+
+struct app {
+    struct api_config cfg; /* a copy: the app owns what the services borrow */
+    struct sqlite_db *db;
+    struct vm_repo vms;
+    struct image_repo images;
+    struct flavor_repo flavors;
+    struct libvirt_conn *conn;
+    struct hypervisor hv;
+    struct storage storage;
+    bool pools_ready; /* false while libvirt could not be reached to make them */
+    struct vm_service vm_svc;
+    struct image_service image_svc;
+    struct flavor_service flavor_svc;
+};
+
+/*
+ * Open everything for @cfg (copied).  Creates state, console, import and
+ * database directories.  libvirt being unreachable is not fatal (pools are
+ * made on a later request); anything else is.  Returns 0, or -1 with @err
+ * filled and nothing left open.  The services point into @app: it must not
+ * be moved or copied while open.
+ */
+int app_open(struct app *app, const struct api_config *cfg, struct st_error *err);
+
+/*
+ * Make sure the three pools exist (idempotent, cheap once done).  Called
+ * before each request while pools_ready is false.
+ */
+int app_ensure_pools(struct app *app, struct st_error *err);
+
+/* mkdir -p @path (mode 0755); ST_ERR_INTERNAL naming the directory. */
+int app_make_dirs(const char *path, struct st_error *err);
+/* mkdir -p of the directory that holds @file. */
+int app_make_parent_dir(const char *file, struct st_error *err);
+
+/* Release everything; safe on a zeroed or half-opened app. */
+void app_close(struct app *app);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * config.h - the configuration of stratus-api.
+ *
+ * Sources, later ones winning: built-in defaults, an INI file (`key = value`
+ * lines, `#` or `;` comments, [sections] allowed but ignored for lookup),
+ * then environment variables STRATUS_<KEY in upper case>.  Every key is
+ * optional.  Values are checked once, here, with messages that name the key
+ * (and file:line or the variable) and quote the value.
+ */
+#ifndef STRATUS_API_CONFIG_H
+#define STRATUS_API_CONFIG_H
+
+#include <stdio.h>
+
+#include "models/common.h"
+#include "util/err.h"
+
+#define API_CONFIG_STR 512
+
+struct api_config {
+    char socket[ST_PATH_BUF];
+    unsigned socket_mode;
+    unsigned workers;           /* resolved: never 0 after api_config_load() */
+    char database[ST_PATH_BUF]; /* a file path; the sqlite:// prefix is removed */
+    char libvirt_uri[API_CONFIG_STR];
+    char virt_type[8];          /* as configured: auto, kvm or qemu */
+    char virt_type_resolved[8]; /* kvm or qemu */
+    char state_dir[ST_PATH_BUF];
+    char pool_images[ST_NAME_BUF];
+    char pool_default[ST_NAME_BUF];
+    char pool_snapshots[ST_NAME_BUF];
+    char pool_images_dir[ST_PATH_BUF];
+    char pool_default_dir[ST_PATH_BUF];
+    char pool_snapshots_dir[ST_PATH_BUF];
+    char console_dir[ST_PATH_BUF];
+    char import_dir[ST_PATH_BUF];
+    unsigned long max_body_bytes;
+    unsigned stop_timeout_s;
+    char owner_id[ST_ID_BUF];
+    char log_level[8];
+};
+
+/*
+ * Load the configuration: defaults, then @path when not NULL (a missing
+ * file is an error: it was asked for), then the environment.  Resolves
+ * derived values (directories under state_dir, workers = 0, virt_type auto
+ * using /proc/cpuinfo).  Returns 0 with *cfg filled, or -1 with @err
+ * (ST_ERR_INVALID) and *cfg untouched.
+ */
+int api_config_load(struct api_config *cfg, const char *path, struct st_error *err);
+
+/*
+ * The virt_type to use for @configured ("auto", "kvm" or "qemu") on a host
+ * whose /proc/cpuinfo reads @cpuinfo (may be NULL: unreadable).  auto means
+ * kvm only when a "flags" line names vmx or svm.  Pure; returns a literal.
+ */
+const char *api_config_resolve_virt_type(const char *configured, const char *cpuinfo);
+
+/* Print every key as `key = value`, in the order of the documentation. */
+void api_config_print(const struct api_config *cfg, FILE *out);
+
+#endif

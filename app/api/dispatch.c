@@ -1,0 +1,228 @@
+#include "api/handlers.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/log.h"
+#include "util/mem.h"
+
+static const char *const paging_params[] = {"limit", "marker", NULL};
+static const char *const vm_list_params[] = {"limit", "marker", "status", "name", NULL};
+
+#define ACTION(name)                                                                               \
+    {                                                                                              \
+        "POST", "/v1/vms/{id}/" name, handle_vms_action, ROUTE_BODY_EMPTY, NULL                    \
+    }
+
+const struct route api_routes[] = {
+    {"GET", "/v1/vms", handle_vms_list, ROUTE_BODY_NONE, vm_list_params},
+    {"POST", "/v1/vms", handle_vms_create, ROUTE_BODY_REQUIRED, NULL},
+    {"GET", "/v1/vms/{id}", handle_vms_get, ROUTE_BODY_NONE, NULL},
+    {"PATCH", "/v1/vms/{id}", handle_vms_patch, ROUTE_BODY_REQUIRED, NULL},
+    {"DELETE", "/v1/vms/{id}", handle_vms_delete, ROUTE_BODY_NONE, NULL},
+    ACTION("start"),
+    ACTION("stop"),
+    ACTION("reboot"),
+    ACTION("force-stop"),
+    ACTION("pause"),
+    ACTION("resume"),
+    {"GET", "/v1/images", handle_images_list, ROUTE_BODY_NONE, paging_params},
+    {"POST", "/v1/images", handle_images_create, ROUTE_BODY_REQUIRED, NULL},
+    {"GET", "/v1/images/{id}", handle_images_get, ROUTE_BODY_NONE, NULL},
+    {"DELETE", "/v1/images/{id}", handle_images_delete, ROUTE_BODY_NONE, NULL},
+    {"GET", "/v1/flavors", handle_flavors_list, ROUTE_BODY_NONE, paging_params},
+    {"POST", "/v1/flavors", handle_flavors_create, ROUTE_BODY_REQUIRED, NULL},
+    {"GET", "/v1/flavors/{id}", handle_flavors_get, ROUTE_BODY_NONE, NULL},
+    {"DELETE", "/v1/flavors/{id}", handle_flavors_delete, ROUTE_BODY_NONE, NULL},
+    {"GET", "/v1/health", handle_health, ROUTE_BODY_NONE, NULL},
+    {"GET", "/v1/version", handle_version, ROUTE_BODY_NONE, NULL},
+};
+
+const size_t api_routes_count = ST_ARRAY_LEN(api_routes);
+
+void
+api_fail(struct api_call *call, const struct st_error *err)
+{
+    http_problem(call->resp, call->req->request_id, err, NULL);
+}
+
+static int
+parse_limit(const char *s, unsigned *out, struct st_error *err)
+{
+    unsigned long v = 0;
+    size_t i;
+
+    for (i = 0; s[i]; i++) {
+        if (!isdigit((unsigned char)s[i]) || i >= 4)
+            goto bad;
+        v = v * 10 + (unsigned long)(s[i] - '0');
+    }
+    if (i == 0 || v < 1 || v > ST_LIST_LIMIT_MAX)
+        goto bad;
+    *out = (unsigned)v;
+    return 0;
+bad:
+    return st_error_set(err, ST_ERR_INVALID, "limit '%.32s' is not an integer in 1..%d", s,
+                        ST_LIST_LIMIT_MAX);
+}
+
+int
+api_paging(const struct api_call *call, unsigned *limit, char marker[ST_ID_BUF],
+           struct st_error *err)
+{
+    const char *l = http_query_get(call->query, "limit");
+    const char *m = http_query_get(call->query, "marker");
+    size_t i;
+
+    *limit = ST_LIST_LIMIT_DEFAULT;
+    marker[0] = '\0';
+    if (l && parse_limit(l, limit, err) < 0)
+        return -1;
+    if (m) {
+        if (!st_uuid_valid(m))
+            return st_error_set(err, ST_ERR_INVALID, "marker '%.64s' is not a UUID", m);
+        for (i = 0; i < ST_ID_BUF; i++)
+            marker[i] = (char)tolower((unsigned char)m[i]);
+    }
+    return 0;
+}
+
+void
+api_created(struct api_call *call, const char *collection, const char *id, json_t *doc)
+{
+    char *location = st_xasprintf("%s/%s", collection, id);
+
+    http_response_json(call->resp, 201, doc);
+    http_response_header(call->resp, "Location", location);
+    free(location);
+}
+
+void
+api_list_reply(struct api_call *call, json_t *items, const char *next_marker)
+{
+    json_t *doc = json_object();
+
+    json_object_set_new(doc, "items", items);
+    json_object_set_new(doc, "next_marker", next_marker ? json_string(next_marker) : json_null());
+    http_response_json(call->resp, 200, doc);
+}
+
+/* Body rules of @route; on success *out is the parsed object or NULL. */
+static int
+parse_body(const struct http_request *req, const struct route *route, json_t **out,
+           struct st_error *err)
+{
+    json_error_t jerr;
+    json_t *doc;
+
+    *out = NULL;
+    if (route->body == ROUTE_BODY_NONE)
+        return 0;
+    if (req->body_len == 0) {
+        if (route->body == ROUTE_BODY_REQUIRED)
+            return st_error_set(err, ST_ERR_INVALID, "request body is required");
+        return 0;
+    }
+    doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc)
+        return st_error_set(err, ST_ERR_INVALID,
+                            "request body is not valid JSON: %s (line %d, column %d, byte %d)",
+                            jerr.text, jerr.line, jerr.column, jerr.position);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return st_error_set(err, ST_ERR_INVALID, "request body must be a JSON object");
+    }
+    if (route->body == ROUTE_BODY_EMPTY && json_object_size(doc) > 0) {
+        st_error_set(err, ST_ERR_INVALID, "this action takes no members, got '%.64s'",
+                     json_object_iter_key(json_object_iter(doc)));
+        json_decref(doc);
+        return -1;
+    }
+    *out = doc;
+    return 0;
+}
+
+/* Everything before the handler; 0 when the handler should run. */
+static int
+prepare(struct api_call *call, struct route_match *match, struct http_query *query, json_t **body)
+{
+    const struct http_request *req = call->req;
+    struct app *app = call->app;
+    struct st_error err;
+    char *detail;
+
+    memset(&err, 0, sizeof(err));
+    if (req->content_length > app->cfg.max_body_bytes || req->body_len > app->cfg.max_body_bytes) {
+        detail =
+            st_xasprintf("request body of %llu bytes exceeds the limit of %lu bytes",
+                         req->content_length > req->body_len ? req->content_length
+                                                             : (unsigned long long)req->body_len,
+                         app->cfg.max_body_bytes);
+        http_problem_status(call->resp, req->request_id, 413, detail);
+        free(detail);
+        return -1;
+    }
+    switch (router_match(api_routes, api_routes_count, req->method, req->path, match)) {
+    case ROUTER_FOUND:
+        break;
+    case ROUTER_NOT_FOUND:
+        st_error_set(&err, ST_ERR_NOT_FOUND, "no resource at '%.200s'", req->path);
+        api_fail(call, &err);
+        return -1;
+    case ROUTER_METHOD_NOT_ALLOWED:
+        detail = st_xasprintf("method '%.16s' is not allowed here; allowed: %s", req->method,
+                              match->allow);
+        http_problem_status(call->resp, req->request_id, 405, detail);
+        http_response_header(call->resp, "Allow", match->allow);
+        free(detail);
+        return -1;
+    }
+    if (http_query_parse(req->query, query, &err) < 0 ||
+        http_query_check(query,
+                         match->route->params ? match->route->params : (const char *const[]){NULL},
+                         &err) < 0) {
+        api_fail(call, &err);
+        return -1;
+    }
+    if (match->route->body != ROUTE_BODY_NONE && req->body_len > 0 &&
+        !http_content_type_is_json(req->content_type)) {
+        detail = st_xasprintf("Content-Type must be application/json, got '%.64s'",
+                              req->content_type ? req->content_type : "");
+        http_problem_status(call->resp, req->request_id, 415, detail);
+        free(detail);
+        return -1;
+    }
+    if (parse_body(req, match->route, body, &err) < 0) {
+        api_fail(call, &err);
+        return -1;
+    }
+    return 0;
+}
+
+void
+api_dispatch(struct app *app, const struct http_request *req, struct http_response *resp)
+{
+    struct api_call call = {.app = app, .req = req, .resp = resp};
+    struct http_query query = {NULL, 0};
+    struct route_match match;
+    struct st_error err;
+    json_t *body = NULL;
+
+    memset(&err, 0, sizeof(err));
+    if (!app->pools_ready && app_ensure_pools(app, &err) < 0)
+        api_log(API_LOG_DEBUG, "storage pools still not ready: %s", err.msg);
+    if (prepare(&call, &match, &query, &body) == 0) {
+        call.match = &match;
+        call.body = body;
+        call.query = &query;
+        match.route->handler(&call);
+        if (resp->status == 500 && !resp->body) {
+            st_error_set(&err, ST_ERR_INTERNAL, "the handler set no response");
+            api_fail(&call, &err);
+        }
+    }
+    http_response_header(resp, "X-Request-Id", req->request_id);
+    json_decref(body);
+    http_query_release(&query);
+}

@@ -1,0 +1,69 @@
+/*
+ * handlers.h - the route table of API v1 and what every handler shares.
+ *
+ * api_dispatch() does everything that is the same for every route (body
+ * limit, routing, 404/405, query string, content type, JSON parsing and
+ * the request id); a handler validates what is left, calls one service
+ * and encodes the reply.  Handlers never fail silently: every path sets a
+ * response.
+ */
+#ifndef STRATUS_API_HANDLERS_H
+#define STRATUS_API_HANDLERS_H
+
+#include <jansson.h>
+
+#include "api/app.h"
+#include "api/http.h"
+#include "api/router.h"
+
+/* One request on its way through a handler.  Everything is borrowed. */
+struct api_call {
+    struct app *app;
+    const struct http_request *req;
+    struct http_response *resp;
+    const struct route_match *match;
+    const json_t *body;             /* the parsed JSON object, or NULL */
+    const struct http_query *query; /* decoded; only allowed names remain */
+};
+
+/*
+ * Answer one request.  @resp must be initialised (http_response_init) and
+ * is released by the caller.  Never fails: every outcome is a response.
+ */
+void api_dispatch(struct app *app, const struct http_request *req, struct http_response *resp);
+
+/* The route table (for tests and documentation). */
+extern const struct route api_routes[];
+extern const size_t api_routes_count;
+
+/* Shared helpers. */
+void api_fail(struct api_call *call, const struct st_error *err);
+/* ?limit= and ?marker= into *limit and marker (lower case; "" when absent). */
+int api_paging(const struct api_call *call, unsigned *limit, char marker[ST_ID_BUF],
+               struct st_error *err);
+/* 201 with Location: @collection/@id and @doc as the body (stolen). */
+void api_created(struct api_call *call, const char *collection, const char *id, json_t *doc);
+/* {"items": @items (stolen), "next_marker": @last_id or null} */
+void api_list_reply(struct api_call *call, json_t *items, const char *next_marker);
+
+void handle_vms_list(struct api_call *call);
+void handle_vms_create(struct api_call *call);
+void handle_vms_get(struct api_call *call);
+void handle_vms_patch(struct api_call *call);
+void handle_vms_delete(struct api_call *call);
+void handle_vms_action(struct api_call *call);
+
+void handle_images_list(struct api_call *call);
+void handle_images_create(struct api_call *call);
+void handle_images_get(struct api_call *call);
+void handle_images_delete(struct api_call *call);
+
+void handle_flavors_list(struct api_call *call);
+void handle_flavors_create(struct api_call *call);
+void handle_flavors_get(struct api_call *call);
+void handle_flavors_delete(struct api_call *call);
+
+void handle_health(struct api_call *call);
+void handle_version(struct api_call *call);
+
+#endif

@@ -1,0 +1,586 @@
+/*
+ * test_api.c - the whole handler stack, without FastCGI: requests built as
+ * struct http_request go through api_dispatch() into a real app (SQLite in
+ * a temp dir, libvirt's test:///default driver).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/app.h"
+#include "api/config.h"
+#include "api/handlers.h"
+#include "api/http.h"
+
+#define MISSING_ID "7d1e9c2a-3b4f-4a5e-9c6d-0e1f2a3b4c5d"
+#define MAX_BODY 16384
+
+struct api_fx {
+    char dir[64];
+    struct app app;
+    char image_id[ST_ID_BUF];
+    char flavor_id[ST_ID_BUF];
+};
+
+/* One exchange; resp and doc are released by reply_release(). */
+struct reply {
+    struct http_request req;
+    struct http_response resp;
+    json_t *doc;
+};
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int
+write_config(const struct api_fx *fx, char *path, size_t n)
+{
+    FILE *f;
+    long pid = (long)getpid();
+
+    snprintf(path, n, "%s/api.conf", fx->dir);
+    f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "libvirt_uri = test:///default\n"
+            "virt_type = qemu\n"
+            "workers = 1\n"
+            "state_dir = %s\n"
+            "database = sqlite://%s/stratus.db\n"
+            "pool_images = tapi-%ld-images\n"
+            "pool_default = tapi-%ld-default\n"
+            "pool_snapshots = tapi-%ld-snapshots\n"
+            "max_body_bytes = %d\n"
+            "stop_timeout_s = 1\n",
+            fx->dir, fx->dir, pid, pid, pid, MAX_BODY);
+    return fclose(f);
+}
+
+static int
+setup(void **state)
+{
+    struct api_fx *fx = calloc(1, sizeof(*fx));
+    struct api_config cfg;
+    struct st_error err = {0};
+    char path[128];
+
+    if (!fx)
+        return -1;
+    strcpy(fx->dir, "/tmp/stratus-test-api-XXXXXX");
+    if (!mkdtemp(fx->dir) || write_config(fx, path, sizeof(path)) < 0 ||
+        api_config_load(&cfg, path, &err) < 0 || app_open(&fx->app, &cfg, &err) < 0) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        free(fx);
+        return -1;
+    }
+    if (!fx->app.pools_ready) {
+        fprintf(stderr, "setup: pools not ready\n");
+        app_close(&fx->app);
+        nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        free(fx);
+        return -1;
+    }
+    *state = fx;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct api_fx *fx = *state;
+
+    app_close(&fx->app);
+    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+static void
+reply_release(struct reply *r)
+{
+    json_decref(r->doc);
+    http_response_release(&r->resp);
+    http_request_release(&r->req);
+}
+
+/* Send a request; the body (may hold NULs) is @len bytes, or strlen when len is -1. */
+static int
+send_raw(struct api_fx *fx, const char *method, const char *uri, const char *ctype,
+         const char *body, long len, struct reply *r)
+{
+    size_t n = body ? (len < 0 ? strlen(body) : (size_t)len) : 0;
+
+    memset(r, 0, sizeof(*r));
+    http_request_init(&r->req, method, uri, ctype, body, n);
+    http_response_init(&r->resp);
+    api_dispatch(&fx->app, &r->req, &r->resp);
+    if (r->resp.body)
+        r->doc = json_loadb(r->resp.body, r->resp.body_len, 0, NULL);
+    return r->resp.status;
+}
+
+static int
+send_json(struct api_fx *fx, const char *method, const char *uri, const char *body, struct reply *r)
+{
+    return send_raw(fx, method, uri, body ? "application/json" : NULL, body, -1, r);
+}
+
+static const char *
+member(const struct reply *r, const char *key)
+{
+    return json_string_value(json_object_get(r->doc, key));
+}
+
+/* Check @r is a problem document for @status, naming the request id. */
+static void
+assert_problem(const struct reply *r, int status)
+{
+    if (r->resp.status != status || !r->doc)
+        fail_msg("want a %d problem, got %d: %s", status, r->resp.status,
+                 r->resp.body ? r->resp.body : "(no body)");
+    assert_string_equal(r->resp.content_type, "application/problem+json");
+    assert_int_equal(json_integer_value(json_object_get(r->doc, "status")), status);
+    assert_non_null(member(r, "title"));
+    assert_non_null(member(r, "detail"));
+    assert_non_null(strstr(member(r, "type"), "https://stratus.dev/problems/"));
+    assert_string_equal(member(r, "request_id"), r->req.request_id);
+    assert_string_equal(http_response_get_header(&r->resp, "X-Request-Id"), r->req.request_id);
+}
+
+static void
+make_image_and_flavor(struct api_fx *fx)
+{
+    char path[160], body[400];
+    struct reply r;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/import/base.raw", fx->dir);
+    fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 1024 * 1024), 0);
+    close(fd);
+    snprintf(body, sizeof(body), "{\"name\":\"base\",\"source_path\":\"%s\",\"format\":\"raw\"}",
+             path);
+    if (send_json(fx, "POST", "/v1/images", body, &r) != 201)
+        fail_msg("image create: %d %s", r.resp.status, r.resp.body);
+    snprintf(fx->image_id, sizeof(fx->image_id), "%s", member(&r, "id"));
+    reply_release(&r);
+
+    if (send_json(fx, "POST", "/v1/flavors",
+                  "{\"name\":\"small\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}", &r) != 201)
+        fail_msg("flavor create: %d %s", r.resp.status, r.resp.body);
+    snprintf(fx->flavor_id, sizeof(fx->flavor_id), "%s", member(&r, "id"));
+    reply_release(&r);
+}
+
+static void
+expect_vm_status(struct api_fx *fx, const char *method, const char *uri, const char *status)
+{
+    struct reply r;
+
+    if (send_raw(fx, method, uri, NULL, NULL, 0, &r) != 200)
+        fail_msg("%s %s: %d %s", method, uri, r.resp.status, r.resp.body);
+    assert_string_equal(r.resp.content_type, "application/json");
+    assert_string_equal(member(&r, "status"), status);
+    reply_release(&r);
+}
+
+static void
+test_api__vm_lifecycle(void **state)
+{
+    struct api_fx *fx = *state;
+    char body[300], uri[128], vm_id[ST_ID_BUF], location[64];
+    static const struct {
+        const char *action;
+        const char *status;
+    } steps[] = {
+        {"stop", "stopped"},   {"start", "running"},  {"pause", "paused"},
+        {"resume", "running"}, {"reboot", "running"}, {"force-stop", "stopped"},
+        {"start", "running"},
+    };
+    struct reply r;
+    size_t i;
+
+    make_image_and_flavor(fx);
+    snprintf(body, sizeof(body), "{\"name\":\"web-01\",\"image_id\":\"%s\",\"flavor_id\":\"%s\"}",
+             fx->image_id, fx->flavor_id);
+    if (send_json(fx, "POST", "/v1/vms", body, &r) != 201)
+        fail_msg("vm create: %d %s", r.resp.status, r.resp.body);
+    snprintf(vm_id, sizeof(vm_id), "%s", member(&r, "id"));
+    snprintf(location, sizeof(location), "/v1/vms/%s", vm_id);
+    assert_string_equal(http_response_get_header(&r.resp, "Location"), location);
+    assert_string_equal(member(&r, "status"), "running");
+    assert_string_equal(member(&r, "name"), "web-01");
+    reply_release(&r);
+
+    assert_int_equal(send_json(fx, "GET", "/v1/vms", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 1);
+    assert_true(json_is_null(json_object_get(r.doc, "next_marker")));
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/vms?status=running&name=web-01&limit=5", NULL, &r),
+                     200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 1);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/vms?status=paused", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 0);
+    reply_release(&r);
+
+    expect_vm_status(fx, "GET", location, "running");
+    for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        snprintf(uri, sizeof(uri), "%s/%s", location, steps[i].action);
+        expect_vm_status(fx, "POST", uri, steps[i].status);
+    }
+    /* An action accepts {} too, and a wrong state is a conflict. */
+    snprintf(uri, sizeof(uri), "%s/resume", location);
+    assert_int_equal(send_json(fx, "POST", uri, "{}", &r), 409);
+    assert_problem(&r, 409);
+    reply_release(&r);
+
+    assert_int_equal(send_json(fx, "PATCH", location, "{\"name\":\"web-02\"}", &r), 200);
+    assert_string_equal(member(&r, "name"), "web-02");
+    reply_release(&r);
+
+    /* The image is in use. */
+    snprintf(uri, sizeof(uri), "/v1/images/%s", fx->image_id);
+    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 409);
+    reply_release(&r);
+
+    assert_int_equal(send_json(fx, "DELETE", location, NULL, &r), 204);
+    assert_null(r.resp.body);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", location, NULL, &r), 404);
+    assert_problem(&r, 404);
+    reply_release(&r);
+
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    assert_string_equal(member(&r, "id"), fx->image_id);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 204);
+    reply_release(&r);
+    snprintf(uri, sizeof(uri), "/v1/flavors/%s", fx->flavor_id);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 204);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 404);
+    reply_release(&r);
+}
+
+static void
+test_api__list_paging(void **state)
+{
+    struct api_fx *fx = *state;
+    char body[200], uri[128], marker[ST_ID_BUF];
+    struct reply r;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        snprintf(body, sizeof(body),
+                 "{\"name\":\"f%d\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}", i);
+        assert_int_equal(send_json(fx, "POST", "/v1/flavors", body, &r), 201);
+        reply_release(&r);
+    }
+    assert_int_equal(send_json(fx, "GET", "/v1/flavors?limit=2", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 2);
+    assert_non_null(member(&r, "next_marker"));
+    snprintf(marker, sizeof(marker), "%s", member(&r, "next_marker"));
+    reply_release(&r);
+    snprintf(uri, sizeof(uri), "/v1/flavors?limit=2&marker=%s", marker);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 1);
+    assert_true(json_is_null(json_object_get(r.doc, "next_marker")));
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/images", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 0);
+    reply_release(&r);
+}
+
+struct bad_case {
+    const char *method;
+    const char *uri;
+    const char *ctype;
+    const char *body;
+    long len;   /* -1: strlen(body) */
+    int status; /* 0: any 4xx (the decision belongs to a model or service) */
+};
+
+#define JSON "application/json"
+#define VM_URI "/v1/vms/" MISSING_ID
+#define VM_BODY(extra) "{\"name\":\"ok\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1" extra "}"
+#define VM_SIZED(field, value)                                                                     \
+    "{\"name\":\"ok\",\"image_id\":\"" MISSING_ID "\"," field ":" value "}"
+
+static void
+run_bad_case(struct api_fx *fx, const struct bad_case *c, size_t i)
+{
+    struct reply r;
+    int status = send_raw(fx, c->method, c->uri, c->ctype, c->body, c->len, &r);
+
+    if (status < 400 || status > 499 || (c->status && status != c->status))
+        fail_msg("case %zu (%s %s %.60s): want %d, got %d: %s", i, c->method, c->uri,
+                 c->body ? c->body : "", c->status, status, r.resp.body ? r.resp.body : "");
+    assert_problem(&r, status);
+    reply_release(&r);
+}
+
+static void
+test_api__malformed_requests(void **state)
+{
+    static char long_name[10 * 1024 + 64];
+    static char long_body[MAX_BODY + 2];
+    static const char nul_body[] = "{\"name\":\"a\0b\",\"vcpus\":1}";
+    static const char nul_member[] = "{\"name\":\"a\\u0000b\",\"vcpus\":1,\"memory_mib\":64,"
+                                     "\"disk_gib\":1,\"image_id\":\"" MISSING_ID "\"}";
+    const struct bad_case cases[] = {
+        /* bodies that are not JSON objects */
+        {"POST", "/v1/vms", JSON, "{", -1, 400},
+        {"POST", "/v1/vms", JSON, "[1,2]", -1, 400},
+        {"POST", "/v1/vms", JSON, "\"name\"", -1, 400},
+        {"POST", "/v1/vms", JSON, "null", -1, 400},
+        {"POST", "/v1/vms", JSON, "", -1, 400},
+        {"POST", "/v1/vms", NULL, NULL, 0, 400},
+        {"POST", "/v1/vms", JSON, "{\"name\":\"a\",\"name\":\"b\"}", -1, 400},
+        {"POST", "/v1/vms", JSON, "{\"name\":\"a\"} trailing", -1, 400},
+        {"POST", "/v1/vms", JSON, nul_body, sizeof(nul_body) - 1, 400},
+        {"POST", "/v1/vms", JSON, "{\"name\":\"\xff\xfe\"}", -1, 400},
+        {"POST", "/v1/vms", "application/json; charset=utf-8", "{bad", -1, 400},
+        /* bad names */
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"name2\"", "1"), -1, 400},
+        {"POST", "/v1/flavors", JSON,
+         "{\"name\":\"x<y\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}", -1, 400},
+        {"POST", "/v1/flavors", JSON,
+         "{\"name\":\"x'y\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}", -1, 400},
+        {"POST", "/v1/flavors", JSON,
+         "{\"name\":\"../etc\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}", -1, 400},
+        {"POST", "/v1/flavors", JSON,
+         "{\"name\":\"\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}", -1, 400},
+        {"POST", "/v1/vms", JSON, nul_member, -1, 400},
+        {"POST", "/v1/flavors", JSON, long_name, -1, 400},
+        /* wrong types and numbers */
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"vcpus\"", "\"two\""), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"vcpus\"", "-1"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"vcpus\"", "99999999999999999999"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"vcpus\"", "1e400"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"vcpus\"", "4294967297"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"memory_mib\"", "1.5"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"disk_gib\"", "-10"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"vcpus\"", "true"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_SIZED("\"vcpus\"", "null"), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_BODY(",\"image_id\":\"not-a-uuid\""), -1, 400},
+        {"POST", "/v1/vms", JSON, VM_BODY(",\"image_id\":\"" MISSING_ID "\",\"color\":\"red\""), -1,
+         400},
+        {"POST", "/v1/vms", JSON, VM_BODY(",\"image_id\":\"" MISSING_ID "\""), -1, 0},
+        {"POST", "/v1/flavors", JSON,
+         "{\"name\":\"f\",\"vcpus\":0,\"memory_mib\":64,\"disk_gib\":1}", -1, 400},
+        {"POST", "/v1/flavors", JSON,
+         "{\"name\":\"f\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":-1}", -1, 400},
+        {"POST", "/v1/images", JSON,
+         "{\"name\":\"i\",\"source_path\":\"/etc/passwd\",\"format\":\"raw\"}", -1, 0},
+        {"POST", "/v1/images", JSON,
+         "{\"name\":\"i\",\"source_path\":\"../../etc/passwd\",\"format\":\"raw\"}", -1, 0},
+        {"POST", "/v1/images", JSON, "{\"name\":\"i\",\"source_path\":\"x\",\"format\":\"vmdk\"}",
+         -1, 400},
+        {"PATCH", VM_URI, JSON, "{\"vcpus\":\"many\"}", -1, 400},
+        /* content types and sizes */
+        {"POST", "/v1/vms", "text/plain", "{}", -1, 415},
+        {"POST", "/v1/vms", NULL, "{}", -1, 415},
+        {"POST", "/v1/vms", "application/jsonx", "{}", -1, 415},
+        {"PATCH", VM_URI, "application/x-www-form-urlencoded", "name=x", -1, 415},
+        {"POST", "/v1/flavors", JSON, long_body, -1, 413},
+        /* actions take nothing or {} */
+        {"POST", VM_URI "/start", JSON, "{\"force\":true}", -1, 400},
+        {"POST", VM_URI "/start", JSON, "x", -1, 400},
+        {"POST", VM_URI "/start", JSON, "[]", -1, 400},
+        /* routes, methods and ids */
+        {"GET", "/v1/nothing", NULL, NULL, 0, 404},
+        {"GET", "/v1/vms/", NULL, NULL, 0, 404},
+        {"GET", "//v1/vms", NULL, NULL, 0, 404},
+        {"GET", "/v1//vms", NULL, NULL, 0, 404},
+        {"GET", "/", NULL, NULL, 0, 404},
+        {"GET", "", NULL, NULL, 0, 404},
+        {"GET", "/v1/vms/not-a-uuid", NULL, NULL, 0, 404},
+        {"GET", "/v1/vms/../version", NULL, NULL, 0, 404},
+        {"GET", "/v1/vms%00", NULL, NULL, 0, 404},
+        {"GET", VM_URI, NULL, NULL, 0, 404},
+        {"DELETE", VM_URI, NULL, NULL, 0, 404},
+        {"POST", VM_URI "/start", NULL, NULL, 0, 404},
+        {"GET", "/v1/images/" MISSING_ID, NULL, NULL, 0, 404},
+        {"DELETE", "/v1/flavors/" MISSING_ID, NULL, NULL, 0, 404},
+        {"PUT", "/v1/vms", NULL, NULL, 0, 405},
+        {"DELETE", "/v1/version", NULL, NULL, 0, 405},
+        {"HEAD", "/v1/vms", NULL, NULL, 0, 405},
+        {"BREW", "/v1/vms", NULL, NULL, 0, 405},
+        {"GET", VM_URI "/start", NULL, NULL, 0, 405},
+        /* query strings */
+        {"GET", "/v1/vms?limit=0", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=1001", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=abc", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=-1", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=99999999999999999999", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=1&limit=2", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?marker=xyz", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?marker=" MISSING_ID, NULL, NULL, 0, 0},
+        {"GET", "/v1/vms?status=flying", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?name=%3Cscript%3E", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?foo=bar", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=%zz", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?limit=%4", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?name=a%00b", NULL, NULL, 0, 400},
+        {"GET", "/v1/vms?name=%FF", NULL, NULL, 0, 400},
+        {"GET", "/v1/images?status=running", NULL, NULL, 0, 400},
+        {"GET", "/v1/version?verbose=1", NULL, NULL, 0, 400},
+    };
+    struct api_fx *fx = *state;
+    struct reply r;
+    size_t i;
+
+    memset(long_body, ' ', MAX_BODY + 1);
+    snprintf(long_name, sizeof(long_name), "{\"name\":\"%0*d\",\"vcpus\":1}", 10 * 1024, 7);
+    assert_true(sizeof(cases) / sizeof(cases[0]) >= 40);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_bad_case(fx, &cases[i], i);
+
+    /* A declared length over the limit is refused before any body is read. */
+    memset(&r, 0, sizeof(r));
+    http_request_init(&r.req, "POST", "/v1/vms", JSON, NULL, 0);
+    r.req.content_length = 1ull << 40;
+    http_response_init(&r.resp);
+    api_dispatch(&fx->app, &r.req, &r.resp);
+    r.doc = json_loadb(r.resp.body, r.resp.body_len, 0, NULL);
+    assert_problem(&r, 413);
+    reply_release(&r);
+
+    /* 405 says what is allowed. */
+    assert_int_equal(send_json(fx, "PUT", VM_URI, NULL, &r), 405);
+    assert_string_equal(http_response_get_header(&r.resp, "Allow"), "GET, PATCH, DELETE");
+    reply_release(&r);
+
+    /* Nothing above left a VM, an image or a flavor behind, and all is well. */
+    assert_int_equal(send_json(fx, "GET", "/v1/vms", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 0);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/flavors", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 0);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/health", NULL, &r), 200);
+    assert_string_equal(member(&r, "status"), "ok");
+    reply_release(&r);
+}
+
+static void
+test_api__request_id(void **state)
+{
+    struct api_fx *fx = *state;
+    struct reply r;
+
+    memset(&r, 0, sizeof(r));
+    http_request_init(&r.req, "GET", "/v1/nope", NULL, NULL, 0);
+    http_request_set_id(&r.req, "client-id_1.2", "nginx0123");
+    http_response_init(&r.resp);
+    api_dispatch(&fx->app, &r.req, &r.resp);
+    r.doc = json_loadb(r.resp.body, r.resp.body_len, 0, NULL);
+    assert_problem(&r, 404);
+    assert_string_equal(member(&r, "request_id"), "client-id_1.2");
+    reply_release(&r);
+
+    /* An unusable client id falls back to the server's, then to a UUID. */
+    memset(&r, 0, sizeof(r));
+    http_request_init(&r.req, "GET", "/v1/version", NULL, NULL, 0);
+    http_request_set_id(&r.req, "bad id\"<>", "nginx0123");
+    assert_string_equal(r.req.request_id, "nginx0123");
+    http_request_set_id(&r.req, "", NULL);
+    assert_true(st_uuid_valid(r.req.request_id));
+    http_request_set_id(
+        &r.req, "a123456789012345678901234567890123456789012345678901234567890123456789", NULL);
+    assert_true(st_uuid_valid(r.req.request_id));
+    http_request_release(&r.req);
+}
+
+static void
+test_api__version_and_health(void **state)
+{
+    struct api_fx *fx = *state;
+    struct reply r;
+
+    assert_int_equal(send_json(fx, "GET", "/v1/version", NULL, &r), 200);
+    assert_string_equal(member(&r, "name"), "stratus");
+    assert_string_equal(member(&r, "api"), "v1");
+    assert_non_null(member(&r, "version"));
+    assert_string_equal(http_response_get_header(&r.resp, "X-Request-Id"), r.req.request_id);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/health", NULL, &r), 200);
+    assert_string_equal(member(&r, "database"), "ok");
+    assert_string_equal(member(&r, "libvirt"), "ok");
+    reply_release(&r);
+}
+
+static void
+test_api__problem_table(void **state)
+{
+    static const struct {
+        enum st_err_code code;
+        int status;
+    } rows[] = {
+        {ST_ERR_INVALID, 400},   {ST_ERR_NOT_FOUND, 404},   {ST_ERR_CONFLICT, 409},
+        {ST_ERR_FORBIDDEN, 403}, {ST_ERR_UNSUPPORTED, 501}, {ST_ERR_UNAVAILABLE, 503},
+        {ST_ERR_BACKEND, 502},   {ST_ERR_INTERNAL, 500},    {ST_ERR_OK, 500},
+    };
+    struct http_response resp;
+    struct st_error err;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        json_t *doc;
+
+        assert_int_equal(http_status_of(rows[i].code), rows[i].status);
+        memset(&err, 0, sizeof(err));
+        err.code = rows[i].code;
+        snprintf(err.msg, sizeof(err.msg), "broken \xff value");
+        http_response_init(&resp);
+        http_problem(&resp, "rid", &err, json_pack("{s:s}", "vm_id", "x"));
+        doc = json_loadb(resp.body, resp.body_len, 0, NULL);
+        assert_non_null(doc);
+        assert_int_equal(json_integer_value(json_object_get(doc, "status")), rows[i].status);
+        assert_string_equal(json_string_value(json_object_get(doc, "detail")), "broken ? value");
+        assert_string_equal(json_string_value(json_object_get(doc, "vm_id")), "x");
+        assert_int_equal(http_response_get_header(&resp, "Retry-After") != NULL,
+                         rows[i].status == 503);
+        json_decref(doc);
+        http_response_release(&resp);
+    }
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_api__vm_lifecycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__list_paging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__malformed_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__request_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__version_and_health, setup, teardown),
+        cmocka_unit_test(test_api__problem_table),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
