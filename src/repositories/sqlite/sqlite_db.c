@@ -1,0 +1,550 @@
+#include "repositories/sqlite/sqlite_db.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "repositories/sqlite/sqlite_internal.h"
+#include "util/ids.h"
+#include "util/mem.h"
+
+struct sqlite_db {
+    sqlite3 *conn;
+    sqlite3_stmt *begin;
+    sqlite3_stmt *commit;
+    sqlite3_stmt *rollback;
+    sqlite3_stmt *version;
+    sqlite3_stmt *record;
+    sqlite3_stmt *ping;
+    int busy_bound_ms;
+};
+
+/*
+ * Schema migrations, oldest first.  Entry i is version i + 1.  Append only:
+ * a published entry is never edited, since databases out there recorded it
+ * as applied.
+ */
+static const char *const sqlite_migrations[] = {
+    /* 1: VMs, images, flavors. Enums are stored by name, times in ms since epoch. */
+    "CREATE TABLE vms ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  owner_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  vcpus INTEGER NOT NULL,"
+    "  memory_mib INTEGER NOT NULL,"
+    "  disk_gib INTEGER NOT NULL,"
+    "  image_id TEXT NOT NULL,"
+    "  flavor_id TEXT,"
+    "  fault TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE UNIQUE INDEX vms_owner_name ON vms (owner_id, name);"
+    "CREATE INDEX vms_owner_page ON vms (owner_id, created_at, id);"
+    "CREATE INDEX vms_image ON vms (image_id);"
+    /* Unscoped (admin, recovery) paging over every VM. */
+    "CREATE INDEX vms_page ON vms (created_at, id);"
+    "CREATE TABLE images ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  owner_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  format TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  size_bytes INTEGER NOT NULL,"
+    "  virtual_size_bytes INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE UNIQUE INDEX images_owner_name ON images (owner_id, name);"
+    "CREATE INDEX images_owner_page ON images (owner_id, created_at, id);"
+    "CREATE TABLE flavors ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  owner_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  vcpus INTEGER NOT NULL,"
+    "  memory_mib INTEGER NOT NULL,"
+    "  disk_gib INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "CREATE UNIQUE INDEX flavors_owner_name ON flavors (owner_id, name);"
+    "CREATE INDEX flavors_owner_page ON flavors (owner_id, created_at, id);",
+};
+
+static bool
+sqlite_is_busy(int rc)
+{
+    int primary = rc & 0xff;
+
+    return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
+}
+
+/* Sleep before the next attempt; false once the busy bound would be passed. */
+static bool
+sqlite_db_backoff(struct sqlite_db *db, int64_t start, int64_t *pause)
+{
+    if (st_monotonic_ms() - start + *pause > db->busy_bound_ms)
+        return false;
+    st_sleep_ms(*pause);
+    *pause = *pause * 2 > 100 ? 100 : *pause * 2;
+    return true;
+}
+
+/*
+ * Step a statement that returns no rows (BEGIN, COMMIT), again while the
+ * database is busy.  The busy handler already waited inside each attempt;
+ * the loop bounds the total and survives SQLITE_LOCKED, which the handler
+ * does not cover.
+ */
+static int
+sqlite_db_step_retrying(struct sqlite_db *db, sqlite3_stmt *st)
+{
+    int64_t start = st_monotonic_ms();
+    int64_t pause = 2;
+    int rc;
+
+    for (;;) {
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (!sqlite_is_busy(rc) || !sqlite_db_backoff(db, start, &pause))
+            return rc;
+    }
+}
+
+static int
+sqlite_db_exec_retrying(struct sqlite_db *db, const char *sql)
+{
+    int64_t start = st_monotonic_ms();
+    int64_t pause = 2;
+    int rc;
+
+    for (;;) {
+        rc = sqlite3_exec(db->conn, sql, NULL, NULL, NULL);
+        if (!sqlite_is_busy(rc) || !sqlite_db_backoff(db, start, &pause))
+            return rc;
+    }
+}
+
+sqlite3 *
+sqlite_db_handle(struct sqlite_db *db)
+{
+    return db->conn;
+}
+
+void
+sqlite_db_set_busy_bound(struct sqlite_db *db, int ms)
+{
+    int per_attempt = ms / 2;
+
+    db->busy_bound_ms = ms;
+    if (per_attempt > SQLITE_DB_BUSY_TIMEOUT_MS)
+        per_attempt = SQLITE_DB_BUSY_TIMEOUT_MS;
+    sqlite3_busy_timeout(db->conn, per_attempt);
+}
+
+int
+sqlite_db_fail_at(struct sqlite_db *db, int rc, struct st_error *err, const char *file, int line,
+                  const char *fmt, ...)
+{
+    char what[ST_ERROR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (sqlite_is_busy(rc))
+        return st_error_set_at(err, ST_ERR_UNAVAILABLE, rc, file, line,
+                               "%s: the database is busy, try again later (%s)", what,
+                               sqlite3_errmsg(db->conn));
+    return st_error_set_at(err, ST_ERR_BACKEND, rc, file, line, "%s: %s", what,
+                           sqlite3_errmsg(db->conn));
+}
+
+int
+sqlite_db_prepare(struct sqlite_db *db, const char *sql, sqlite3_stmt **out, struct st_error *err)
+{
+    int rc = sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+
+    if (rc != SQLITE_OK)
+        return sqlite_db_fail(db, rc, err, "cannot prepare a statement");
+    return 0;
+}
+
+void
+sqlite_stmt_done(sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+int
+sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s)
+{
+    if (!s)
+        return sqlite3_bind_null(st, idx);
+    return sqlite3_bind_text(st, idx, s, -1, SQLITE_STATIC);
+}
+
+int
+sqlite_bind_opt_text(sqlite3_stmt *st, int idx, const char *s)
+{
+    return sqlite_bind_text(st, idx, s && *s ? s : NULL);
+}
+
+void
+sqlite_column_text(sqlite3_stmt *st, int col, char *buf, size_t n)
+{
+    const unsigned char *s = sqlite3_column_text(st, col);
+
+    st_strlcpy(buf, s ? (const char *)s : "", n);
+}
+
+/* Make room for one more item after @count; realloc() memory, so free() releases it. */
+static void *
+sqlite_grow(void *items, size_t *cap, size_t count, size_t size, struct st_error *err)
+{
+    size_t want;
+    void *p;
+
+    if (count < *cap)
+        return items;
+    want = *cap ? *cap * 2 : 16;
+    p = reallocarray(items, want, size);
+    if (!p) {
+        st_error_set_native(err, ST_ERR_INTERNAL, ENOMEM,
+                            "out of memory growing a list to %zu items", want);
+        return NULL;
+    }
+    *cap = want;
+    return p;
+}
+
+static unsigned
+sqlite_list_limit(unsigned limit)
+{
+    if (limit == 0)
+        return ST_LIST_LIMIT_DEFAULT;
+    return limit > ST_LIST_LIMIT_MAX ? ST_LIST_LIMIT_MAX : limit;
+}
+
+int
+sqlite_db_get(struct sqlite_db *db, sqlite3_stmt *st, const char *noun, const char *id,
+              int (*read)(sqlite3_stmt *st, void *item, struct st_error *err), void *item,
+              struct st_error *err)
+{
+    int rc = sqlite3_step(st);
+    int ret = -1;
+
+    if (rc == SQLITE_ROW)
+        ret = read(st, item, err);
+    else if (rc == SQLITE_DONE)
+        st_error_set(err, ST_ERR_NOT_FOUND, "no %s '%s'", noun, id);
+    else
+        sqlite_db_fail(db, rc, err, "cannot read %s '%s'", noun, id);
+    sqlite_stmt_done(st);
+    return ret;
+}
+
+int
+sqlite_db_list(struct sqlite_db *db, sqlite3_stmt *st, const char *noun, const char *marker,
+               unsigned limit, size_t size,
+               int (*read)(sqlite3_stmt *st, void *item, struct st_error *err),
+               struct sqlite_page *out, struct st_error *err)
+{
+    char *items = NULL;
+    size_t count = 0;
+    size_t cap = 0;
+    bool marker_seen = false;
+    void *grown;
+    int rc;
+
+    limit = sqlite_list_limit(limit);
+    rc = sqlite3_bind_int64(st, 5, (sqlite3_int64)limit + 1);
+    if (rc != SQLITE_OK) {
+        sqlite_db_fail(db, rc, err, "cannot list %ss", noun);
+        goto fail;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_int(st, 0)) {
+            marker_seen = true;
+            continue;
+        }
+        grown = sqlite_grow(items, &cap, count, size, err);
+        if (!grown)
+            goto fail;
+        items = grown;
+        if (read(st, items + count * size, err) < 0)
+            goto fail;
+        count++;
+    }
+    if (rc != SQLITE_DONE) {
+        sqlite_db_fail(db, rc, err, "cannot list %ss", noun);
+        goto fail;
+    }
+    if (marker && *marker && !marker_seen) {
+        st_error_set(err, ST_ERR_INVALID, "marker '%s' names no %s", marker, noun);
+        goto fail;
+    }
+    sqlite_stmt_done(st);
+    out->items = items;
+    out->more = count > limit;
+    out->count = out->more ? limit : count;
+    return 0;
+
+fail:
+    sqlite_stmt_done(st);
+    free(items);
+    return -1;
+}
+
+static int
+sqlite_db_begin(struct sqlite_db *db, struct st_error *err)
+{
+    int rc = sqlite_db_step_retrying(db, db->begin);
+
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (sqlite_is_busy(rc))
+        return st_error_set_native(
+            err, ST_ERR_UNAVAILABLE, rc,
+            "the database stayed locked by another writer for %d ms, try again later",
+            db->busy_bound_ms);
+    return sqlite_db_fail(db, rc, err, "cannot begin a transaction");
+}
+
+static void
+sqlite_db_rollback(struct sqlite_db *db)
+{
+    /* A failed COMMIT or a full disk may already have rolled back. */
+    if (sqlite3_get_autocommit(db->conn))
+        return;
+    sqlite3_step(db->rollback);
+    sqlite3_reset(db->rollback);
+}
+
+static int
+sqlite_db_commit(struct sqlite_db *db, struct st_error *err)
+{
+    int rc = sqlite_db_step_retrying(db, db->commit);
+
+    if (rc == SQLITE_DONE)
+        return 0;
+    sqlite_db_fail(db, rc, err, "cannot commit a transaction");
+    sqlite_db_rollback(db);
+    return -1;
+}
+
+static void
+sqlite_db_write_fail(struct sqlite_db *db, int rc, const struct sqlite_row_ref *ref,
+                     struct st_error *err)
+{
+    const char *article = strchr("aeiou", ref->noun[0]) ? "an" : "a";
+
+    if (rc == SQLITE_CONSTRAINT_UNIQUE && ref->name)
+        st_error_set_native(err, ST_ERR_CONFLICT, rc, "%s %s named '%s' already exists", article,
+                            ref->noun, ref->name);
+    else if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+        st_error_set_native(err, ST_ERR_CONFLICT, rc, "%s %s with id '%s' already exists", article,
+                            ref->noun, ref->id);
+    else
+        sqlite_db_fail(db, rc, err, "cannot write %s '%s'", ref->noun, ref->id);
+}
+
+int
+sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                struct st_error *err)
+{
+    int rc;
+
+    if (sqlite_db_begin(db, err) < 0) {
+        sqlite_stmt_done(st);
+        return -1;
+    }
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) {
+        sqlite_db_write_fail(db, rc, ref, err);
+        goto fail;
+    }
+    if (sqlite3_changes(db->conn) == 0) {
+        st_error_set(err, ST_ERR_NOT_FOUND, "no %s '%s'", ref->noun, ref->id);
+        goto fail;
+    }
+    sqlite_stmt_done(st);
+    return sqlite_db_commit(db, err);
+
+fail:
+    sqlite_stmt_done(st);
+    sqlite_db_rollback(db);
+    return -1;
+}
+
+int
+sqlite_db_ping(struct sqlite_db *db, struct st_error *err)
+{
+    int rc = sqlite3_step(db->ping);
+
+    sqlite3_reset(db->ping);
+    if (rc != SQLITE_ROW)
+        return sqlite_db_fail(db, rc, err, "the database does not answer");
+    return 0;
+}
+
+int
+sqlite_db_schema_version(struct sqlite_db *db, int *out, struct st_error *err)
+{
+    int rc = sqlite3_step(db->version);
+
+    if (rc != SQLITE_ROW) {
+        sqlite_db_fail(db, rc, err, "cannot read the schema version");
+        sqlite3_reset(db->version);
+        return -1;
+    }
+    *out = sqlite3_column_int(db->version, 0);
+    sqlite3_reset(db->version);
+    return 0;
+}
+
+/*
+ * Apply migration @version in its own write transaction.  The version is
+ * read again under the write lock: another process opening the same file
+ * may have applied it while this one waited, and then nothing is done.
+ */
+static int
+sqlite_db_migrate_one(struct sqlite_db *db, int version, struct st_error *err)
+{
+    int current;
+    int rc;
+
+    if (sqlite_db_begin(db, err) < 0)
+        return -1;
+    if (sqlite_db_schema_version(db, &current, err) < 0)
+        goto fail;
+    if (current < version) {
+        rc = sqlite3_exec(db->conn, sqlite_migrations[version - 1], NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            sqlite_db_fail(db, rc, err, "cannot apply schema migration %d", version);
+            goto fail;
+        }
+        sqlite3_bind_int(db->record, 1, version);
+        sqlite3_bind_int64(db->record, 2, st_now_ms());
+        rc = sqlite3_step(db->record);
+        if (rc != SQLITE_DONE) {
+            sqlite_db_fail(db, rc, err, "cannot record schema migration %d", version);
+            sqlite_stmt_done(db->record);
+            goto fail;
+        }
+        sqlite_stmt_done(db->record);
+    }
+    return sqlite_db_commit(db, err);
+
+fail:
+    sqlite_db_rollback(db);
+    return -1;
+}
+
+static int
+sqlite_db_migrate(struct sqlite_db *db, struct st_error *err)
+{
+    const int known = (int)ST_ARRAY_LEN(sqlite_migrations);
+    int current;
+    int version;
+
+    if (sqlite_db_schema_version(db, &current, err) < 0)
+        return -1;
+    if (current > known)
+        return st_error_set(
+            err, ST_ERR_BACKEND,
+            "the database schema is at version %d, newer than the %d this program knows: upgrade stratus",
+            current, known);
+    for (version = current + 1; version <= known; version++)
+        if (sqlite_db_migrate_one(db, version, err) < 0)
+            return -1;
+    return 0;
+}
+
+/* Connection settings, then the statements sqlite_db itself runs. */
+static int
+sqlite_db_setup(struct sqlite_db *db, struct st_error *err)
+{
+    static const char *const pragmas[] = {
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "  version INTEGER PRIMARY KEY,"
+        "  applied_at INTEGER NOT NULL"
+        ")",
+    };
+    size_t i;
+    int rc;
+
+    sqlite3_extended_result_codes(db->conn, 1);
+    sqlite_db_set_busy_bound(db, SQLITE_DB_BUSY_BOUND_MS);
+    for (i = 0; i < ST_ARRAY_LEN(pragmas); i++) {
+        rc = sqlite_db_exec_retrying(db, pragmas[i]);
+        if (rc != SQLITE_OK)
+            return sqlite_db_fail(db, rc, err, "cannot run '%s'", pragmas[i]);
+    }
+    if (sqlite_db_prepare(db, "BEGIN IMMEDIATE", &db->begin, err) < 0 ||
+        sqlite_db_prepare(db, "COMMIT", &db->commit, err) < 0 ||
+        sqlite_db_prepare(db, "ROLLBACK", &db->rollback, err) < 0 ||
+        sqlite_db_prepare(db, "SELECT coalesce(max(version), 0) FROM schema_version", &db->version,
+                          err) < 0 ||
+        sqlite_db_prepare(db, "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+                          &db->record, err) < 0 ||
+        sqlite_db_prepare(db, "SELECT 1", &db->ping, err) < 0)
+        return -1;
+    return 0;
+}
+
+struct sqlite_db *
+sqlite_db_open(const char *path, struct st_error *err)
+{
+    struct sqlite_db *db;
+    int rc;
+    int sys;
+
+    if (!path || !*path) {
+        st_error_set(err, ST_ERR_INVALID, "no database path given");
+        return NULL;
+    }
+    db = st_xcalloc(1, sizeof(*db));
+    rc = sqlite3_open_v2(path, &db->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        sys = db->conn ? sqlite3_system_errno(db->conn) : 0;
+        st_error_set_native(err, ST_ERR_BACKEND, rc, "cannot open database '%s': %s%s%s%s", path,
+                            db->conn ? sqlite3_errmsg(db->conn) : sqlite3_errstr(rc),
+                            sys ? " (" : "", sys ? strerror(sys) : "", sys ? ")" : "");
+        goto fail;
+    }
+    if (sqlite_db_setup(db, err) < 0 || sqlite_db_migrate(db, err) < 0) {
+        st_error_prefix(err, "cannot open database '%s'", path);
+        goto fail;
+    }
+    return db;
+
+fail:
+    sqlite_db_close(db);
+    return NULL;
+}
+
+void
+sqlite_db_close(struct sqlite_db *db)
+{
+    if (!db)
+        return;
+    sqlite3_finalize(db->begin);
+    sqlite3_finalize(db->commit);
+    sqlite3_finalize(db->rollback);
+    sqlite3_finalize(db->version);
+    sqlite3_finalize(db->record);
+    sqlite3_finalize(db->ping);
+    /* v2: a repository closed too late keeps the connection alive, not dangling. */
+    sqlite3_close_v2(db->conn);
+    free(db);
+}

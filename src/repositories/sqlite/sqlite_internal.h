@@ -1,0 +1,110 @@
+/*
+ * sqlite_internal.h - what the SQLite repositories share with sqlite_db.c.
+ *
+ * Not part of any public contract: only the .c files of this directory and the
+ * unit tests of this store include it.
+ */
+#ifndef STRATUS_REPOSITORIES_SQLITE_INTERNAL_H
+#define STRATUS_REPOSITORIES_SQLITE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+
+#include "repositories/sqlite/sqlite_db.h"
+
+/*
+ * How long a write keeps retrying BEGIN IMMEDIATE while another connection
+ * holds the write lock, before it gives up with ST_ERR_UNAVAILABLE.
+ */
+#define SQLITE_DB_BUSY_BOUND_MS 10000
+/* SQLite's own busy handler waits at most this long per attempt. */
+#define SQLITE_DB_BUSY_TIMEOUT_MS 5000
+
+/* The raw connection, borrowed. */
+sqlite3 *sqlite_db_handle(struct sqlite_db *db);
+
+/*
+ * Change the busy bound of @db (milliseconds, > 0); the per-attempt busy
+ * timeout shrinks with it.  For tests, which cannot wait ten seconds.
+ */
+void sqlite_db_set_busy_bound(struct sqlite_db *db, int ms);
+
+/* Prepare @sql once for the life of a repository; finalize with sqlite3_finalize(). */
+int sqlite_db_prepare(struct sqlite_db *db, const char *sql, sqlite3_stmt **out,
+                      struct st_error *err);
+
+/*
+ * Fill @err from result code @rc and the connection's message:
+ * SQLITE_BUSY/SQLITE_LOCKED become ST_ERR_UNAVAILABLE, anything else
+ * ST_ERR_BACKEND, both with @rc as the native code.  The message is
+ * "<fmt...>: <sqlite's message>".  Call it right after the failing call,
+ * before anything else touches the connection.  Returns -1.
+ */
+int sqlite_db_fail_at(struct sqlite_db *db, int rc, struct st_error *err, const char *file,
+                      int line, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+#define sqlite_db_fail(db, rc, err, ...)                                                           \
+    sqlite_db_fail_at((db), (rc), (err), __FILE__, __LINE__, __VA_ARGS__)
+
+/* Names the row a write is about, for the messages sqlite_db_write() makes. */
+struct sqlite_row_ref {
+    const char *noun; /* "VM", "image", "flavor" */
+    const char *id;
+    const char *name; /* NULL when the write cannot clash on a name */
+};
+
+/*
+ * Run the already bound write statement @st as one BEGIN IMMEDIATE
+ * transaction, retrying the BEGIN with a short backoff while the database
+ * is busy, up to the busy bound.  Returns 0 when the statement changed at
+ * least one row.  Otherwise -1 with: ST_ERR_NOT_FOUND ("no VM 'id'") when
+ * it changed nothing, ST_ERR_CONFLICT when it broke the (owner, name) or
+ * id uniqueness, ST_ERR_UNAVAILABLE when busy, ST_ERR_BACKEND else.
+ * @st is reset and its bindings cleared in every case.
+ */
+int sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                    struct st_error *err);
+
+/* Reset @st and clear its bindings, ready for the next call. NULL-safe. */
+void sqlite_stmt_done(sqlite3_stmt *st);
+
+/* Bind @s as text (SQLITE_STATIC: it must outlive the step); NULL binds NULL. */
+int sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s);
+/* As sqlite_bind_text(), but "" also binds NULL: optional members and filters. */
+int sqlite_bind_opt_text(sqlite3_stmt *st, int idx, const char *s);
+
+/* Copy text column @col into buf (size n); NULL reads as "". */
+void sqlite_column_text(sqlite3_stmt *st, int col, char *buf, size_t n);
+
+/*
+ * Step the bound single-row query @st.  Returns 0 with the row read into
+ * *item by @read (which reads the current row of a statement into a struct
+ * vm, image, ... and returns 0 or -1 with @err filled), or -1: ST_ERR_NOT_FOUND ("no VM 'id'") when
+ * it returned no row.  @st is reset and cleared in every case.
+ */
+int sqlite_db_get(struct sqlite_db *db, sqlite3_stmt *st, const char *noun, const char *id,
+                  int (*read)(sqlite3_stmt *st, void *item, struct st_error *err), void *item,
+                  struct st_error *err);
+
+/* One page of rows, allocated with realloc(): free(items) releases it. */
+struct sqlite_page {
+    void *items;
+    size_t count;
+    bool more;
+};
+
+/*
+ * Run the list query @st, whose parameters other than ?5 are bound, and
+ * collect one page of items of @size bytes.  ?5 is bound here to the
+ * clamped limit + 1, the extra row telling whether more follow.  Every
+ * list query yields a flag as column 0: 1 marks the marker row itself
+ * (present when the marker names a row in scope, skipped), 0 a row of the
+ * page.  When @marker is non-empty and no flagged row came, that is
+ * ST_ERR_INVALID ("marker 'x' names no VM").  @st is reset and cleared in
+ * every case; *out is written only on success.
+ */
+int sqlite_db_list(struct sqlite_db *db, sqlite3_stmt *st, const char *noun, const char *marker,
+                   unsigned limit, size_t size,
+                   int (*read)(sqlite3_stmt *st, void *item, struct st_error *err),
+                   struct sqlite_page *out, struct st_error *err);
+
+#endif

@@ -1,0 +1,829 @@
+/*
+ * test_repo_sqlite.c - the SQLite store against a real database file in a
+ * temporary directory.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "repositories/sqlite/sqlite_db.h"
+#include "repositories/sqlite/sqlite_internal.h"
+#include "util/mem.h"
+
+#define OWNER_A "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+#define OWNER_B "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+#define IMAGE_1 "11111111-1111-4111-8111-111111111111"
+#define IMAGE_2 "22222222-2222-4222-8222-222222222222"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct sqlite_db *db;
+    struct vm_repo vms;
+    struct image_repo images;
+    struct flavor_repo flavors;
+};
+
+static void
+remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[512];
+
+    if (!d)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (e->d_type == DT_DIR)
+            remove_dir(path);
+        else
+            unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int
+setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    struct st_error err = {0};
+
+    assert_non_null(fx);
+    strcpy(fx->dir, "/tmp/stratus-sqlite-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->path, sizeof(fx->path), "%s/stratus.db", fx->dir);
+    fx->db = sqlite_db_open(fx->path, &err);
+    if (!fx->db)
+        fail_msg("open: %s", err.msg);
+    assert_int_equal(vm_repo_sqlite_open(fx->db, &fx->vms, &err), 0);
+    assert_int_equal(image_repo_sqlite_open(fx->db, &fx->images, &err), 0);
+    assert_int_equal(flavor_repo_sqlite_open(fx->db, &fx->flavors, &err), 0);
+    *state = fx;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *fx = *state;
+
+    vm_repo_close(&fx->vms);
+    image_repo_close(&fx->images);
+    flavor_repo_close(&fx->flavors);
+    sqlite_db_close(fx->db);
+    remove_dir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+static struct vm
+make_vm(const char *owner, const char *name, const char *image_id, int64_t created_at)
+{
+    struct vm vm;
+
+    memset(&vm, 0, sizeof(vm));
+    st_uuid_generate(vm.id);
+    strcpy(vm.owner_id, owner);
+    snprintf(vm.name, sizeof(vm.name), "%s", name);
+    vm.status = VM_STATUS_CREATING;
+    vm.step = VM_STEP_ROW;
+    vm.vcpus = 2;
+    vm.memory_mib = 2048;
+    vm.disk_gib = 10;
+    strcpy(vm.image_id, image_id);
+    vm.created_at = created_at;
+    vm.updated_at = created_at;
+    return vm;
+}
+
+static struct image
+make_image(const char *owner, const char *name, int64_t created_at)
+{
+    struct image image;
+
+    memset(&image, 0, sizeof(image));
+    st_uuid_generate(image.id);
+    strcpy(image.owner_id, owner);
+    snprintf(image.name, sizeof(image.name), "%s", name);
+    image.format = IMAGE_FORMAT_RAW;
+    image.status = IMAGE_STATUS_ACTIVE;
+    image.size_bytes = 5ULL << 32; /* above 32 bits on purpose */
+    image.virtual_size_bytes = 10ULL << 32;
+    image.created_at = created_at;
+    image.updated_at = created_at + 1;
+    return image;
+}
+
+static struct flavor
+make_flavor(const char *owner, const char *name, int64_t created_at)
+{
+    struct flavor flavor;
+
+    memset(&flavor, 0, sizeof(flavor));
+    st_uuid_generate(flavor.id);
+    strcpy(flavor.owner_id, owner);
+    snprintf(flavor.name, sizeof(flavor.name), "%s", name);
+    flavor.vcpus = 4;
+    flavor.memory_mib = 8192;
+    flavor.disk_gib = 40;
+    flavor.created_at = created_at;
+    return flavor;
+}
+
+static void
+insert_vm(struct fixture *fx, const struct vm *vm)
+{
+    struct st_error err = {0};
+
+    if (vm_repo_insert(&fx->vms, vm, &err) != 0)
+        fail_msg("insert VM '%s': %s", vm->name, err.msg);
+}
+
+/* Raw second connection on the same file, as another process would hold it. */
+static sqlite3 *
+raw_open(const char *path)
+{
+    sqlite3 *conn = NULL;
+
+    assert_int_equal(sqlite3_open(path, &conn), SQLITE_OK);
+    return conn;
+}
+
+static int64_t
+raw_int(sqlite3 *conn, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v;
+
+    assert_int_equal(sqlite3_prepare_v2(conn, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void
+test_repo_sqlite__vm_crud(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm vm = make_vm(OWNER_A, "web-01", IMAGE_1, 1700000000123);
+    struct vm got;
+
+    strcpy(vm.flavor_id, IMAGE_2);
+    insert_vm(fx, &vm);
+
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), 0);
+    assert_memory_equal(&got, &vm, sizeof(vm));
+
+    vm.status = VM_STATUS_ERROR;
+    vm.step = VM_STEP_DEFINED;
+    vm.vcpus = 8;
+    vm.memory_mib = 4096;
+    vm.disk_gib = 20;
+    strcpy(vm.name, "web-02");
+    strcpy(vm.fault, "define: the domain XML was refused");
+    vm.updated_at += 5000;
+    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &vm, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->vms, NULL, vm.id, &got, &err), 0);
+    assert_memory_equal(&got, &vm, sizeof(vm));
+
+    /* An empty fault is stored as NULL and reads back empty. */
+    memset(vm.fault, 0, sizeof(vm.fault));
+    vm.status = VM_STATUS_RUNNING;
+    vm.step = VM_STEP_DONE;
+    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &vm, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), 0);
+    assert_memory_equal(&got, &vm, sizeof(vm));
+
+    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_A, vm.id, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_non_null(strstr(err.msg, vm.id));
+    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_A, vm.id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(vm_repo_update(&fx->vms, NULL, &vm, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+}
+
+static void
+test_repo_sqlite__vm_name_conflict(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm a = make_vm(OWNER_A, "web-01", IMAGE_1, 1000);
+    struct vm dup = make_vm(OWNER_A, "web-01", IMAGE_1, 2000);
+    struct vm b = make_vm(OWNER_B, "web-01", IMAGE_1, 3000);
+    struct vm c = make_vm(OWNER_A, "web-02", IMAGE_1, 4000);
+    struct vm same_id = make_vm(OWNER_A, "web-03", IMAGE_1, 5000);
+    struct vm got;
+
+    insert_vm(fx, &a);
+    assert_int_equal(vm_repo_insert(&fx->vms, &dup, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_string_equal(err.msg, "a VM named 'web-01' already exists");
+
+    /* Another owner may use the same name. */
+    insert_vm(fx, &b);
+
+    /* Renaming onto a taken name conflicts and leaves the row as it was. */
+    insert_vm(fx, &c);
+    strcpy(c.name, "web-01");
+    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &c, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, c.id, &got, &err), 0);
+    assert_string_equal(got.name, "web-02");
+
+    strcpy(same_id.id, a.id);
+    assert_int_equal(vm_repo_insert(&fx->vms, &same_id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_non_null(strstr(err.msg, a.id));
+}
+
+static void
+test_repo_sqlite__vm_owner_scope(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm a = make_vm(OWNER_A, "mine", IMAGE_1, 1000);
+    struct vm b = make_vm(OWNER_B, "theirs", IMAGE_1, 2000);
+    struct vm_filter f = {.limit = 100};
+    struct vm_list list = {0};
+    struct vm got;
+
+    insert_vm(fx, &a);
+    insert_vm(fx, &b);
+
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, b.id, &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    b.status = VM_STATUS_STOPPED;
+    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &b, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_A, b.id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+
+    /* Untouched: still there, still creating. */
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_B, b.id, &got, &err), 0);
+    assert_int_equal(got.status, VM_STATUS_CREATING);
+
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 1);
+    assert_string_equal(list.items[0].id, a.id);
+    assert_false(list.more);
+    vm_list_release(&list);
+
+    /* Unscoped sees both. */
+    assert_int_equal(vm_repo_list(&fx->vms, NULL, &f, &list, &err), 0);
+    assert_int_equal(list.count, 2);
+    assert_string_equal(list.items[0].id, a.id);
+    assert_string_equal(list.items[1].id, b.id);
+    vm_list_release(&list);
+}
+
+/* Walk every page of owner's VMs; checks order and returns how many were seen. */
+static size_t
+walk_pages(struct fixture *fx, const char *owner, unsigned limit, size_t *pages)
+{
+    struct st_error err = {0};
+    struct vm_filter f = {.limit = limit};
+    struct vm_list list = {0};
+    struct vm last = {0};
+    size_t seen = 0;
+    size_t i;
+    bool more = true;
+
+    *pages = 0;
+    while (more) {
+        if (vm_repo_list(&fx->vms, owner, &f, &list, &err) != 0)
+            fail_msg("list: %s", err.msg);
+        (*pages)++;
+        for (i = 0; i < list.count; i++) {
+            const struct vm *v = &list.items[i];
+
+            if (owner)
+                assert_string_equal(v->owner_id, owner);
+            if (seen > 0)
+                assert_true(v->created_at > last.created_at ||
+                            (v->created_at == last.created_at && strcmp(v->id, last.id) > 0));
+            last = *v;
+            seen++;
+        }
+        more = list.more;
+        if (more) {
+            assert_int_equal(list.count, limit);
+            assert_string_equal(list.next_marker, list.items[list.count - 1].id);
+        } else {
+            assert_string_equal(list.next_marker, "");
+        }
+        if (list.count)
+            strcpy(f.marker, list.items[list.count - 1].id);
+        vm_list_release(&list);
+    }
+    return seen;
+}
+
+static void
+test_repo_sqlite__vm_paging(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm_filter f = {.limit = 100};
+    struct vm_list list = {0};
+    struct vm vm;
+    char name[ST_NAME_BUF];
+    size_t pages;
+    int i;
+
+    /* Three rows share each created_at, so the id decides their order. */
+    for (i = 0; i < 250; i++) {
+        snprintf(name, sizeof(name), "vm-%03d", i);
+        vm = make_vm(OWNER_A, name, IMAGE_1, 1000 + i / 3);
+        insert_vm(fx, &vm);
+    }
+    for (i = 0; i < 30; i++) {
+        snprintf(name, sizeof(name), "other-%03d", i);
+        vm = make_vm(OWNER_B, name, IMAGE_1, 1000 + i);
+        insert_vm(fx, &vm);
+    }
+
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 100);
+    assert_true(list.more);
+    vm_list_release(&list);
+
+    assert_int_equal(walk_pages(fx, OWNER_A, 100, &pages), 250);
+    assert_int_equal(pages, 3);
+    assert_int_equal(walk_pages(fx, OWNER_B, 100, &pages), 30);
+    assert_int_equal(pages, 1);
+    assert_int_equal(walk_pages(fx, NULL, 100, &pages), 280);
+    assert_int_equal(pages, 3);
+    /* The extra row fetched tells a page ending exactly at the last row that none follow. */
+    assert_int_equal(walk_pages(fx, OWNER_A, 125, &pages), 250);
+    assert_int_equal(pages, 2);
+    assert_int_equal(walk_pages(fx, OWNER_A, 1, &pages), 250);
+}
+
+static void
+test_repo_sqlite__vm_bad_marker(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm a = make_vm(OWNER_A, "a", IMAGE_1, 1000);
+    struct vm b = make_vm(OWNER_B, "b", IMAGE_1, 1000);
+    struct vm_filter f = {.limit = 10};
+    struct vm_list list = {0};
+
+    insert_vm(fx, &a);
+    insert_vm(fx, &b);
+
+    strcpy(f.marker, "99999999-9999-4999-8999-999999999999");
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_string_equal(err.msg, "marker '99999999-9999-4999-8999-999999999999' names no VM");
+    assert_null(list.items);
+
+    /* Another owner's row is no marker either. */
+    strcpy(f.marker, b.id);
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+
+    /* The last row is a fine marker: an empty last page. */
+    strcpy(f.marker, a.id);
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 0);
+    assert_false(list.more);
+    vm_list_release(&list);
+}
+
+static void
+test_repo_sqlite__vm_filters(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm_filter f = {.limit = 100};
+    struct vm_list list = {0};
+    struct vm vm;
+    char name[ST_NAME_BUF];
+    int i;
+
+    for (i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "web-%02d", i);
+        vm = make_vm(OWNER_A, name, IMAGE_1, 1000 + i);
+        vm.status = i % 2 ? VM_STATUS_RUNNING : VM_STATUS_STOPPED;
+        insert_vm(fx, &vm);
+    }
+    vm = make_vm(OWNER_B, "web-03", IMAGE_1, 5000);
+    vm.status = VM_STATUS_RUNNING;
+    insert_vm(fx, &vm);
+
+    strcpy(f.name, "web-03");
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 1);
+    assert_string_equal(list.items[0].name, "web-03");
+    assert_string_equal(list.items[0].owner_id, OWNER_A);
+    vm_list_release(&list);
+
+    /* Exact, not a prefix. */
+    strcpy(f.name, "web-0");
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 0);
+    vm_list_release(&list);
+
+    f.name[0] = '\0';
+    f.has_status = true;
+    f.status = VM_STATUS_RUNNING;
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 5);
+    for (i = 0; i < 5; i++)
+        assert_int_equal(list.items[i].status, VM_STATUS_RUNNING);
+    vm_list_release(&list);
+
+    /* Filters and a marker together: the page after the second running VM. */
+    f.limit = 2;
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 2);
+    assert_true(list.more);
+    strcpy(f.marker, list.items[1].id);
+    vm_list_release(&list);
+    f.limit = 100;
+    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 3);
+    assert_string_equal(list.items[0].name, "web-05");
+    vm_list_release(&list);
+
+    /* missing is never stored. */
+    f.marker[0] = '\0';
+    f.status = VM_STATUS_MISSING;
+    assert_int_equal(vm_repo_list(&fx->vms, NULL, &f, &list, &err), 0);
+    assert_int_equal(list.count, 0);
+    vm_list_release(&list);
+}
+
+static void
+test_repo_sqlite__vm_count_by_image(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm vm;
+    size_t n = 99;
+
+    vm = make_vm(OWNER_A, "a1", IMAGE_1, 1);
+    insert_vm(fx, &vm);
+    vm = make_vm(OWNER_A, "a2", IMAGE_1, 2);
+    insert_vm(fx, &vm);
+    vm = make_vm(OWNER_A, "a3", IMAGE_2, 3);
+    insert_vm(fx, &vm);
+    vm = make_vm(OWNER_B, "b1", IMAGE_1, 4);
+    insert_vm(fx, &vm);
+
+    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_A, IMAGE_1, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(vm_repo_count_by_image(&fx->vms, NULL, IMAGE_1, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_B, IMAGE_2, &n, &err), 0);
+    assert_int_equal(n, 0);
+}
+
+static void
+test_repo_sqlite__image_crud(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct image a = make_image(OWNER_A, "debian-12", 1000);
+    struct image dup = make_image(OWNER_A, "debian-12", 2000);
+    struct image b = make_image(OWNER_B, "debian-12", 3000);
+    struct image a2 = make_image(OWNER_A, "alpine", 4000);
+    struct image_filter f = {.limit = 1};
+    struct image_list list = {0};
+    struct image got;
+
+    a.format = IMAGE_FORMAT_QCOW2;
+    assert_int_equal(image_repo_insert(&fx->images, &a, &err), 0);
+    assert_int_equal(image_repo_insert(&fx->images, &dup, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_string_equal(err.msg, "an image named 'debian-12' already exists");
+    assert_int_equal(image_repo_insert(&fx->images, &b, &err), 0);
+    assert_int_equal(image_repo_insert(&fx->images, &a2, &err), 0);
+
+    assert_int_equal(image_repo_get(&fx->images, OWNER_A, a.id, &got, &err), 0);
+    assert_memory_equal(&got, &a, sizeof(a));
+    assert_int_equal(image_repo_get(&fx->images, OWNER_A, b.id, &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, b.id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+
+    assert_int_equal(image_repo_list(&fx->images, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 1);
+    assert_true(list.more);
+    assert_string_equal(list.items[0].id, a.id);
+    strcpy(f.marker, list.items[0].id);
+    image_list_release(&list);
+    assert_int_equal(image_repo_list(&fx->images, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 1);
+    assert_false(list.more);
+    assert_string_equal(list.items[0].id, a2.id);
+    image_list_release(&list);
+
+    strcpy(f.marker, b.id);
+    assert_int_equal(image_repo_list(&fx->images, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "names no image"));
+    f.limit = 10;
+    assert_int_equal(image_repo_list(&fx->images, NULL, &f, &list, &err), 0);
+    assert_int_equal(list.count, 1);
+    assert_string_equal(list.items[0].id, a2.id);
+    image_list_release(&list);
+
+    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, a.id, &err), 0);
+    assert_int_equal(image_repo_get(&fx->images, NULL, a.id, &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_non_null(strstr(err.msg, "no image '"));
+    assert_non_null(strstr(err.msg, a.id));
+}
+
+static void
+test_repo_sqlite__flavor_crud(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct flavor a = make_flavor(OWNER_A, "m1.small", 1000);
+    struct flavor dup = make_flavor(OWNER_A, "m1.small", 2000);
+    struct flavor b = make_flavor(OWNER_B, "m1.small", 3000);
+    struct flavor a2 = make_flavor(OWNER_A, "m1.large", 4000);
+    struct flavor_filter f = {.limit = 1};
+    struct flavor_list list = {0};
+    struct flavor got;
+
+    assert_int_equal(flavor_repo_insert(&fx->flavors, &a, &err), 0);
+    assert_int_equal(flavor_repo_insert(&fx->flavors, &dup, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_string_equal(err.msg, "a flavor named 'm1.small' already exists");
+    assert_int_equal(flavor_repo_insert(&fx->flavors, &b, &err), 0);
+    assert_int_equal(flavor_repo_insert(&fx->flavors, &a2, &err), 0);
+
+    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, a.id, &got, &err), 0);
+    assert_memory_equal(&got, &a, sizeof(a));
+    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, b.id, &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(flavor_repo_remove(&fx->flavors, OWNER_A, b.id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+
+    assert_int_equal(flavor_repo_list(&fx->flavors, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 1);
+    assert_true(list.more);
+    assert_string_equal(list.items[0].id, a.id);
+    strcpy(f.marker, list.items[0].id);
+    flavor_list_release(&list);
+    assert_int_equal(flavor_repo_list(&fx->flavors, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(list.count, 1);
+    assert_false(list.more);
+    assert_string_equal(list.items[0].id, a2.id);
+    flavor_list_release(&list);
+
+    strcpy(f.marker, "not-an-id");
+    assert_int_equal(flavor_repo_list(&fx->flavors, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_string_equal(err.msg, "marker 'not-an-id' names no flavor");
+
+    assert_int_equal(flavor_repo_remove(&fx->flavors, NULL, a.id, &err), 0);
+    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, a.id, &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+}
+
+static void
+test_repo_sqlite__migrations_once(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    sqlite3 *raw = raw_open(fx->path);
+    int64_t applied_at;
+    int version = -1;
+
+    assert_int_equal(sqlite_db_schema_version(fx->db, &version, &err), 0);
+    assert_int_equal(version, 1);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 1);
+    applied_at = raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1");
+    assert_true(applied_at > 0);
+    assert_string_equal(sqlite3_db_filename(raw, "main"), fx->path);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                  "name IN ('vms_owner_name', 'vms_owner_page', 'vms_image', "
+                                  "'images_owner_name', 'images_owner_page', "
+                                  "'flavors_owner_name', 'flavors_owner_page', 'vms_page')"),
+                     8);
+
+    /* Re-opening (twice, while the first handle is open) applies nothing again. */
+    vm_repo_close(&fx->vms);
+    image_repo_close(&fx->images);
+    flavor_repo_close(&fx->flavors);
+    sqlite_db_close(fx->db);
+    fx->db = sqlite_db_open(fx->path, &err);
+    assert_non_null(fx->db);
+    sqlite_db_close(sqlite_db_open(fx->path, &err));
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1"),
+                     applied_at);
+    assert_int_equal(vm_repo_sqlite_open(fx->db, &fx->vms, &err), 0);
+    assert_int_equal(image_repo_sqlite_open(fx->db, &fx->images, &err), 0);
+    assert_int_equal(flavor_repo_sqlite_open(fx->db, &fx->flavors, &err), 0);
+
+    /* The settings the store depends on. */
+    sqlite3_close(raw);
+    raw = sqlite_db_handle(fx->db);
+    assert_int_equal(raw_int(raw, "PRAGMA foreign_keys"), 1);
+    assert_int_equal(raw_int(raw, "PRAGMA synchronous"), 1); /* NORMAL */
+    {
+        sqlite3_stmt *st = NULL;
+
+        assert_int_equal(sqlite3_prepare_v2(raw, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+        sqlite3_finalize(st);
+    }
+}
+
+/* Several processes open a fresh file at once: each migration is applied once. */
+static void
+test_repo_sqlite__concurrent_open(void **state)
+{
+    struct fixture *fx = *state;
+    char path[160];
+    int gate[2];
+    pid_t pids[6];
+    int status;
+    size_t i;
+    sqlite3 *raw;
+    char c = 0;
+
+    snprintf(path, sizeof(path), "%s/fresh.db", fx->dir);
+    assert_int_equal(pipe(gate), 0);
+    for (i = 0; i < ST_ARRAY_LEN(pids); i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            struct st_error err = {0};
+            struct sqlite_db *db;
+
+            close(gate[1]);
+            /* Wait for the gate to open so that all start together. */
+            if (read(gate[0], &c, 1) < 0)
+                _exit(3);
+            db = sqlite_db_open(path, &err);
+            if (!db) {
+                fprintf(stderr, "child open: %s\n", err.msg);
+                _exit(1);
+            }
+            sqlite_db_close(db);
+            _exit(0);
+        }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    for (i = 0; i < ST_ARRAY_LEN(pids); i++) {
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    raw = raw_open(path);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM sqlite_master WHERE name = 'vms'"), 1);
+    sqlite3_close(raw);
+}
+
+struct locker {
+    sqlite3 *conn;
+    int hold_ms;
+};
+
+static void *
+locker_release(void *arg)
+{
+    struct locker *l = arg;
+
+    st_sleep_ms(l->hold_ms);
+    sqlite3_exec(l->conn, "COMMIT", NULL, NULL, NULL);
+    return NULL;
+}
+
+static void
+test_repo_sqlite__write_waits_for_lock(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct locker l = {.conn = raw_open(fx->path), .hold_ms = 400};
+    struct vm vm = make_vm(OWNER_A, "patient", IMAGE_1, 1);
+    struct vm got;
+    pthread_t t;
+    int64_t start;
+
+    assert_int_equal(sqlite3_exec(l.conn, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(pthread_create(&t, NULL, locker_release, &l), 0);
+    start = st_monotonic_ms();
+    if (vm_repo_insert(&fx->vms, &vm, &err) != 0)
+        fail_msg("insert: %s", err.msg);
+    assert_true(st_monotonic_ms() - start >= 300);
+    pthread_join(t, NULL);
+    sqlite3_close(l.conn);
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), 0);
+}
+
+static void
+test_repo_sqlite__write_busy_unavailable(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    sqlite3 *other = raw_open(fx->path);
+    struct vm vm = make_vm(OWNER_A, "impatient", IMAGE_1, 1);
+    struct vm got;
+    int64_t start;
+    int64_t took;
+
+    sqlite_db_set_busy_bound(fx->db, 300);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    start = st_monotonic_ms();
+    assert_int_equal(vm_repo_insert(&fx->vms, &vm, &err), -1);
+    took = st_monotonic_ms() - start;
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_int_equal(err.native & 0xff, SQLITE_BUSY);
+    assert_true(took >= 200 && took < 3000);
+
+    /* Reads still work while a writer holds the lock (WAL). */
+    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+
+    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    if (vm_repo_insert(&fx->vms, &vm, &err) != 0)
+        fail_msg("insert after release: %s", err.msg);
+}
+
+static void
+test_repo_sqlite__open_unwritable(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    char path[192];
+    FILE *f;
+
+    /* A path below a regular file cannot be created, even by root. */
+    snprintf(path, sizeof(path), "%s/plain-file", fx->dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/plain-file/stratus.db", fx->dir);
+    assert_null(sqlite_db_open(path, &err));
+    assert_int_equal(err.code, ST_ERR_BACKEND);
+    assert_int_equal(err.native & 0xff, SQLITE_CANTOPEN);
+    assert_non_null(strstr(err.msg, "cannot open database '"));
+    assert_non_null(strstr(err.msg, path));
+    assert_non_null(strstr(err.msg, "Not a directory"));
+
+    assert_null(sqlite_db_open("", &err));
+    assert_int_equal(err.code, ST_ERR_INVALID);
+}
+
+static void
+test_repo_sqlite__ping(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+
+    assert_int_equal(sqlite_db_ping(fx->db, &err), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_name_conflict, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_owner_scope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_paging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_bad_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_count_by_image, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__flavor_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__migrations_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__concurrent_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__write_waits_for_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__write_busy_unavailable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__open_unwritable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__ping, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
