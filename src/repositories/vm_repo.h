@@ -26,7 +26,8 @@ struct vm_repo_ops {
     /*
      * Mandatory. One page, ordered by (created_at, id), after f->marker when
      * set (a marker that names no row in scope is ST_ERR_INVALID), matching
-     * f->name and f->status when set, at most f->limit items.  One query.
+     * f->name and f->status when set, at most f->limit items (0 means
+     * ST_LIST_LIMIT_DEFAULT; the API caps it, the store does not).  One query.
      * Caller frees out with vm_list_release().
      */
     int (*list)(void *self, const char *owner, const struct vm_filter *f, struct vm_list *out,
