@@ -250,8 +250,8 @@ run_one(const char *uri, size_t n)
            uri, n, list, naive, floor_ms, list / naive, naive / list, list / floor_ms,
            list * 1000.0 / (double)n);
     if (seen_list != n || seen_naive != n)
-        fprintf(stderr, "bench_list: expected %zu VMs, list saw %zu, naive saw %zu\n", n,
-                seen_list, seen_naive);
+        fprintf(stderr, "bench_list: expected %zu VMs, list saw %zu, naive saw %zu\n", n, seen_list,
+                seen_naive);
     unseed(&b);
     bench_close(&b);
     cmd = st_xasprintf("rm -rf '%s'", dir);

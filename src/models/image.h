@@ -57,8 +57,7 @@ int image_status_parse(const char *name, enum image_status *out);
 /* Smallest disk_gib a VM built on this image may ask for (>= 1). */
 unsigned image_min_disk_gib(const struct image *image);
 
-int image_create_req_decode(const json_t *body, struct image_create_req *out,
-                            struct st_error *err);
+int image_create_req_decode(const json_t *body, struct image_create_req *out, struct st_error *err);
 json_t *image_to_json(const struct image *image);
 
 #endif

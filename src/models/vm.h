@@ -29,11 +29,11 @@ enum vm_status {
  * later recovery) knows what to undo.
  */
 enum vm_step {
-    VM_STEP_ROW = 0,  /* row inserted, nothing else exists */
-    VM_STEP_DISK,     /* the root disk overlay exists */
-    VM_STEP_DEFINED,  /* the domain is defined */
-    VM_STEP_STARTED,  /* the domain was started */
-    VM_STEP_DONE,     /* create finished */
+    VM_STEP_ROW = 0, /* row inserted, nothing else exists */
+    VM_STEP_DISK,    /* the root disk overlay exists */
+    VM_STEP_DEFINED, /* the domain is defined */
+    VM_STEP_STARTED, /* the domain was started */
+    VM_STEP_DONE,    /* create finished */
 };
 
 struct vm {

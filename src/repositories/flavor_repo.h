@@ -48,8 +48,7 @@ flavor_repo_list(struct flavor_repo *r, const char *owner, const struct flavor_f
 }
 
 static inline int
-flavor_repo_remove(struct flavor_repo *r, const char *owner, const char *id,
-                   struct st_error *err)
+flavor_repo_remove(struct flavor_repo *r, const char *owner, const char *id, struct st_error *err)
 {
     return r->ops->remove(r->self, owner, id, err);
 }

@@ -14,8 +14,8 @@ struct image_repo_ops {
     int (*get)(void *self, const char *owner, const char *id, struct image *out,
                struct st_error *err);
     /* Mandatory. Ordered by (created_at, id). Free with image_list_release(). */
-    int (*list)(void *self, const char *owner, const struct image_filter *f,
-                struct image_list *out, struct st_error *err);
+    int (*list)(void *self, const char *owner, const struct image_filter *f, struct image_list *out,
+                struct st_error *err);
     /* Mandatory. */
     int (*remove)(void *self, const char *owner, const char *id, struct st_error *err);
     /* Mandatory. */

@@ -21,8 +21,7 @@ struct vm_repo_ops {
     /* Mandatory. Insert @vm as given (id, owner, times set by the caller). */
     int (*insert)(void *self, const struct vm *vm, struct st_error *err);
     /* Mandatory. Fetch one row by id within scope. */
-    int (*get)(void *self, const char *owner, const char *id, struct vm *out,
-               struct st_error *err);
+    int (*get)(void *self, const char *owner, const char *id, struct vm *out, struct st_error *err);
     /*
      * Mandatory. One page, ordered by (created_at, id), after f->marker when
      * set (a marker that names no row in scope is ST_ERR_INVALID), matching

@@ -7,8 +7,8 @@
 #include <string.h>
 
 int
-st_error_set_at(struct st_error *err, enum st_err_code code, int native, const char *file,
-                int line, const char *fmt, ...)
+st_error_set_at(struct st_error *err, enum st_err_code code, int native, const char *file, int line,
+                const char *fmt, ...)
 {
     va_list ap;
 

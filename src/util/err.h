@@ -40,12 +40,14 @@ struct st_error {
 int st_error_set_at(struct st_error *err, enum st_err_code code, int native, const char *file,
                     int line, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-#define st_error_set(err, code, ...) st_error_set_at((err), (code), 0, __FILE__, __LINE__, __VA_ARGS__)
+#define st_error_set(err, code, ...)                                                               \
+    st_error_set_at((err), (code), 0, __FILE__, __LINE__, __VA_ARGS__)
 #define st_error_set_native(err, code, native, ...)                                                \
     st_error_set_at((err), (code), (native), __FILE__, __LINE__, __VA_ARGS__)
 
 /* Put "context: " in front of the existing message; code and origin stay. */
-void st_error_prefix(struct st_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void st_error_prefix(struct st_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Reset to ST_ERR_OK with an empty message. */
 void st_error_clear(struct st_error *err);

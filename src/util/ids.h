@@ -8,9 +8,9 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define ST_ID_LEN 36     /* "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx" */
-#define ST_ID_BUF 37     /* with the terminating NUL */
-#define ST_TIME_BUF 32   /* "2026-11-23T18:43:51Z" and some room */
+#define ST_ID_LEN 36   /* "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx" */
+#define ST_ID_BUF 37   /* with the terminating NUL */
+#define ST_TIME_BUF 32 /* "2026-11-23T18:43:51Z" and some room */
 
 /* Write a fresh random UUIDv4 in lower case into out. */
 void st_uuid_generate(char out[ST_ID_BUF]);
