@@ -158,7 +158,12 @@ vm_service_list(struct vm_service *svc, const char *owner, const struct vm_filte
     size_t ndoms = 0, i, kept = 0;
 
     /* `missing` is never stored: ask for every row, keep the missing ones. */
-    if (f->has_status && f->status == VM_STATUS_MISSING)
+    /*
+     * Live statuses (and `missing`) are what the hypervisor says, not what
+     * the row says: ask for every row and filter after the merge.  The
+     * page may then be shorter than the limit; next_marker still moves on.
+     */
+    if (f->has_status && (status_is_live(f->status) || f->status == VM_STATUS_MISSING))
         repo_filter.has_status = false;
     if (vm_repo_list(svc->vms, owner, &repo_filter, &page, err) < 0)
         return -1;
@@ -384,6 +389,13 @@ vm_service_create(struct vm_service *svc, const char *owner, const struct vm_cre
         return 0;
     }
     st_error_prefix(&cause, "create failed at step %s", failed);
+    /*
+     * Whatever was not found here (an image's file, a pool) is not the
+     * resource the caller named: the request met a server-side state it
+     * cannot proceed from.
+     */
+    if (cause.code == ST_ERR_NOT_FOUND)
+        cause.code = ST_ERR_CONFLICT;
     vm.step = create_undo(svc, &vm, done);
     vm.status = VM_STATUS_ERROR;
     st_strlcpy(vm.fault, cause.msg, sizeof(vm.fault));
@@ -445,6 +457,9 @@ vm_service_update(struct vm_service *svc, const char *owner, const char *id,
         vm.vcpus = req->vcpus;
     if (req->has_memory_mib)
         vm.memory_mib = req->memory_mib;
+    /* Sized by hand now: the flavor no longer describes it. */
+    if (resize)
+        vm.flavor_id[0] = '\0';
     if (resize && redefine(svc, &vm, err) < 0)
         return -1;
     if (save(svc, owner, &vm, err) < 0) {
