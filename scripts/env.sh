@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# Sourced by the other scripts: where a stratus stack keeps its state, which
+# port and socket it uses, and the paths derived from them.
+#
+#   . scripts/env.sh [run|e2e]
+#
+# Profiles: "run" (make run: 127.0.0.1:8080, pools stratus-*) and "e2e"
+# (tests: 127.0.0.1:18080, pools stratus-e2e-*, state in <state>/e2e), so both
+# can run side by side.  Overrides: STRATUS_STATE_DIR, STRATUS_PORT,
+# STRATUS_VIRT_TYPE, STRATUS_WORKERS, STRATUS_STOP_TIMEOUT_S,
+# STRATUS_LOG_LEVEL, STRATUS_MAX_BODY_BYTES.
+#
+# Results are plain shell variables prefixed ST_ (not exported): the API
+# itself reads STRATUS_* variables from the environment, and the scripts give
+# it a config file as the single source instead.
+
+ST_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ST_PROFILE=${1:-${ST_PROFILE:-run}}
+
+# True when user libvirt-qemu (QEMU under qemu:///system) can reach @1: every
+# existing ancestor must be searchable by it.
+st_qemu_can_traverse() {
+    local p=$1
+    id libvirt-qemu >/dev/null 2>&1 || return 0 # no such user: nothing to check
+    while [ -n "$p" ] && [ "$p" != / ]; do
+        if [ -d "$p" ] && ! runuser -u libvirt-qemu -- test -x "$p" 2>/dev/null; then
+            return 1
+        fi
+        p=$(dirname "$p")
+    done
+    return 0
+}
+
+st_base_state_dir() {
+    local dir hash
+    if [ -n "${STRATUS_STATE_DIR:-}" ]; then
+        case "$STRATUS_STATE_DIR" in
+        /*) echo "$STRATUS_STATE_DIR" ;;
+        *) echo "$PWD/$STRATUS_STATE_DIR" ;;
+        esac
+        return
+    fi
+    dir=$ST_ROOT/var
+    if st_qemu_can_traverse "$dir"; then
+        echo "$dir"
+        return
+    fi
+    hash=$(printf '%s' "$ST_ROOT" | sha256sum | cut -c1-12)
+    if [ -z "${ST_FALLBACK_SAID:-}" ]; then
+        echo "env: libvirt-qemu cannot reach $dir; using /var/lib/stratus/$hash instead" >&2
+        export ST_FALLBACK_SAID=1
+    fi
+    echo "/var/lib/stratus/$hash"
+}
+
+ST_BASE_STATE=$(st_base_state_dir)
+case "$ST_PROFILE" in
+run)
+    ST_STATE=$ST_BASE_STATE
+    ST_PORT=${STRATUS_PORT:-8080}
+    ST_POOL_PREFIX=stratus
+    ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-auto}
+    ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-30}
+    ;;
+e2e)
+    ST_STATE=$ST_BASE_STATE/e2e
+    ST_PORT=${STRATUS_E2E_PORT:-18080}
+    ST_POOL_PREFIX=stratus-e2e
+    ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-qemu}
+    ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-5}
+    ;;
+*)
+    echo "env: unknown profile '$ST_PROFILE' (run or e2e)" >&2
+    return 2
+    ;;
+esac
+
+ST_LISTEN=127.0.0.1:$ST_PORT
+ST_URL=http://$ST_LISTEN
+ST_WORKERS=${STRATUS_WORKERS:-4}
+ST_LOG_LEVEL=${STRATUS_LOG_LEVEL:-info}
+ST_MAX_BODY=${STRATUS_MAX_BODY_BYTES:-65536}
+ST_RUN=$ST_STATE/run
+ST_LOG=$ST_STATE/log
+ST_SOCKET=$ST_RUN/api.sock
+ST_CONF=$ST_STATE/stratus.conf
+ST_DB=$ST_STATE/db/stratus.db
+ST_POOLS=$ST_STATE/pools
+ST_CONSOLE=$ST_STATE/console
+ST_IMPORT=$ST_STATE/import
+ST_NGINX=$ST_STATE/nginx
+ST_API_BIN=${STRATUS_API_BIN:-$ST_ROOT/build/stratus-api}
+# Daemons this stack started (scripts/services.sh); stopped with the stack.
+ST_SERVICES_FILE=$ST_RUN/services.started
+
+if [ ${#ST_SOCKET} -ge 100 ]; then
+    echo "env: socket path $ST_SOCKET is too long for a unix socket; set STRATUS_STATE_DIR" >&2
+    return 2
+fi

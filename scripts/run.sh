@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Start a stratus stack: libvirt daemons (if needed), stratus-api and nginx.
+#
+#   scripts/run.sh [--profile run|e2e]            start, stay in the foreground;
+#                                                 Ctrl-C stops everything started
+#   scripts/run.sh [--profile run|e2e] --detach   start, leave it running, exit
+#   scripts/run.sh [--profile run|e2e] --stop     stop a detached stack
+#
+# The state dir, port and pool names come from scripts/env.sh.  Only the
+# libvirt daemons this script started are stopped again.
+set -euo pipefail
+umask 022
+
+mode=foreground
+profile=${STRATUS_PROFILE:-run}
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --profile) profile=$2; shift 2 ;;
+    --profile=*) profile=${1#*=}; shift ;;
+    --detach) mode=detach; shift ;;
+    --stop) mode=stop; shift ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "run: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+# shellcheck source=scripts/env.sh
+. "$(dirname "$0")/env.sh" "$profile"
+
+log() { echo "run[$ST_PROFILE]: $*" >&2; }
+
+pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+
+# Stop the process in pid file @1 (and, for the API, any workers left behind).
+stop_pidfile() {
+    local file=$1 pid kids i
+    pid=$(cat "$file" 2>/dev/null || true)
+    rm -f "$file"
+    pid_alive "$pid" || return 0
+    kids=$(pgrep -P "$pid" || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        pid_alive "$pid" || break
+        sleep 0.1
+    done
+    if pid_alive "$pid"; then
+        log "pid $pid ignored SIGTERM for 10 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for k in $kids; do
+        pid_alive "$k" && kill -KILL "$k" 2>/dev/null || true
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+stack_stop() {
+    stop_pidfile "$ST_RUN/nginx.pid.run"
+    stop_pidfile "$ST_RUN/api.pid"
+    rm -f "$ST_SOCKET"
+    "$ST_ROOT/scripts/services.sh" stop "$ST_SERVICES_FILE"
+}
+
+write_config() {
+    cat >"$ST_CONF.tmp" <<CONF
+# stratus-api configuration, written by scripts/run.sh ($ST_PROFILE profile).
+socket = $ST_SOCKET
+workers = $ST_WORKERS
+database = $ST_DB
+libvirt_uri = qemu:///system
+virt_type = $ST_VIRT_TYPE
+state_dir = $ST_STATE
+pool_images = $ST_POOL_PREFIX-images
+pool_default = $ST_POOL_PREFIX-default
+pool_snapshots = $ST_POOL_PREFIX-snapshots
+pool_images_dir = $ST_POOLS/images
+pool_default_dir = $ST_POOLS/default
+pool_snapshots_dir = $ST_POOLS/snapshots
+console_dir = $ST_CONSOLE
+import_dir = $ST_IMPORT
+max_body_bytes = $ST_MAX_BODY
+stop_timeout_s = $ST_STOP_TIMEOUT_S
+log_level = $ST_LOG_LEVEL
+CONF
+    mv "$ST_CONF.tmp" "$ST_CONF"
+}
+
+write_nginx_config() {
+    sed -e "s|@PREFIX@|$ST_NGINX|g" -e "s|@LOG_DIR@|$ST_LOG|g" -e "s|@LISTEN@|$ST_LISTEN|g" \
+        -e "s|@SOCKET@|$ST_SOCKET|g" -e "s|@MAX_BODY@|$ST_MAX_BODY|g" \
+        "$ST_ROOT/nginx/stratus.conf.in" >"$ST_NGINX/nginx.conf"
+    local out
+    if ! out=$(nginx -q -t -p "$ST_NGINX" -c "$ST_NGINX/nginx.conf" -g 'daemon off;' 2>&1); then
+        echo "$out" >&2
+        return 1
+    fi
+}
+
+make_layout() {
+    local d
+    for d in "$ST_STATE" "$ST_STATE/db" "$ST_POOLS" "$ST_POOLS/images" "$ST_POOLS/default" \
+        "$ST_POOLS/snapshots" "$ST_CONSOLE" "$ST_IMPORT" "$ST_RUN" "$ST_LOG" "$ST_NGINX" \
+        "$ST_NGINX/tmp"; do
+        mkdir -p "$d"
+    done
+    # QEMU (user libvirt-qemu) opens disks and writes console logs here.
+    chmod 755 "$ST_STATE" "$ST_POOLS" "$ST_POOLS"/* "$ST_CONSOLE" "$ST_IMPORT"
+    chmod 700 "$ST_STATE/db" "$ST_RUN" "$ST_NGINX"
+    case "$ST_STATE" in
+    /var/lib/stratus/*) chmod 755 /var/lib/stratus ;;
+    esac
+    if ! st_qemu_can_traverse "$ST_POOLS/default"; then
+        log "warning: libvirt-qemu cannot reach $ST_POOLS/default; guests will not start"
+    fi
+}
+
+start_api() {
+    local pid
+    [ -x "$ST_API_BIN" ] || { log "$ST_API_BIN is missing: run make all"; return 1; }
+    rm -f "$ST_SOCKET"
+    # The config file is the only source: STRATUS_* variables in this
+    # environment would override it inside the API.
+    # shellcheck disable=SC2046
+    setsid env $(env | sed -n 's/^\(STRATUS_[A-Za-z0-9_]*\)=.*/-u \1/p') \
+        "$ST_API_BIN" -c "$ST_CONF" >>"$ST_LOG/api.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$ST_RUN/api.pid"
+}
+
+start_nginx() {
+    local pid
+    setsid nginx -p "$ST_NGINX" -c "$ST_NGINX/nginx.conf" -g 'daemon off;' \
+        >>"$ST_LOG/nginx-stderr.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$ST_RUN/nginx.pid.run"
+}
+
+wait_health() {
+    local i code
+    for ((i = 0; i < 60; i++)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$ST_URL/v1/health" || true)
+        [ "$code" = 200 ] && return 0
+        if ! pid_alive "$(cat "$ST_RUN/api.pid")"; then
+            log "stratus-api exited; last lines of $ST_LOG/api.log:"
+            tail -n 20 "$ST_LOG/api.log" >&2
+            return 1
+        fi
+        if ! pid_alive "$(cat "$ST_RUN/nginx.pid.run")"; then
+            log "nginx exited; last lines of $ST_LOG/nginx-error.log:"
+            tail -n 20 "$ST_LOG/nginx-error.log" "$ST_LOG/nginx-stderr.log" >&2 2>/dev/null
+            return 1
+        fi
+        sleep 0.5
+    done
+    log "GET $ST_URL/v1/health did not answer 200 within 30 s (last: ${code:-none})"
+    tail -n 20 "$ST_LOG/api.log" >&2
+    return 1
+}
+
+stack_start() {
+    local pid
+    for f in "$ST_RUN/api.pid" "$ST_RUN/nginx.pid.run"; do
+        pid=$(cat "$f" 2>/dev/null || true)
+        if pid_alive "$pid"; then
+            log "a stack is already running from $ST_STATE (pid $pid); stop it first (scripts/run.sh --profile $ST_PROFILE --stop)"
+            return 1
+        fi
+    done
+    if curl -s -o /dev/null --max-time 2 "$ST_URL/" 2>/dev/null; then
+        log "something already listens on $ST_LISTEN"
+        return 1
+    fi
+    make_layout
+    write_config
+    write_nginx_config || { log "nginx rejects $ST_NGINX/nginx.conf"; return 1; }
+    "$ST_ROOT/scripts/services.sh" start "$ST_SERVICES_FILE"
+    start_api
+    start_nginx
+    wait_health
+}
+
+case "$mode" in
+stop)
+    stack_stop
+    log "stopped"
+    ;;
+detach)
+    if ! stack_start; then
+        stack_stop
+        exit 1
+    fi
+    log "stratus is up at $ST_URL (state $ST_STATE)"
+    ;;
+foreground)
+    trap 'trap - INT TERM; echo >&2; log "stopping"; stack_stop; exit 0' INT TERM
+    if ! stack_start; then
+        stack_stop
+        exit 1
+    fi
+    echo "stratus is up at $ST_URL/v1/"
+    echo "  put disk images to import (POST /v1/images source_path) in $ST_IMPORT"
+    echo "  state in $ST_STATE; logs in $ST_LOG; Ctrl-C stops"
+    # Stay in front until a signal arrives or a component dies.
+    while pid_alive "$(cat "$ST_RUN/api.pid" 2>/dev/null)" &&
+        pid_alive "$(cat "$ST_RUN/nginx.pid.run" 2>/dev/null)"; do
+        sleep 1 &
+        wait $! || true
+    done
+    log "a component exited (see $ST_LOG); stopping"
+    stack_stop
+    exit 1
+    ;;
+esac
