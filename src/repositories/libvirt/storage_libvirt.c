@@ -1,6 +1,7 @@
 #include "repositories/libvirt/libvirt_backend.h"
 
 #include "repositories/libvirt/libvirt_internal.h"
+#include "util/ids.h"
 #include "util/mem.h"
 
 #include <errno.h>
@@ -352,12 +353,28 @@ static int
 st_ensure_pool(void *self, const char *pool, const char *dir, struct st_error *err)
 {
     struct st_pool_arg arg = {.pool = pool, .dir = dir};
+    struct st_error local = {0};
+    int attempt;
 
     if (!pool || !*pool || !dir || dir[0] != '/')
         return st_error_set(err, ST_ERR_INVALID,
                             "a storage pool needs a name and an absolute directory, not '%s'",
                             dir ? dir : "");
-    return libvirt_conn_run(((struct st_libvirt *)self)->lc, st_ensure_pool_op, &arg, err);
+    /*
+     * Several workers start at once and race to define and start the same
+     * pool: a loser sees "already exists" or "already active".  Looking
+     * again finds the pool as the winner left it, so retry a few times.
+     */
+    for (attempt = 0; attempt < 5; attempt++) {
+        if (libvirt_conn_run(((struct st_libvirt *)self)->lc, st_ensure_pool_op, &arg, &local) == 0)
+            return 0;
+        if (local.code != ST_ERR_BACKEND)
+            break;
+        st_sleep_ms(20 * (attempt + 1));
+    }
+    if (err)
+        *err = local;
+    return -1;
 }
 
 /* ---- volumes ---- */
