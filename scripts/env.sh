@@ -4,9 +4,10 @@
 #
 #   . scripts/env.sh [run|e2e]
 #
-# Profiles: "run" (make run: 127.0.0.1:8080, pools stratus-*) and "e2e"
-# (tests: 127.0.0.1:18080, pools stratus-e2e-*, state in <state>/e2e), so both
-# can run side by side.  Overrides: STRATUS_STATE_DIR, STRATUS_PORT,
+# Profiles: "run" (make run: 127.0.0.1:8080, pools stratus-*), "e2e"
+# (tests: 127.0.0.1:18080, pools stratus-e2e-*, state in <state>/e2e) and
+# "bench" (make bench: 127.0.0.1:18081, pools stratus-bench-*, state in
+# <state>/bench), so they can run side by side.  Overrides: STRATUS_STATE_DIR, STRATUS_PORT,
 # STRATUS_VIRT_TYPE, STRATUS_WORKERS, STRATUS_STOP_TIMEOUT_S,
 # STRATUS_LOG_LEVEL, STRATUS_MAX_BODY_BYTES.
 #
@@ -69,8 +70,15 @@ e2e)
     ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-qemu}
     ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-5}
     ;;
+bench)
+    ST_STATE=$ST_BASE_STATE/bench
+    ST_PORT=${STRATUS_BENCH_PORT:-18081}
+    ST_POOL_PREFIX=stratus-bench
+    ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-qemu}
+    ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-5}
+    ;;
 *)
-    echo "env: unknown profile '$ST_PROFILE' (run or e2e)" >&2
+    echo "env: unknown profile '$ST_PROFILE' (run, e2e or bench)" >&2
     return 2
     ;;
 esac
@@ -97,3 +105,16 @@ if [ ${#ST_SOCKET} -ge 100 ]; then
     echo "env: socket path $ST_SOCKET is too long for a unix socket; set STRATUS_STATE_DIR" >&2
     return 2
 fi
+
+# Undefine this profile's storage pools (the files stay).  For the test and
+# bench profiles, whose pool names belong to them alone: a definition left by
+# an earlier run, perhaps from another checkout at another path, would make
+# the API refuse to start.
+st_undefine_pools() {
+    local p
+    for p in "$ST_POOL_PREFIX"-images "$ST_POOL_PREFIX"-default "$ST_POOL_PREFIX"-snapshots; do
+        virsh -q -c qemu:///system pool-info "$p" >/dev/null 2>&1 || continue
+        virsh -q -c qemu:///system pool-destroy "$p" >/dev/null 2>&1
+        virsh -q -c qemu:///system pool-undefine "$p" >/dev/null 2>&1
+    done
+}

@@ -32,18 +32,6 @@ clean_domains() {
     done
 }
 
-# The e2e pool names belong to this suite alone: a definition left by an
-# earlier run (perhaps from another checkout, at another path) goes, so the
-# API can define them afresh; and none stays defined after the run.
-clean_pools() {
-    local p
-    for p in "$ST_POOL_PREFIX"-images "$ST_POOL_PREFIX"-default "$ST_POOL_PREFIX"-snapshots; do
-        virsh -q -c qemu:///system pool-info "$p" >/dev/null 2>&1 || continue
-        virsh -q -c qemu:///system pool-destroy "$p" >/dev/null 2>&1
-        virsh -q -c qemu:///system pool-undefine "$p" >/dev/null 2>&1
-    done
-}
-
 guest=$(tests/e2e/build-guest.sh) || summary_fail "cannot build the test guest"
 
 # A stack left over from an interrupted run, then a fresh state.
@@ -53,7 +41,7 @@ if [ -x "$ROOT/scripts/services.sh" ]; then
         summary_fail "libvirt is not available"
 fi
 clean_domains
-clean_pools
+st_undefine_pools
 rm -rf "$ST_STATE/db" "$ST_CONSOLE" "$ST_IMPORT" "$ST_LOG"
 find "$ST_POOLS" -type f -delete 2>/dev/null
 
@@ -63,7 +51,7 @@ stop_all() {
     stopped=1
     scripts/run.sh --profile e2e --stop
     clean_domains
-    clean_pools
+    st_undefine_pools
     "$ROOT/scripts/services.sh" stop "$ST_RUN/e2e-services.started"
 }
 trap stop_all EXIT

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# make bench: how listing scales, and what the API serves through nginx.
+#
+#  1. bench_list in process against libvirt's test driver, N = 100, 1 000, 10 000
+#  2. bench_list against qemu:///system with 1 000 defined, shut-off domains
+#  3. wrk through nginx (bench profile: port 18081, own state and pools) with
+#     1 000 VMs: GET /v1/vms?limit=1000 and GET /v1/vms/{id}
+#
+# Figures only: nothing here fails on timing.
+set -uo pipefail
+umask 022
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BENCH=$ROOT/build/bench/bench_list
+WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
+
+# shellcheck source=scripts/env.sh
+. scripts/env.sh bench
+mkdir -p "$ST_RUN"
+services_file=$ST_RUN/bench-services.started
+
+finish() {
+    [ -n "${seeded:-}" ] && "$BENCH" --unseed "$ST_DB" qemu:///system
+    scripts/run.sh --profile bench --stop >/dev/null 2>&1
+    st_undefine_pools
+    scripts/services.sh stop "$services_file" >/dev/null 2>&1
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)," \
+    "$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n1)"
+echo
+echo "== list: service (1 SQL query + 1 list_all) vs naive per-VM loop vs bare list_all"
+echo "-- in process, libvirt test driver"
+"$BENCH" 100 1000 10000
+
+scripts/services.sh start "$services_file" || { echo "bench: libvirt is not available"; exit 1; }
+echo "-- qemu:///system, defined shut-off domains"
+"$BENCH" --uri qemu:///system 1000
+
+echo
+echo "== HTTP through nginx (wrk, 2 threads, 16 connections, ${WRK_SECONDS} s each)"
+scripts/run.sh --profile bench --stop >/dev/null 2>&1
+st_undefine_pools
+rm -rf "$ST_STATE/db"
+scripts/run.sh --profile bench --detach || exit 1
+id=$("$BENCH" --seed "$ST_DB" qemu:///system 1000) || exit 1
+seeded=1
+
+# One line per run: requests/s, p50, p99 (wrk --latency).
+wrk_line() {
+    local label=$1 url=$2 out
+    out=$(wrk -t2 -c16 -d"${WRK_SECONDS}s" --latency "$url" 2>&1)
+    printf '%-28s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$label" \
+        "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" \
+        "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
+        "$(awk '$1 == "99%" {print $2}' <<<"$out")" \
+        "$(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)"
+}
+wrk_line "GET /v1/vms?limit=1000" "$ST_URL/v1/vms?limit=1000"
+wrk_line "GET /v1/vms/{id}" "$ST_URL/v1/vms/$id"
