@@ -253,9 +253,11 @@ def scenario_lifecycle():
     check("no domain is left", doms is not None and dom not in doms, repr(doms))
     check("no disk file is left", not os.path.exists(disk) and not files_with(vm_id),
           repr(files_with(vm_id)))
+    log = os.path.join(CONSOLE_DIR, vm_id + ".log")
+    check("no console log is left", not os.path.exists(log), log)
     cleanup_vms.remove(vm_id)
     r = request("DELETE", f"/v1/vms/{vm_id}")
-    check("a second DELETE answers 404 or 204", r.status in (204, 404), repr(r))
+    check("a second DELETE answers 404 (problem)", r.status == 404 and is_problem(r), repr(r))
 
 
 # --- (b) a create that fails after its disk exists ------------------------

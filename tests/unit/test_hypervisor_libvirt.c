@@ -378,9 +378,40 @@ test_hypervisor_libvirt__xml_escapes_values_and_records_metadata(void **state)
     assert_non_null(strstr(xml, "/var/lib/it&apos;s &lt;here&gt;/disk.img"));
     assert_null(strstr(xml, "<interface"));
     assert_non_null(strstr(xml, "<stratus:instance xmlns:stratus=\"" STRATUS_NS "\">"));
-    snprintf(want_log, sizeof(want_log), "<log file='%s/%s.log' append='off'/>", f->dir, id);
+    snprintf(want_log, sizeof(want_log), "<log file='%s/%s.log' append='on'/>", f->dir, id);
     assert_non_null(strstr(xml, want_log));
     assert_non_null(strstr(xml, "<console type='pty'"));
+}
+
+/* A deleted VM leaves no console log, also when its domain was already gone. */
+static void
+test_hypervisor_libvirt__undefine_removes_console_log(void **state)
+{
+    struct fixture *f = *state;
+    struct hv_domain_spec spec;
+    char id[ST_ID_BUF];
+    char log[128];
+    struct st_error err;
+    FILE *fp;
+
+    st_uuid_generate(id);
+    spec_init(&spec, id);
+    assert_int_equal(hypervisor_define(&f->hv, &spec, &err), 0);
+    snprintf(log, sizeof(log), "%s/%s.log", f->dir, id);
+    fp = fopen(log, "w");
+    assert_non_null(fp);
+    fputs("STRATUS-GUEST-BOOTED boot=1\n", fp);
+    fclose(fp);
+    assert_int_equal(hypervisor_undefine(&f->hv, id, &err), 0);
+    assert_int_equal(access(log, F_OK), -1);
+
+    /* Domain already gone, log still there: undefine says not found, log goes. */
+    fp = fopen(log, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(hypervisor_undefine(&f->hv, id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(access(log, F_OK), -1);
 }
 
 static void
@@ -504,6 +535,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_hypervisor_libvirt__list_all_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_hypervisor_libvirt__xml_escapes_values_and_records_metadata, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hypervisor_libvirt__undefine_removes_console_log,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_hypervisor_libvirt__no_console_without_console_dir,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_hypervisor_libvirt__define_again_replaces, setup,

@@ -1,12 +1,15 @@
 #include "repositories/libvirt/libvirt_backend.h"
 
 #include "repositories/libvirt/libvirt_internal.h"
+#include "util/ids.h"
 #include "util/mem.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct hv_libvirt {
     struct libvirt_conn *lc; /* borrowed */
@@ -112,7 +115,7 @@ hv_domain_xml(const struct hv_libvirt *hv, const struct hv_domain_spec *spec)
         ST_AUTOFREE char *esc = libvirt_xml_escape(log);
 
         console = st_xasprintf("    <serial type='pty'>\n"
-                               "      <log file='%s' append='off'/>\n"
+                               "      <log file='%s' append='on'/>\n"
                                "    </serial>\n"
                                "    <console type='pty'/>\n",
                                esc);
@@ -317,10 +320,28 @@ hv_resume(void *self, const char *id, struct st_error *err)
     return hv_action(self, id, HV_ACTION_RESUME, err);
 }
 
+/*
+ * The serial console log belongs to the domain: it goes with the
+ * definition, also when the domain was already gone (an interrupted delete),
+ * so a deleted VM leaves no file behind.
+ */
 static int
 hv_undefine(void *self, const char *id, struct st_error *err)
 {
-    return hv_action(self, id, HV_ACTION_UNDEFINE, err);
+    struct hv_libvirt *hv = self;
+    struct st_error local = {0};
+    int rc = hv_action(self, id, HV_ACTION_UNDEFINE, &local);
+
+    if ((rc == 0 || local.code == ST_ERR_NOT_FOUND) && hv->console_dir && st_uuid_valid(id)) {
+        ST_AUTOFREE char *log = st_xasprintf("%s/%s.log", hv->console_dir, id);
+
+        if (unlink(log) < 0 && errno != ENOENT && rc == 0)
+            return st_error_set_native(err, ST_ERR_BACKEND, errno,
+                                       "cannot remove console log '%s': %s", log, strerror(errno));
+    }
+    if (rc < 0 && err)
+        *err = local;
+    return rc;
 }
 
 struct hv_state_arg {
