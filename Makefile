@@ -16,7 +16,8 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 $(WARN) -D_GNU_SOURCE -DSTRATUS_VERSION='"$(VERSION)"' \
-           -Isrc -Iapp -Itests/unit -MMD -MP
+           -Isrc -Iapp -Itests/unit -MMD -MP -pthread
+LDFLAGS += -pthread
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
