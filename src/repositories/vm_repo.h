@@ -33,7 +33,7 @@ struct vm_repo_ops {
                 struct st_error *err);
     /*
      * Mandatory. Write every mutable member of @vm (name, status, step,
-     * vcpus, memory_mib, disk_gib, fault, updated_at) to the row with
+     * vcpus, memory_mib, disk_gib, flavor_id, fault, updated_at) to the row with
      * vm->id within scope.
      */
     int (*update)(void *self, const char *owner, const struct vm *vm, struct st_error *err);

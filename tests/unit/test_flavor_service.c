@@ -155,6 +155,29 @@ test_flavor_service__create_vm_by_flavor(void **state)
     assert_int_equal(got.vcpus, 2);
     assert_string_equal(got.flavor_id, flavor.id);
 
+    /* A resize by hand means the flavor no longer describes it, in the row too. */
+    {
+        struct vm_patch_req patch;
+        struct vm_filter f = {.limit = 10};
+        struct vm_list list = {0};
+
+        assert_st_ok(
+            vm_service_action(&fx->vm_svc, FIXTURE_OWNER, vm.id, VM_ACTION_FORCE_STOP, &got, &err),
+            err);
+        memset(&patch, 0, sizeof(patch));
+        patch.has_vcpus = true;
+        patch.vcpus = 1;
+        assert_st_ok(vm_service_update(&fx->vm_svc, FIXTURE_OWNER, vm.id, &patch, &got, &err), err);
+        assert_string_equal(got.flavor_id, "");
+        assert_st_ok(vm_service_get(&fx->vm_svc, FIXTURE_OWNER, vm.id, &got, &err), err);
+        assert_string_equal(got.flavor_id, "");
+        assert_int_equal(got.vcpus, 1);
+        assert_st_ok(vm_service_list(&fx->vm_svc, FIXTURE_OWNER, &f, &list, &err), err);
+        assert_int_equal(list.count, 1);
+        assert_string_equal(list.items[0].flavor_id, "");
+        vm_list_release(&list);
+    }
+
     /* Deleting the flavor later leaves the VM's sizes alone. */
     assert_st_ok(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, flavor.id, &err), err);
     assert_st_ok(vm_service_get(&fx->vm_svc, FIXTURE_OWNER, vm.id, &got, &err), err);

@@ -166,7 +166,8 @@ vm_sqlite_update(void *self, const char *owner, const struct vm *vm, struct st_e
         sqlite_bind_text(st, 3, vm->name) || sqlite_bind_text(st, 4, vm_status_name(vm->status)) ||
         sqlite_bind_text(st, 5, vm_step_name(vm->step)) || sqlite3_bind_int64(st, 6, vm->vcpus) ||
         sqlite3_bind_int64(st, 7, vm->memory_mib) || sqlite3_bind_int64(st, 8, vm->disk_gib) ||
-        sqlite_bind_opt_text(st, 9, vm->fault) || sqlite3_bind_int64(st, 10, vm->updated_at)) {
+        sqlite_bind_opt_text(st, 9, vm->fault) || sqlite3_bind_int64(st, 10, vm->updated_at) ||
+        sqlite_bind_opt_text(st, 11, vm->flavor_id)) {
         sqlite_db_fail(r->db, sqlite3_errcode(sqlite_db_handle(r->db)), err,
                        "cannot update VM '%s'", vm->id);
         sqlite_stmt_done(st);
@@ -255,7 +256,7 @@ vm_repo_sqlite_open(struct sqlite_db *db, struct vm_repo *out, struct st_error *
                           err) < 0 ||
         sqlite_db_prepare(
             db,
-            "UPDATE vms SET name = ?3, status = ?4, step = ?5, vcpus = ?6, memory_mib = ?7, disk_gib = ?8, fault = ?9, updated_at = ?10 WHERE id = ?1 AND " VM_SCOPE,
+            "UPDATE vms SET name = ?3, status = ?4, step = ?5, vcpus = ?6, memory_mib = ?7, disk_gib = ?8, fault = ?9, updated_at = ?10, flavor_id = ?11 WHERE id = ?1 AND " VM_SCOPE,
             &r->update, err) < 0 ||
         sqlite_db_prepare(db, "DELETE FROM vms WHERE id = ?1 AND " VM_SCOPE, &r->remove, err) < 0 ||
         sqlite_db_prepare(db, "SELECT count(*) FROM vms WHERE image_id = ?1 AND " VM_SCOPE,
