@@ -16,7 +16,12 @@ struct image_repo_ops {
     /* Mandatory. Ordered by (created_at, id). Free with image_list_release(). */
     int (*list)(void *self, const char *owner, const struct image_filter *f, struct image_list *out,
                 struct st_error *err);
-    /* Mandatory. */
+    /*
+     * Mandatory. Remove the row, atomically refusing (ST_ERR_CONFLICT) while
+     * any VM row, of any owner, is built on it: a VM created concurrently
+     * either commits its row first (and the image stays) or finds the image
+     * gone.
+     */
     int (*remove)(void *self, const char *owner, const char *id, struct st_error *err);
     /* Mandatory. */
     void (*close)(void *self);

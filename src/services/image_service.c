@@ -24,6 +24,12 @@ check_probed(const struct image_create_req *req, const struct storage_vol_info *
                             "image has a backing file; only standalone images are accepted");
     if (info->capacity == 0)
         return st_error_set(err, ST_ERR_INVALID, "image has a virtual size of 0 bytes");
+    /* No VM could use it: the largest disk a VM may have is smaller. */
+    if (info->capacity > (uint64_t)ST_DISK_GIB_MAX << 30)
+        return st_error_set(err, ST_ERR_INVALID,
+                            "image has a virtual size of %llu bytes, more than the largest disk "
+                            "(%u GiB)",
+                            (unsigned long long)info->capacity, ST_DISK_GIB_MAX);
     return 0;
 }
 
@@ -94,12 +100,23 @@ image_service_delete(struct image_service *svc, const char *owner, const char *i
     if (users > 0)
         return st_error_set(err, ST_ERR_CONFLICT, "image '%s' is used by %zu %s", id, users,
                             users == 1 ? "VM" : "VMs");
+    /*
+     * The row goes first, and only while no VM row names the image (checked
+     * atomically by the store), so a VM created at the same moment either
+     * holds the image or finds it gone; only then is the file safe to drop.
+     */
+    if (image_repo_remove(svc->images, owner, id, err) < 0)
+        return -1;
     vm_service_image_vol_name(id, vol);
     if (storage_remove(svc->storage, svc->image_pool, vol, &local) < 0 &&
         local.code != ST_ERR_NOT_FOUND) {
+        struct st_error ignored = {0};
+
+        /* Put the row back so the image stays visible and the delete can be retried. */
+        image_repo_insert(svc->images, &image, &ignored);
         if (err)
             *err = local;
         return -1;
     }
-    return image_repo_remove(svc->images, owner, id, err);
+    return 0;
 }

@@ -378,8 +378,15 @@ create_steps(struct vm_service *svc, const char *owner, struct vm *vm, const str
 {
     struct storage_vol_info disk;
     struct hv_domain_spec spec;
+    struct image still;
 
     *failed = "disk";
+    /*
+     * The row is committed, so the image can no longer be deleted (its store
+     * refuses while a VM names it); make sure it was not deleted just before.
+     */
+    if (image_repo_get(svc->images, NULL, image->id, &still, err) < 0)
+        return -1;
     if (create_disk(svc, vm, image, &disk, err) < 0)
         return -1;
     *done = VM_STEP_DISK;

@@ -175,6 +175,26 @@ test_image_service__refuses_other_formats_and_empty_images(void **state)
     assert_st_err(image_service_register(&fx->image_svc, FIXTURE_OWNER, &req, &img, &err), err,
                   ST_ERR_INVALID, "virtual size of 0");
     assert_nothing_left(fx, before);
+
+    /* A header claiming more than any VM disk may hold. */
+    req_for(fx, NULL, "huge.qcow2", "huge", IMAGE_FORMAT_QCOW2, &req);
+    {
+        /* Only the header matters to the probe: magic, version 2, size at offset 24. */
+        unsigned char hdr[512] = {'Q', 'F', 'I', 0xfb, 0, 0, 0, 2};
+        uint64_t size = ((uint64_t)ST_DISK_GIB_MAX + 1) << 30;
+        int i;
+
+        for (i = 0; i < 8; i++)
+            hdr[24 + i] = (unsigned char)(size >> (56 - 8 * i));
+        hdr[23] = 16; /* cluster_bits */
+        f = fopen(req.source_path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(hdr, 1, sizeof(hdr), f), sizeof(hdr));
+        assert_int_equal(fclose(f), 0);
+    }
+    assert_st_err(image_service_register(&fx->image_svc, FIXTURE_OWNER, &req, &img, &err), err,
+                  ST_ERR_INVALID, "more than the largest disk");
+    assert_nothing_left(fx, before);
 }
 
 static void

@@ -498,6 +498,29 @@ test_repo_sqlite__vm_count_by_image(void **state)
     assert_int_equal(n, 0);
 }
 
+/* An image a VM row (of any owner) is built on cannot lose its row. */
+static void
+test_repo_sqlite__image_remove_refused_while_used(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct image image = make_image(OWNER_A, "base", 1000);
+    struct vm vm;
+
+    assert_int_equal(image_repo_insert(&fx->images, &image, &err), 0);
+    vm = make_vm(OWNER_B, "b1", image.id, 2000);
+    insert_vm(fx, &vm);
+    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, image.id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_non_null(strstr(err.msg, "is used by a VM"));
+    assert_int_equal(image_repo_get(&fx->images, OWNER_A, image.id, &image, &err), 0);
+
+    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_B, vm.id, &err), 0);
+    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, image.id, &err), 0);
+    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, image.id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+}
+
 static void
 test_repo_sqlite__image_crud(void **state)
 {
@@ -815,6 +838,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_bad_marker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_count_by_image, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_remove_refused_while_used, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__image_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__flavor_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__migrations_once, setup, teardown),

@@ -141,7 +141,17 @@ image_sqlite_remove(void *self, const char *owner, const char *id, struct st_err
         sqlite_stmt_done(r->remove);
         return -1;
     }
-    return sqlite_db_write(r->db, r->remove, &ref, err);
+    if (sqlite_db_write(r->db, r->remove, &ref, err) == 0)
+        return 0;
+    /* Nothing deleted: either no such image, or a VM row holds on to it. */
+    if (err && err->code == ST_ERR_NOT_FOUND) {
+        struct image image;
+        struct st_error ignored = {0};
+
+        if (image_sqlite_get(self, owner, id, &image, &ignored) == 0)
+            st_error_set(err, ST_ERR_CONFLICT, "image '%s' is used by a VM", id);
+    }
+    return -1;
 }
 
 static void
@@ -180,8 +190,10 @@ image_repo_sqlite_open(struct sqlite_db *db, struct image_repo *out, struct st_e
             &r->insert, err) < 0 ||
         sqlite_db_prepare(db, "SELECT 0, " IMAGE_COLS " FROM images WHERE id = ?1 AND " IMAGE_SCOPE,
                           &r->get, err) < 0 ||
-        sqlite_db_prepare(db, "DELETE FROM images WHERE id = ?1 AND " IMAGE_SCOPE, &r->remove,
-                          err) < 0)
+        sqlite_db_prepare(db,
+                          "DELETE FROM images WHERE id = ?1 AND " IMAGE_SCOPE
+                          " AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.image_id = images.id)",
+                          &r->remove, err) < 0)
         goto fail;
     for (i = 0; i < 4; i++)
         if (sqlite_db_prepare(db, image_sql_list[i / 2][i % 2], &r->list[i / 2][i % 2], err) < 0)
