@@ -716,11 +716,13 @@ test_vm_service__delete_resumes_after_failure(void **state)
     struct fixture *fx = *state;
     static const struct {
         const char *step;
-        int on_storage;
+        int where; /* 0 hypervisor, 1 storage, 2 VM store */
         int method;
     } cases[] = {
+        {"destroy", 0, FAULT_HV_DESTROY},
         {"undefine", 0, FAULT_HV_UNDEFINE},
         {"disk", 1, FAULT_ST_REMOVE},
+        {"row", 2, FAULT_VR_REMOVE},
     };
     size_t i;
 
@@ -730,7 +732,9 @@ test_vm_service__delete_resumes_after_failure(void **state)
         struct vm vm, got, row;
 
         create(fx, cases[i].step, &vm);
-        if (cases[i].on_storage)
+        if (cases[i].where == 2)
+            fault_vm_repo_fail(&fx->vms, cases[i].method, 1, ST_ERR_BACKEND);
+        else if (cases[i].where == 1)
             fault_storage_fail(&fx->storage, cases[i].method, 1, ST_ERR_BACKEND);
         else
             fault_hypervisor_fail(&fx->hv, cases[i].method, 1, ST_ERR_BACKEND);
@@ -754,6 +758,37 @@ test_vm_service__delete_resumes_after_failure(void **state)
         assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err,
                       ST_ERR_NOT_FOUND, "");
     }
+}
+
+/* An undo step that fails itself leaves the row at the furthest step still in place. */
+static void
+test_vm_service__create_undo_failure_is_recorded_and_delete_finishes(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct vm_create_req req;
+    struct vm vm, row;
+    enum hv_state st;
+    struct storage_vol_info info;
+    char vol[ST_NAME_BUF];
+
+    fixture_create_req(fx, "half-undone", &req);
+    fault_hypervisor_fail(&fx->hv, FAULT_HV_START, 1, ST_ERR_BACKEND);
+    fault_hypervisor_fail(&fx->hv, FAULT_HV_UNDEFINE, 1, ST_ERR_BACKEND);
+    assert_st_err(vm_service_create(&fx->vm_svc, FIXTURE_OWNER, &req, &vm, &err), err,
+                  ST_ERR_BACKEND, "create failed at step start");
+    row = stored(fx, vm.id);
+    assert_int_equal(row.status, VM_STATUS_ERROR);
+    assert_int_equal(row.step, VM_STEP_DEFINED);
+    assert_non_null(strstr(row.fault, "create failed at step start"));
+    /* The undo stopped where it failed: the domain and its disk are both still there. */
+    assert_st_ok(hypervisor_state(&fx->hv_real, vm.id, &st, &err), err);
+    vm_service_disk_vol_name(vm.id, vol);
+    assert_st_ok(storage_info(&fx->storage_real, fx->disk_pool, vol, &info, &err), err);
+
+    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
+    assert_no_domain(fx, vm.id);
+    assert_no_disk(fx, vm.id);
 }
 
 static void
@@ -794,6 +829,7 @@ main(void)
         T(test_vm_service__create_rolls_back_each_step),
         T(test_vm_service__delete_removes_everything),
         T(test_vm_service__delete_resumes_after_failure),
+        T(test_vm_service__create_undo_failure_is_recorded_and_delete_finishes),
         cmocka_unit_test(test_vm_service__action_names_round_trip),
 #undef T
     };
