@@ -25,7 +25,14 @@ struct storage_vol_info {
     char format[16];     /* as probed: "qcow2", "raw", ... */
     uint64_t capacity;   /* virtual size, bytes */
     uint64_t allocation; /* bytes on disk */
-    bool has_backing;    /* true when the volume has a backing file */
+    bool has_backing;    /* true when the volume has a backing file, or when refusal is set */
+    /*
+     * Empty, or why the image must not be used as a standalone disk (qcow2
+     * external data file, encryption, unknown incompatible features): a
+     * sentence for the user.  has_backing is then true as well, so a caller
+     * that only checks has_backing refuses it too.
+     */
+    char refusal[128];
 };
 
 struct storage_ops {

@@ -19,6 +19,8 @@ check_probed(const struct image_create_req *req, const struct storage_vol_info *
     if (probed != req->format)
         return st_error_set(err, ST_ERR_INVALID, "file is %s but format says %s", info->format,
                             image_format_name(req->format));
+    if (info->refusal[0])
+        return st_error_set(err, ST_ERR_INVALID, "image refused: %s", info->refusal);
     if (info->has_backing)
         return st_error_set(err, ST_ERR_INVALID,
                             "image has a backing file; only standalone images are accepted");

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -521,6 +522,76 @@ test_hypervisor_libvirt__unreachable_is_unavailable(void **state)
     libvirt_conn_close(lc);
 }
 
+/* A write whose connection is lost may have happened: it is reported, never run twice. */
+static void
+test_hypervisor_libvirt__lost_connection_fails_a_write_once(void **state)
+{
+    struct fixture *f = *state;
+    char id[ST_ID_BUF];
+    struct st_error err;
+
+    define_new(f, id);
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(hypervisor_start(&f->hv, id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, "libvirt connection was lost during start; it may or may not "
+                                    "have happened"));
+    assert_non_null(strstr(err.msg, "injected fault"));
+    /* It did happen, once; the next call runs on a fresh connection. */
+    assert_state(f, id, HV_STATE_RUNNING);
+    assert_int_equal(hypervisor_suspend(&f->hv, id, &err), 0);
+    assert_state(f, id, HV_STATE_PAUSED);
+
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(hypervisor_destroy(&f->hv, id, &err), -1);
+    assert_non_null(strstr(err.msg, "lost during destroy"));
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(hypervisor_undefine(&f->hv, id, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, "lost during undefine"));
+    assert_int_equal(hypervisor_state(&f->hv, id, &(enum hv_state){0}, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+}
+
+/* A read whose connection is lost runs once more on a new connection. */
+static void
+test_hypervisor_libvirt__lost_connection_retries_a_read(void **state)
+{
+    struct fixture *f = *state;
+    struct hv_domain_info *items = NULL;
+    char id[ST_ID_BUF];
+    size_t n = 0;
+    struct st_error err;
+
+    define_new(f, id);
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_state(f, id, HV_STATE_SHUTOFF);
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(hypervisor_list_all(&f->hv, &items, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(items[0].id, id);
+    free(items);
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(hypervisor_ping(&f->hv, &err), 0);
+}
+
+/* States past what these headers know (a newer daemon) are in no set. */
+static void
+test_hypervisor_libvirt__unknown_states_match_nothing(void **state)
+{
+    unsigned all = ~0u;
+
+    (void)state;
+    assert_true(libvirt_state_in(VIR_DOMAIN_RUNNING, LIBVIRT_STATE_BIT(VIR_DOMAIN_RUNNING)));
+    assert_true(libvirt_state_in(VIR_DOMAIN_PMSUSPENDED, all));
+    assert_true(libvirt_state_in(VIR_DOMAIN_NOSTATE, all));
+    assert_false(libvirt_state_in(VIR_DOMAIN_PAUSED, LIBVIRT_STATE_BIT(VIR_DOMAIN_RUNNING)));
+    assert_false(libvirt_state_in(-1, all));
+    assert_false(libvirt_state_in(LIBVIRT_DOMAIN_STATE_COUNT, all));
+    assert_false(libvirt_state_in(INT_MAX, all));
+    assert_false(libvirt_state_in(INT_MIN, all));
+}
+
 int
 main(void)
 {
@@ -545,6 +616,11 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hypervisor_libvirt__ping, setup, teardown),
         cmocka_unit_test(test_hypervisor_libvirt__unreachable_is_unavailable),
+        cmocka_unit_test_setup_teardown(test_hypervisor_libvirt__lost_connection_fails_a_write_once,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hypervisor_libvirt__lost_connection_retries_a_read,
+                                        setup, teardown),
+        cmocka_unit_test(test_hypervisor_libvirt__unknown_states_match_nothing),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -195,6 +195,24 @@ test_image_service__refuses_other_formats_and_empty_images(void **state)
     assert_st_err(image_service_register(&fx->image_svc, FIXTURE_OWNER, &req, &img, &err), err,
                   ST_ERR_INVALID, "more than the largest disk");
     assert_nothing_left(fx, before);
+
+    /* qcow2 v3 whose data lives in an external file: it could read any host file. */
+    req_for(fx, NULL, "datafile.qcow2", "datafile", IMAGE_FORMAT_QCOW2, &req);
+    {
+        unsigned char hdr[512] = {'Q', 'F', 'I', 0xfb, 0, 0, 0, 3};
+
+        hdr[23] = 16;      /* cluster_bits */
+        hdr[28] = 1;       /* size: 4 GiB, big-endian u64 at offset 24 */
+        hdr[79] = 1u << 2; /* incompatible_features: data_file */
+        hdr[103] = 104;    /* header_length */
+        f = fopen(req.source_path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(hdr, 1, sizeof(hdr), f), sizeof(hdr));
+        assert_int_equal(fclose(f), 0);
+    }
+    assert_st_err(image_service_register(&fx->image_svc, FIXTURE_OWNER, &req, &img, &err), err,
+                  ST_ERR_INVALID, "image refused:");
+    assert_nothing_left(fx, before);
 }
 
 static void

@@ -22,6 +22,7 @@
 #include <libvirt/libvirt.h>
 
 #include "repositories/libvirt/libvirt_backend.h"
+#include "repositories/libvirt/libvirt_internal.h"
 #include "util/ids.h"
 #include "util/mem.h"
 
@@ -136,22 +137,41 @@ write_file(const char *path, const void *data, size_t len)
     assert_int_equal(fclose(fp), 0);
 }
 
+static void
+put_be(unsigned char *p, uint64_t v, int bytes)
+{
+    int i;
+
+    for (i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+}
+
+/* A 512-byte qcow2 header: @version, @crypt_method and (v3) @incompatible features. */
+static void
+write_qcow2_ex(const char *path, uint32_t version, uint64_t size, uint64_t backing_offset,
+               uint32_t crypt_method, uint64_t incompatible)
+{
+    unsigned char head[512];
+
+    memset(head, 0, sizeof(head));
+    memcpy(head, "QFI\xfb", 4);
+    put_be(head + 4, version, 4);
+    put_be(head + 8, backing_offset, 8);
+    put_be(head + 20, 16, 4); /* cluster_bits */
+    put_be(head + 24, size, 8);
+    put_be(head + 32, crypt_method, 4);
+    if (version >= 3) {
+        put_be(head + 72, incompatible, 8);
+        put_be(head + 100, 104, 4); /* header_length */
+    }
+    write_file(path, head, sizeof(head));
+}
+
 /* A 512-byte qcow2 (v3) header of @size bytes with @backing_offset. */
 static void
 write_qcow2(const char *path, uint64_t size, uint64_t backing_offset)
 {
-    unsigned char head[512];
-    int i;
-
-    memset(head, 0, sizeof(head));
-    memcpy(head, "QFI\xfb", 4);
-    head[7] = 3;
-    for (i = 0; i < 8; i++) {
-        head[8 + i] = (unsigned char)(backing_offset >> (56 - 8 * i));
-        head[24 + i] = (unsigned char)(size >> (56 - 8 * i));
-    }
-    head[23] = 16; /* cluster_bits */
-    write_file(path, head, sizeof(head));
+    write_qcow2_ex(path, 3, size, backing_offset, 0, 0);
 }
 
 static void
@@ -475,18 +495,202 @@ test_storage_libvirt__unreachable_is_unavailable(void **state)
     libvirt_conn_close(lc);
 }
 
+static void
+test_storage_libvirt__import_refuses_qcow2_that_reads_elsewhere(void **state)
+{
+    static const struct {
+        uint32_t version;
+        uint32_t crypt;
+        uint64_t incompatible;
+        const char *refusal; /* NULL: accepted */
+    } cases[] = {
+        {3, 0, 1ull << 2, "external data file"},
+        {3, 0, (1ull << 2) | 1, "external data file"},
+        {3, 0, 1ull << 5, "unknown incompatible features 0x20"},
+        {3, 0, 1ull << 63, "unknown incompatible features"},
+        {3, 2, 0, "encrypted (crypt_method 2)"},
+        {2, 1, 0, "encrypted (crypt_method 1)"},
+        {4, 0, 0, "qcow2 version 4 is not supported"},
+        {3, 0, (1ull << 0) | (1ull << 1) | (1ull << 3) | (1ull << 4), NULL},
+        {2, 0, 1ull << 2, NULL}, /* v2 has no feature bits: 72.. is not read */
+    };
+    struct fixture *f = *state;
+    char src[PATH_MAX + 16], vol[32];
+    struct storage_vol_info out;
+    size_t i;
+    struct st_error err;
+
+    ensure(f);
+    for (i = 0; i < ST_ARRAY_LEN(cases); i++) {
+        snprintf(src, sizeof(src), "%s/q%zu.qcow2", f->import_dir, i);
+        snprintf(vol, sizeof(vol), "img-q%zu", i);
+        write_qcow2_ex(src, cases[i].version, GIB, 0, cases[i].crypt, cases[i].incompatible);
+        assert_int_equal(storage_import(&f->st, f->pool, vol, src, &out, &err), 0);
+        assert_string_equal(out.format, "qcow2");
+        assert_int_equal(out.capacity, GIB);
+        if (!cases[i].refusal) {
+            assert_false(out.has_backing);
+            assert_string_equal(out.refusal, "");
+            continue;
+        }
+        assert_true(out.has_backing); /* so a caller checking only that refuses too */
+        assert_non_null(strstr(out.refusal, cases[i].refusal));
+        assert_int_equal(storage_info(&f->st, f->pool, vol, &out, &err), 0);
+        assert_true(out.has_backing);
+        assert_non_null(strstr(out.refusal, cases[i].refusal));
+    }
+}
+
+/* Paths outside are refused as text, with one message whether they exist or not. */
+static void
+test_storage_libvirt__import_checks_the_path_before_the_file_system(void **state)
+{
+    struct fixture *f = *state;
+    char outside[PATH_MAX + 16], missing[PATH_MAX + 16], want[2 * PATH_MAX + 64];
+    const char *paths[4];
+    struct storage_vol_info out;
+    size_t i;
+    struct st_error err;
+
+    ensure(f);
+    snprintf(outside, sizeof(outside), "%s/secret.img", f->outside_dir);
+    write_file(outside, "secret", 6);
+    snprintf(missing, sizeof(missing), "%s/missing.img", f->outside_dir);
+    paths[0] = outside;
+    paths[1] = missing;
+    paths[2] = "relative/x.img";
+    paths[3] = "/";
+    for (i = 0; i < ST_ARRAY_LEN(paths); i++) {
+        assert_int_equal(storage_import(&f->st, f->pool, "img-x", paths[i], &out, &err), -1);
+        assert_int_equal(err.code, ST_ERR_INVALID);
+        snprintf(want, sizeof(want), "source_path '%s' is not inside the import directory '%s'",
+                 paths[i], f->import_dir);
+        assert_string_equal(err.msg, want);
+    }
+    assert_no_vol(f, "img-x");
+}
+
+/* The file actually opened is checked: links inside the directory cannot lead out. */
+static void
+test_storage_libvirt__import_checks_the_file_opened(void **state)
+{
+    struct fixture *f = *state;
+    char outside[PATH_MAX + 16], link[PATH_MAX + 16], via[PATH_MAX + 32], inner[PATH_MAX + 16];
+    struct storage_vol_info out;
+    struct st_error err;
+
+    ensure(f);
+    snprintf(outside, sizeof(outside), "%s/secret.img", f->outside_dir);
+    write_file(outside, "secret", 6);
+    snprintf(link, sizeof(link), "%s/dir", f->import_dir);
+    assert_int_equal(symlink(f->outside_dir, link), 0);
+    snprintf(via, sizeof(via), "%s/dir/secret.img", f->import_dir);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", via, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "is not inside the import directory"));
+    assert_no_vol(f, "img-x");
+
+    /* A link that stays inside is fine. */
+    snprintf(inner, sizeof(inner), "%s/real.img", f->import_dir);
+    write_file(inner, "data", 4);
+    snprintf(link, sizeof(link), "%s/alias.img", f->import_dir);
+    assert_int_equal(symlink("real.img", link), 0);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-y", link, &out, &err), 0);
+    assert_int_equal(out.capacity, 4);
+}
+
+/* A large, mostly empty image is copied by its data extents only. */
+static void
+test_storage_libvirt__import_copies_sparse_files_quickly(void **state)
+{
+    struct fixture *f = *state;
+    const uint64_t size = 64 * GIB;
+    const uint64_t marks[] = {0, 17 * GIB + 12345, size - 1};
+    char src[PATH_MAX + 16], got;
+    struct storage_vol_info out;
+    struct stat st;
+    int64_t t0;
+    size_t i;
+    int fd;
+    struct st_error err;
+
+    ensure(f);
+    snprintf(src, sizeof(src), "%s/sparse.raw", f->import_dir);
+    fd = open(src, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)size), 0);
+    for (i = 0; i < ST_ARRAY_LEN(marks); i++)
+        assert_int_equal(pwrite(fd, "\x5a", 1, (off_t)marks[i]), 1);
+    close(fd);
+    t0 = st_monotonic_ms();
+    assert_int_equal(storage_import(&f->st, f->pool, "img-s", src, &out, &err), 0);
+    assert_true(st_monotonic_ms() - t0 < 5000);
+    assert_int_equal(out.capacity, size);
+    assert_true(out.allocation < 64 * 1024 * 1024);
+    assert_int_equal(stat(out.path, &st), 0);
+    assert_int_equal((uint64_t)st.st_size, size);
+    fd = open(out.path, O_RDONLY);
+    assert_true(fd >= 0);
+    for (i = 0; i < ST_ARRAY_LEN(marks); i++) {
+        assert_int_equal(pread(fd, &got, 1, (off_t)marks[i]), 1);
+        assert_int_equal(got, 0x5a);
+        assert_int_equal(pread(fd, &got, 1, (off_t)marks[i] - (marks[i] ? 1 : -1)), 1);
+        assert_int_equal(got, 0);
+    }
+    close(fd);
+}
+
+/* Deleting is not repeated after a lost connection; reading is. */
+static void
+test_storage_libvirt__lost_connection_retries_only_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_vol_info out;
+    struct st_error err;
+
+    ensure(f);
+    assert_int_equal(
+        storage_clone_overlay(&f->st, f->pool, "v.qcow2", "/b.img", "raw", GIB, &out, &err), 0);
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(storage_info(&f->st, f->pool, "v.qcow2", &out, &err), 0);
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(storage_remove(&f->st, f->pool, "v.qcow2", &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, "libvirt connection was lost during volume delete; it may or "
+                                    "may not have happened"));
+    assert_no_vol(f, "v.qcow2"); /* it did happen */
+
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(
+        storage_clone_overlay(&f->st, f->pool, "w.qcow2", "/b.img", "raw", GIB, &out, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, "lost during volume create"));
+    assert_int_equal(storage_info(&f->st, f->pool, "w.qcow2", &out, &err), 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(test_storage_libvirt__##name, setup, teardown)
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(ensure_pool_is_idempotent),           T(ensure_pool_conflicts_on_another_path),
-        T(ensure_pool_starts_an_inactive_pool), T(clone_overlay_info_remove),
-        T(clone_overlay_escapes_xml),           T(unknown_pool_is_not_found),
-        T(import_raw_copies_the_bytes),         T(import_probes_a_qcow2_header),
-        T(import_names_other_formats),          T(import_refuses_files_outside_the_import_dir),
-        T(info_of_unknown_volume_is_not_found), T(unreachable_is_unavailable),
+        T(ensure_pool_is_idempotent),
+        T(ensure_pool_conflicts_on_another_path),
+        T(ensure_pool_starts_an_inactive_pool),
+        T(clone_overlay_info_remove),
+        T(clone_overlay_escapes_xml),
+        T(unknown_pool_is_not_found),
+        T(import_raw_copies_the_bytes),
+        T(import_probes_a_qcow2_header),
+        T(import_names_other_formats),
+        T(import_refuses_files_outside_the_import_dir),
+        T(info_of_unknown_volume_is_not_found),
+        T(unreachable_is_unavailable),
+        T(import_refuses_qcow2_that_reads_elsewhere),
+        T(import_checks_the_path_before_the_file_system),
+        T(import_checks_the_file_opened),
+        T(import_copies_sparse_files_quickly),
+        T(lost_connection_retries_only_reads),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

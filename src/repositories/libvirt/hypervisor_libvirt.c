@@ -28,7 +28,7 @@ enum hv_action {
     HV_ACTION_UNDEFINE,
 };
 
-#define HV_BIT(state) (1u << (state))
+#define HV_BIT(state) LIBVIRT_STATE_BIT(state)
 #define HV_ACTIVE_STATES                                                                           \
     (HV_BIT(VIR_DOMAIN_RUNNING) | HV_BIT(VIR_DOMAIN_BLOCKED) | HV_BIT(VIR_DOMAIN_PAUSED) |         \
      HV_BIT(VIR_DOMAIN_SHUTDOWN) | HV_BIT(VIR_DOMAIN_PMSUSPENDED))
@@ -191,7 +191,8 @@ hv_define(void *self, const struct hv_domain_spec *spec, struct st_error *err)
         return st_error_set(err, ST_ERR_INVALID,
                             "cannot define the domain of VM '%s': %u vCPUs and %u MiB of memory",
                             spec->id, spec->vcpus, spec->memory_mib);
-    return libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_define_op, &arg, err);
+    return libvirt_conn_run(((struct hv_libvirt *)self)->lc, LIBVIRT_OP_WRITE, "define",
+                            hv_define_op, &arg, err);
 }
 
 /* Undefine with everything libvirt keeps beside the definition, where the driver knows how. */
@@ -269,7 +270,7 @@ hv_action_op(virConnectPtr conn, void *arg, struct st_error *err)
         goto out;
     libvirt_error_set(err, "cannot %s VM '%s'", verb, a->id);
     if (err->code == ST_ERR_BACKEND && virDomainGetState(dom, &state, NULL, 0) == 0 &&
-        !(hv_actions[a->action].allowed & HV_BIT(state)))
+        !libvirt_state_in(state, hv_actions[a->action].allowed))
         err->code = ST_ERR_CONFLICT;
 out:
     virDomainFree(dom);
@@ -281,7 +282,8 @@ hv_action(struct hv_libvirt *hv, const char *id, enum hv_action action, struct s
 {
     struct hv_action_arg arg = {.id = id, .action = action};
 
-    return libvirt_conn_run(hv->lc, hv_action_op, &arg, err);
+    return libvirt_conn_run(hv->lc, LIBVIRT_OP_WRITE, hv_actions[action].verb, hv_action_op, &arg,
+                            err);
 }
 
 static int
@@ -374,7 +376,8 @@ hv_state(void *self, const char *id, enum hv_state *out, struct st_error *err)
 {
     struct hv_state_arg arg = {.id = id, .state = HV_STATE_NOSTATE};
 
-    if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_state_op, &arg, err) < 0)
+    if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, LIBVIRT_OP_READ, "state", hv_state_op,
+                         &arg, err) < 0)
         return -1;
     *out = arg.state;
     return 0;
@@ -486,7 +489,8 @@ hv_list_all(void *self, struct hv_domain_info **out, size_t *n, struct st_error 
 {
     struct hv_list list = {0};
 
-    if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_list_all_op, &list, err) < 0) {
+    if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, LIBVIRT_OP_READ, "list", hv_list_all_op,
+                         &list, err) < 0) {
         free(list.items);
         return -1;
     }
@@ -509,7 +513,8 @@ hv_ping_op(virConnectPtr conn, void *arg, struct st_error *err)
 static int
 hv_ping(void *self, struct st_error *err)
 {
-    return libvirt_conn_run(((struct hv_libvirt *)self)->lc, hv_ping_op, NULL, err);
+    return libvirt_conn_run(((struct hv_libvirt *)self)->lc, LIBVIRT_OP_READ, "ping", hv_ping_op,
+                            NULL, err);
 }
 
 static void

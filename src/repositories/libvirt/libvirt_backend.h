@@ -4,7 +4,9 @@
  *
  * The connection is opened lazily and reopened when libvirtd went away
  * (restart): a call made while libvirtd is unreachable fails at once with
- * ST_ERR_UNAVAILABLE instead of hanging.
+ * ST_ERR_UNAVAILABLE instead of hanging, and one made while it hangs
+ * (stopped, deadlocked) fails so after ~20 s (keepalive, run by libvirt's
+ * event loop in a thread the first connection of each process starts).
  */
 #ifndef STRATUS_REPOSITORIES_LIBVIRT_BACKEND_H
 #define STRATUS_REPOSITORIES_LIBVIRT_BACKEND_H

@@ -10,13 +10,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * Keepalive: a ping every 5 s, the connection closed after 3 unanswered
+ * ones, so a daemon that stops answering fails pending calls after ~20 s.
+ */
+#define LIBVIRT_KEEPALIVE_INTERVAL 5
+#define LIBVIRT_KEEPALIVE_COUNT 3
+/* An open gets as long as keepalive gives a call: a hung daemon accepts but never answers. */
+#define LIBVIRT_OPEN_TIMEOUT_S 20
 
 struct libvirt_conn {
     char *uri;          /* NULL = libvirt's default URI */
     virConnectPtr conn; /* NULL until opened, and after a loss */
+    int close_reason;   /* virConnectCloseReason of conn, -1 while open (atomic: event thread) */
+    unsigned fault_lose_at; /* tests: op call that looks lost; 0 = none */
+    unsigned fault_calls;   /* op calls since libvirt_conn_fault_lose() */
 };
 
 static pthread_once_t libvirt_init_once = PTHREAD_ONCE_INIT;
+
+/*
+ * The process whose event thread runs, 0 before the first one.  A forked
+ * child inherits the value but not the thread, hence a pid rather than a
+ * pthread_once.
+ */
+static pid_t libvirt_event_pid;
 
 /* libvirt prints every error to stderr unless a handler takes it; ours are reported through
  * st_error. */
@@ -27,6 +49,47 @@ libvirt_error_silence(void *opaque, virErrorPtr error)
     (void)error;
 }
 
+/* Runs libvirt's default event loop for the life of the process (keepalive timers, socket I/O). */
+static void *
+libvirt_event_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        /* It only fails when no loop is registered: do not spin then. */
+        if (virEventRunDefaultImpl() < 0)
+            st_sleep_ms(1000);
+    }
+    return NULL;
+}
+
+/*
+ * Start the event thread once per process, in the process that opens
+ * connections: a thread started before a fork would not exist in the
+ * workers.  Without it connections still work, only keepalive does not.
+ */
+static void
+libvirt_event_start(void)
+{
+    pid_t self = getpid();
+    pid_t seen = __atomic_load_n(&libvirt_event_pid, __ATOMIC_ACQUIRE);
+    pthread_attr_t attr;
+    pthread_t thread;
+    int rc;
+
+    if (seen == self || !__atomic_compare_exchange_n(&libvirt_event_pid, &seen, self, false,
+                                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;
+    if (pthread_attr_init(&attr) != 0) {
+        __atomic_store_n(&libvirt_event_pid, 0, __ATOMIC_RELEASE);
+        return;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&thread, &attr, libvirt_event_main, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        __atomic_store_n(&libvirt_event_pid, 0, __ATOMIC_RELEASE);
+}
+
 static void
 libvirt_init(void)
 {
@@ -34,6 +97,8 @@ libvirt_init(void)
 
     virInitialize();
     virSetErrorFunc(NULL, libvirt_error_silence);
+    /* Before the first connection is opened, as libvirt requires. */
+    virEventRegisterDefaultImpl();
     /*
      * libvirt writes to its socket without MSG_NOSIGNAL: once libvirtd is
      * gone the next call would kill the process with SIGPIPE instead of
@@ -116,40 +181,195 @@ libvirt_last_error_code(void)
     return e ? e->code : VIR_ERR_OK;
 }
 
+static void libvirt_conn_closed(virConnectPtr conn, int reason, void *opaque);
+
 static void
 libvirt_conn_drop(struct libvirt_conn *lc)
 {
     if (lc->conn) {
+        /* Afterwards the callback cannot be running: @lc may go away. */
+        if (virConnectUnregisterCloseCallback(lc->conn, libvirt_conn_closed) < 0)
+            virResetLastError();
         virConnectClose(lc->conn);
         lc->conn = NULL;
     }
+}
+
+/* An open running in a thread of its own, so a hung daemon cannot hold the caller. */
+struct libvirt_open_job {
+    pthread_mutex_t lock;
+    pthread_cond_t done_cond;
+    char *uri;
+    bool done;      /* the open returned */
+    bool abandoned; /* the caller gave up: the thread cleans up */
+    virConnectPtr conn;
+    int code; /* libvirt's error when conn is NULL */
+    char msg[256];
+};
+
+static void
+libvirt_open_job_free(struct libvirt_open_job *job)
+{
+    pthread_mutex_destroy(&job->lock);
+    pthread_cond_destroy(&job->done_cond);
+    free(job->uri);
+    free(job);
+}
+
+static void *
+libvirt_open_main(void *arg)
+{
+    struct libvirt_open_job *job = arg;
+    virConnectPtr conn = virConnectOpen(job->uri);
+    virErrorPtr e = conn ? NULL : virGetLastError();
+    bool abandoned;
+
+    pthread_mutex_lock(&job->lock);
+    job->conn = conn;
+    job->code = e ? e->code : 0;
+    st_strlcpy(job->msg, e && e->message ? e->message : "no reason given", sizeof(job->msg));
+    job->done = true;
+    abandoned = job->abandoned;
+    pthread_cond_signal(&job->done_cond);
+    pthread_mutex_unlock(&job->lock);
+    if (abandoned) {
+        if (conn)
+            virConnectClose(conn);
+        libvirt_open_job_free(job);
+    }
+    return NULL;
+}
+
+/* virConnectOpen() that gives up after LIBVIRT_OPEN_TIMEOUT_S; NULL with @err filled. */
+static virConnectPtr
+libvirt_open_timed(const char *uri, struct st_error *err)
+{
+    struct libvirt_open_job *job = st_xcalloc(1, sizeof(*job));
+    pthread_condattr_t cattr;
+    pthread_attr_t attr;
+    pthread_t thread;
+    struct timespec deadline;
+    virConnectPtr conn;
+    bool done;
+
+    pthread_mutex_init(&job->lock, NULL);
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&job->done_cond, &cattr);
+    pthread_condattr_destroy(&cattr);
+    job->uri = uri ? st_xstrdup(uri) : NULL;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&thread, &attr, libvirt_open_main, job) != 0) {
+        pthread_attr_destroy(&attr);
+        libvirt_open_job_free(job);
+        return NULL; /* no thread to spare: open in this one */
+    }
+    pthread_attr_destroy(&attr);
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += LIBVIRT_OPEN_TIMEOUT_S;
+    pthread_mutex_lock(&job->lock);
+    while (!job->done && pthread_cond_timedwait(&job->done_cond, &job->lock, &deadline) == 0)
+        ;
+    done = job->done;
+    job->abandoned = !done;
+    pthread_mutex_unlock(&job->lock);
+    if (!done) {
+        st_error_set(
+            err, ST_ERR_UNAVAILABLE,
+            "libvirt at '%s' is unreachable: no answer to the connection request within %d s",
+            uri ? uri : "(default)", LIBVIRT_OPEN_TIMEOUT_S);
+        return NULL;
+    }
+    conn = job->conn;
+    if (!conn)
+        st_error_set_native(err, ST_ERR_UNAVAILABLE, job->code,
+                            "libvirt at '%s' is unreachable: %s", uri ? uri : "(default)",
+                            job->msg);
+    libvirt_open_job_free(job);
+    return conn;
+}
+
+/* Called from the event thread when a connection closes; @opaque is its holder. */
+static void
+libvirt_conn_closed(virConnectPtr conn, int reason, void *opaque)
+{
+    struct libvirt_conn *lc = opaque;
+
+    (void)conn;
+    __atomic_store_n(&lc->close_reason, reason, __ATOMIC_RELEASE);
+}
+
+/*
+ * Open with keepalive on, noting why the connection closes.  Drivers
+ * without keepalive (test:///, in-process ones) cannot hang on a peer, so
+ * their refusal is no error.  NULL with @err filled.
+ */
+static virConnectPtr
+libvirt_conn_open(struct libvirt_conn *lc, struct st_error *err)
+{
+    struct st_error local = {0};
+    virConnectPtr conn;
+
+    libvirt_event_start();
+    conn = libvirt_open_timed(lc->uri, &local);
+    if (!conn && local.code == ST_ERR_OK)
+        conn = virConnectOpen(lc->uri);
+    if (!conn) {
+        if (local.code == ST_ERR_OK)
+            libvirt_error_set(&local, "libvirt at '%s' is unreachable", libvirt_conn_uri_name(lc));
+        local.code = ST_ERR_UNAVAILABLE;
+        if (err)
+            *err = local;
+        return NULL;
+    }
+    __atomic_store_n(&lc->close_reason, -1, __ATOMIC_RELEASE);
+    if (virConnectSetKeepAlive(conn, LIBVIRT_KEEPALIVE_INTERVAL, LIBVIRT_KEEPALIVE_COUNT) < 0 ||
+        virConnectRegisterCloseCallback(conn, libvirt_conn_closed, lc, NULL) < 0)
+        virResetLastError();
+    return conn;
 }
 
 /* A live connection (borrowed from @lc), or NULL with ST_ERR_UNAVAILABLE. */
 static virConnectPtr
 libvirt_conn_get(struct libvirt_conn *lc, struct st_error *err)
 {
-    virErrorPtr e;
-
     /* IsAlive is answered locally; it notices a daemon that went away. */
     if (lc->conn && virConnectIsAlive(lc->conn) == 1)
         return lc->conn;
     libvirt_conn_drop(lc);
-    lc->conn = virConnectOpen(lc->uri);
-    if (lc->conn)
-        return lc->conn;
-    e = virGetLastError();
-    st_error_set_native(err, ST_ERR_UNAVAILABLE, e ? e->code : 0,
-                        "libvirt at '%s' is unreachable: %s", libvirt_conn_uri_name(lc),
-                        e && e->message ? e->message : "no reason given");
-    return NULL;
+    lc->conn = libvirt_conn_open(lc, err);
+    return lc->conn;
+}
+
+/* One call of @op, unless a planned fault makes it look lost after the op did its work. */
+static int
+libvirt_conn_call(struct libvirt_conn *lc, virConnectPtr conn, libvirt_op_fn op, void *arg,
+                  struct st_error *err)
+{
+    int rc = op(conn, arg, err);
+
+    if (lc->fault_lose_at == 0 || ++lc->fault_calls != lc->fault_lose_at)
+        return rc;
+    lc->fault_lose_at = 0;
+    return st_error_set_native(err, ST_ERR_UNAVAILABLE, VIR_ERR_RPC,
+                               "injected fault: the connection to libvirt was lost");
+}
+
+void
+libvirt_conn_fault_lose(struct libvirt_conn *lc, unsigned nth)
+{
+    lc->fault_lose_at = nth;
+    lc->fault_calls = 0;
 }
 
 int
-libvirt_conn_run(struct libvirt_conn *lc, libvirt_op_fn op, void *arg, struct st_error *err)
+libvirt_conn_run(struct libvirt_conn *lc, enum libvirt_op_kind kind, const char *what,
+                 libvirt_op_fn op, void *arg, struct st_error *err)
 {
     struct st_error local;
     virConnectPtr conn;
+    bool hung;
     int attempt;
 
     for (attempt = 0; attempt < 2; attempt++) {
@@ -157,12 +377,27 @@ libvirt_conn_run(struct libvirt_conn *lc, libvirt_op_fn op, void *arg, struct st
         conn = libvirt_conn_get(lc, &local);
         if (!conn)
             break;
-        if (op(conn, arg, &local) == 0)
+        if (libvirt_conn_call(lc, conn, op, arg, &local) == 0)
             return 0;
         if (local.code != ST_ERR_UNAVAILABLE)
             break;
-        /* The daemon went away under us (restart): one more try on a fresh connection. */
+        hung = __atomic_load_n(&lc->close_reason, __ATOMIC_ACQUIRE) ==
+               VIR_CONNECT_CLOSE_REASON_KEEPALIVE;
+        /* The connection broke under @op: whatever comes next gets a fresh one. */
         libvirt_conn_drop(lc);
+        if (hung) {
+            /* Not a restart: a daemon that stopped answering would hang the retry too. */
+            st_error_prefix(&local, "libvirt at '%s' stopped answering during %s",
+                            libvirt_conn_uri_name(lc), what);
+            break;
+        }
+        if (kind == LIBVIRT_OP_WRITE) {
+            /* The request may have reached libvirt before the loss: never do it twice. */
+            st_error_prefix(
+                &local, "libvirt connection was lost during %s; it may or may not have happened",
+                what);
+            break;
+        }
     }
     if (err)
         *err = local;
@@ -178,7 +413,8 @@ libvirt_conn_new(const char *uri)
     lc = st_xcalloc(1, sizeof(*lc));
     lc->uri = uri ? st_xstrdup(uri) : NULL;
     /* A daemon that is down now is not fatal: every call tries again. */
-    lc->conn = virConnectOpen(lc->uri);
+    lc->close_reason = -1;
+    lc->conn = libvirt_conn_open(lc, NULL);
     return lc;
 }
 

@@ -10,6 +10,7 @@
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <stdbool.h>
 
 #include "repositories/libvirt/libvirt_backend.h"
 #include "util/err.h"
@@ -22,20 +23,55 @@
 #define LIBVIRT_DOMAIN_PREFIX "stratus-"
 
 /*
+ * Sets of virDomainState values as bit masks.  A daemon newer than these
+ * headers may report a state past VIR_DOMAIN_PMSUSPENDED: such a state (or
+ * a negative one) is in no set, and is never used as a shift count.
+ */
+#define LIBVIRT_DOMAIN_STATE_COUNT (VIR_DOMAIN_PMSUSPENDED + 1)
+#define LIBVIRT_STATE_BIT(state) (1u << (state))
+
+_Static_assert(LIBVIRT_DOMAIN_STATE_COUNT <= 32, "domain states do not fit a mask");
+
+static inline bool
+libvirt_state_in(int state, unsigned set)
+{
+    return state >= 0 && state < LIBVIRT_DOMAIN_STATE_COUNT && (set & LIBVIRT_STATE_BIT(state));
+}
+
+/*
  * One attempt of an operation on a live connection.  @err is never NULL.
  * Returns 0, or -1 with @err filled (libvirt failures through
  * libvirt_error_set(), so a lost connection shows as ST_ERR_UNAVAILABLE).
  */
 typedef int (*libvirt_op_fn)(virConnectPtr conn, void *arg, struct st_error *err);
 
+/* What a connection lost in the middle of an operation means for it. */
+enum libvirt_op_kind {
+    LIBVIRT_OP_READ,  /* changes nothing (or is idempotent): safe to run again */
+    LIBVIRT_OP_WRITE, /* may have taken effect before the loss: never run twice */
+};
+
 /*
  * Run @op on @lc's connection, opening it first when there is none or it
  * is dead.  When @op fails because the connection went away, the
- * connection is dropped, reopened once and @op runs once more.  An
+ * connection is dropped; then a LIBVIRT_OP_READ op runs once more on a
+ * reopened connection, while a LIBVIRT_OP_WRITE op fails with
+ * ST_ERR_UNAVAILABLE "libvirt connection was lost during <what>; it may or
+ * may not have happened: <reason>" (the next call reconnects).  An
  * unreachable libvirt gives ST_ERR_UNAVAILABLE "libvirt at '<uri>' is
- * unreachable: <reason>".  A holder is not thread-safe: one per thread.
+ * unreachable: <reason>".  Remote connections use keepalive, so a daemon
+ * that hangs fails calls after ~20 s.  A holder is not thread-safe: one
+ * per thread.
  */
-int libvirt_conn_run(struct libvirt_conn *lc, libvirt_op_fn op, void *arg, struct st_error *err);
+int libvirt_conn_run(struct libvirt_conn *lc, enum libvirt_op_kind kind, const char *what,
+                     libvirt_op_fn op, void *arg, struct st_error *err);
+
+/*
+ * For tests: the @nth op call on @lc from now on (1 = the next) does its
+ * work and then fails as if the connection had broken at that moment.
+ * 0 cancels.  Fires once.
+ */
+void libvirt_conn_fault_lose(struct libvirt_conn *lc, unsigned nth);
 
 /*
  * Fill @err from libvirt's last error of this thread: "<context>: <libvirt

@@ -121,10 +121,57 @@ st_le32(const unsigned char *p)
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
 }
 
+/* qcow2 header fields (big-endian) and feature bits, as qemu's docs/interop/qcow2.txt has them. */
+#define ST_QCOW2_CRYPT_METHOD 32 /* u32: 0 none, 1 AES, 2 LUKS */
+#define ST_QCOW2_V2_HEADER 72
+#define ST_QCOW2_INCOMPATIBLE 72 /* u64, version 3 on */
+#define ST_QCOW2_V3_HEADER 104
+#define ST_QCOW2_DATA_FILE (1ull << 2)
+/* dirty, corrupt, compression type, extended L2 entries: none reaches outside the file. */
+#define ST_QCOW2_HARMLESS ((1ull << 0) | (1ull << 1) | (1ull << 3) | (1ull << 4))
+
 /*
- * Fill format, capacity, allocation and has_backing of @out from the
- * image open at @fd.  Formats other than qcow2 and raw are only named, so
- * the caller can refuse them.
+ * Fill @out from a qcow2 header (@got bytes at @head).  Besides a backing
+ * file, an image can read outside itself through an external data file: a
+ * guest would then see a host file of the uploader's choosing.  That,
+ * encryption and anything this code does not understand set refusal.
+ */
+static void
+st_probe_qcow2(const unsigned char *head, size_t got, struct storage_vol_info *out)
+{
+    uint32_t version = st_be32(head + 4);
+    uint64_t incompatible = 0;
+
+    out->has_backing = st_be64(head + 8) != 0;
+    out->capacity = st_be64(head + 24);
+    if (version >= 3 && got >= ST_QCOW2_V3_HEADER)
+        incompatible = st_be64(head + ST_QCOW2_INCOMPATIBLE);
+    if (got < ST_QCOW2_V2_HEADER || (version >= 3 && got < ST_QCOW2_V3_HEADER))
+        snprintf(out->refusal, sizeof(out->refusal), "qcow2 header is truncated (%zu bytes)", got);
+    else if (version > 3)
+        snprintf(out->refusal, sizeof(out->refusal),
+                 "qcow2 version %" PRIu32 " is not supported; only versions 2 and 3 are accepted",
+                 version);
+    else if (st_be32(head + ST_QCOW2_CRYPT_METHOD) != 0)
+        snprintf(out->refusal, sizeof(out->refusal),
+                 "qcow2 image is encrypted (crypt_method %" PRIu32
+                 "); only unencrypted images are accepted",
+                 st_be32(head + ST_QCOW2_CRYPT_METHOD));
+    else if (incompatible & ST_QCOW2_DATA_FILE)
+        snprintf(out->refusal, sizeof(out->refusal),
+                 "qcow2 image uses an external data file; only standalone images are accepted");
+    else if (incompatible & ~ST_QCOW2_HARMLESS)
+        snprintf(out->refusal, sizeof(out->refusal),
+                 "qcow2 image uses unknown incompatible features 0x%" PRIx64,
+                 (uint64_t)(incompatible & ~ST_QCOW2_HARMLESS));
+    if (out->refusal[0])
+        out->has_backing = true;
+}
+
+/*
+ * Fill format, capacity, allocation, has_backing and refusal of @out from
+ * the image open at @fd.  Formats other than qcow2 and raw are only named,
+ * so the caller can refuse them.
  */
 static int
 st_probe_fd(int fd, const char *path, struct storage_vol_info *out, struct st_error *err)
@@ -158,12 +205,18 @@ st_probe_fd(int fd, const char *path, struct storage_vol_info *out, struct st_er
     out->allocation = (uint64_t)st.st_blocks * 512;
     out->capacity = (uint64_t)st.st_size;
     out->has_backing = false;
+    out->refusal[0] = '\0';
     st_strlcpy(out->format, "raw", sizeof(out->format));
     if (got >= 32 && memcmp(head, "QFI\xfb", 4) == 0) {
         /* qcow (v1) and qcow2 share the magic, the backing offset at 8 and the size at 24. */
-        st_strlcpy(out->format, st_be32(head + 4) >= 2 ? "qcow2" : "qcow", sizeof(out->format));
-        out->has_backing = st_be64(head + 8) != 0;
-        out->capacity = st_be64(head + 24);
+        if (st_be32(head + 4) < 2) {
+            st_strlcpy(out->format, "qcow", sizeof(out->format));
+            out->has_backing = st_be64(head + 8) != 0;
+            out->capacity = st_be64(head + 24);
+            return 0;
+        }
+        st_strlcpy(out->format, "qcow2", sizeof(out->format));
+        st_probe_qcow2(head, (size_t)got, out);
         return 0;
     }
     if (got >= 68 && st_le32(head + 64) == 0xbeda107f) {
@@ -366,7 +419,8 @@ st_ensure_pool(void *self, const char *pool, const char *dir, struct st_error *e
      * again finds the pool as the winner left it, so retry a few times.
      */
     for (attempt = 0; attempt < 5; attempt++) {
-        if (libvirt_conn_run(((struct st_libvirt *)self)->lc, st_ensure_pool_op, &arg, &local) == 0)
+        if (libvirt_conn_run(((struct st_libvirt *)self)->lc, LIBVIRT_OP_READ, "pool set-up",
+                             st_ensure_pool_op, &arg, &local) == 0)
             return 0;
         if (local.code != ST_ERR_BACKEND)
             break;
@@ -449,46 +503,124 @@ st_clone_overlay(void *self, const char *pool, const char *vol, const char *back
                        "</volume>\n",
                        name, capacity, bpath, bformat);
     arg.xml = xml;
-    if (libvirt_conn_run(s->lc, st_create_op, &arg, err) < 0)
+    if (libvirt_conn_run(s->lc, LIBVIRT_OP_WRITE, "volume create", st_create_op, &arg, err) < 0)
         return -1;
     *out = info;
     return 0;
 }
 
 /*
- * Resolve @source inside the import directory and open it.  Returns the
- * descriptor, or -1 with ST_ERR_INVALID when it is not a regular file
- * below the import directory (symlinks are followed before the check).
+ * @path made canonical as text, without asking the file system: "." and
+ * ".." resolved, slashes collapsed.  false when @path is not absolute or
+ * too long.  The result is never longer than @path.
+ */
+static bool
+st_path_lexical(const char *path, char clean[PATH_MAX])
+{
+    const char *p = path, *seg;
+    size_t len = 0, n;
+
+    if (!path || path[0] != '/' || strlen(path) >= PATH_MAX)
+        return false;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        seg = p;
+        while (*p && *p != '/')
+            p++;
+        n = (size_t)(p - seg);
+        if (n == 0 || (n == 1 && seg[0] == '.'))
+            continue;
+        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (len > 0 && clean[len - 1] != '/')
+                len--;
+            if (len > 0)
+                len--;
+            continue;
+        }
+        clean[len++] = '/';
+        memcpy(clean + len, seg, n);
+        len += n;
+    }
+    if (len == 0)
+        clean[len++] = '/';
+    clean[len] = '\0';
+    return true;
+}
+
+/* Whether canonical @path lies strictly below canonical @dir. */
+static bool
+st_path_below(const char *path, const char *dir)
+{
+    size_t len = strcmp(dir, "/") == 0 ? 0 : strlen(dir);
+
+    return strncmp(path, dir, len) == 0 && path[len] == '/' && path[len + 1] != '\0';
+}
+
+/* Whether descriptor @fd is open on a file below the real path of @dir. */
+static int
+st_fd_below(int fd, const char *dir, bool *below, struct st_error *err)
+{
+    char real_dir[PATH_MAX], link[64], target[PATH_MAX];
+    ssize_t n;
+    size_t len;
+
+    if (!realpath(dir, real_dir))
+        return st_error_set_native(err, ST_ERR_INVALID, errno,
+                                   "the import directory '%s' is not usable: %s", dir,
+                                   strerror(errno));
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, target, sizeof(target) - 1);
+    if (n < 0 || (size_t)n >= sizeof(target) - 1)
+        return st_error_set_native(err, ST_ERR_BACKEND, n < 0 ? errno : 0,
+                                   "cannot tell which file '%s' is: %s", link,
+                                   n < 0 ? strerror(errno) : "path too long");
+    target[n] = '\0';
+    len = strcmp(real_dir, "/") == 0 ? 0 : strlen(real_dir);
+    *below = strncmp(target, real_dir, len) == 0 && target[len] == '/';
+    return 0;
+}
+
+/*
+ * Open @source for import.  Returns the descriptor, or -1 with
+ * ST_ERR_INVALID when it is not a regular file below the import directory.
+ * The path is first checked as text, so nothing outside the directory is
+ * ever touched and one message answers for every such path (no probing
+ * which host files exist); then the file actually opened is checked, so a
+ * symlink inside the directory (or swapped in meanwhile) cannot lead out.
  */
 static int
 st_import_open(const struct st_libvirt *s, const char *source, struct stat *st,
                struct st_error *err)
 {
-    char dir[PATH_MAX], real[PATH_MAX];
-    size_t len;
-    int fd;
+    char clean[PATH_MAX];
+    bool below = false;
+    int fd, rc;
 
-    if (!s->import_dir || !realpath(s->import_dir, dir))
-        return st_error_set(err, ST_ERR_INVALID, "the import directory '%s' is not usable",
-                            s->import_dir ? s->import_dir : "");
-    if (!source || !realpath(source, real))
-        return st_error_set_native(err, ST_ERR_INVALID, errno,
-                                   "source_path '%s' cannot be resolved: %s", source ? source : "",
-                                   strerror(errno));
-    len = strlen(dir);
-    if (strcmp(dir, "/") != 0 && (strncmp(real, dir, len) != 0 || real[len] != '/'))
-        return st_error_set(err, ST_ERR_INVALID,
-                            "source_path '%s' is not inside the import directory '%s'", source,
-                            s->import_dir);
-    fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+    if (!s->import_dir)
+        return st_error_set(err, ST_ERR_INVALID, "no import directory is configured");
+    if (!st_path_lexical(source, clean) || !st_path_below(clean, s->import_dir))
+        goto outside;
+    fd = open(clean, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return st_error_set_native(err, ST_ERR_INVALID, errno, "cannot open source_path '%s': %s",
                                    source, strerror(errno));
+    rc = st_fd_below(fd, s->import_dir, &below, err);
+    if (rc < 0 || !below) {
+        close(fd);
+        if (rc < 0)
+            return -1;
+        goto outside;
+    }
     if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
         close(fd);
         return st_error_set(err, ST_ERR_INVALID, "source_path '%s' is not a regular file", source);
     }
     return fd;
+outside:
+    return st_error_set(err, ST_ERR_INVALID,
+                        "source_path '%s' is not inside the import directory '%s'",
+                        source ? source : "", s->import_dir);
 }
 
 static bool
@@ -503,13 +635,76 @@ st_all_zero(const char *buf, size_t len)
     return true;
 }
 
-/* Copy @in onto @path (truncated, mode 0644), keeping zero runs as holes. */
+/* Copy bytes [from, to) of @in to the same place in @out, leaving all-zero chunks as holes. */
+static int
+st_copy_range(int in, int out, uint64_t from, uint64_t to, char *buf, const char *path,
+              struct st_error *err)
+{
+    uint64_t done = from;
+    size_t want;
+    ssize_t got, put;
+
+    while (done < to) {
+        want = to - done < ST_COPY_CHUNK ? (size_t)(to - done) : ST_COPY_CHUNK;
+        got = pread(in, buf, want, (off_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return st_error_set_native(err, ST_ERR_BACKEND, got < 0 ? errno : 0,
+                                       "cannot read the source file for '%s': %s", path,
+                                       got < 0 ? strerror(errno) : "it shrank while copying");
+        if (!st_all_zero(buf, (size_t)got)) {
+            put = pwrite(out, buf, (size_t)got, (off_t)done);
+            if (put != got)
+                return st_error_set_native(err, ST_ERR_BACKEND, put < 0 ? errno : 0,
+                                           "cannot write '%s': %s", path,
+                                           put < 0 ? strerror(errno) : "short write");
+        }
+        done += (uint64_t)got;
+    }
+    return 0;
+}
+
+/*
+ * Copy the first @size bytes of @in, visiting only its data extents
+ * (SEEK_DATA/SEEK_HOLE), so a mostly empty image of many GiB copies in
+ * moments.  Falls back on reading everything where seeking for data is
+ * not supported.
+ */
+static int
+st_copy_sparse(int in, int out, uint64_t size, char *buf, const char *path, struct st_error *err)
+{
+    uint64_t pos = 0;
+    off_t data, hole;
+
+    while (pos < size) {
+        data = lseek(in, (off_t)pos, SEEK_DATA);
+        if (data < 0 && errno == ENXIO)
+            return 0; /* only a hole is left */
+        if (data < 0 && pos == 0 && (errno == EINVAL || errno == EOPNOTSUPP))
+            return st_copy_range(in, out, 0, size, buf, path, err);
+        if (data >= 0)
+            hole = lseek(in, data, SEEK_HOLE);
+        if (data < 0 || hole < 0)
+            return st_error_set_native(err, ST_ERR_BACKEND, errno,
+                                       "cannot find the data in the source file for '%s': %s", path,
+                                       strerror(errno));
+        if ((uint64_t)data >= size)
+            return 0;
+        if ((uint64_t)hole > size)
+            hole = (off_t)size;
+        if (st_copy_range(in, out, (uint64_t)data, (uint64_t)hole, buf, path, err) < 0)
+            return -1;
+        pos = (uint64_t)hole;
+    }
+    return 0;
+}
+
+/* Copy @in onto @path (truncated, mode 0644), keeping holes and zero runs as holes. */
 static int
 st_copy_to(int in, uint64_t size, const char *path, struct st_error *err)
 {
     ST_AUTOFREE char *buf = st_xcalloc(1, ST_COPY_CHUNK);
-    uint64_t done = 0;
-    ssize_t got, put;
     int out, rc = -1;
 
     out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -521,27 +716,8 @@ st_copy_to(int in, uint64_t size, const char *path, struct st_error *err)
                             strerror(errno));
         goto out;
     }
-    while (done < size) {
-        got = pread(in, buf, ST_COPY_CHUNK, (off_t)done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            st_error_set_native(err, ST_ERR_BACKEND, got < 0 ? errno : 0,
-                                "cannot read the source file for '%s': %s", path,
-                                got < 0 ? strerror(errno) : "it shrank while copying");
-            goto out;
-        }
-        if (!st_all_zero(buf, (size_t)got)) {
-            put = pwrite(out, buf, (size_t)got, (off_t)done);
-            if (put != got) {
-                st_error_set_native(err, ST_ERR_BACKEND, put < 0 ? errno : 0,
-                                    "cannot write '%s': %s", path,
-                                    put < 0 ? strerror(errno) : "short write");
-                goto out;
-            }
-        }
-        done += (uint64_t)got;
-    }
+    if (st_copy_sparse(in, out, size, buf, path, err) < 0)
+        goto out;
     /* Trailing holes are not written: set the length explicitly. */
     if (ftruncate(out, (off_t)size) < 0 || fsync(out) < 0) {
         st_error_set_native(err, ST_ERR_BACKEND, errno, "cannot finish '%s': %s", path,
@@ -597,7 +773,8 @@ st_remove(void *self, const char *pool, const char *vol, struct st_error *err)
 {
     struct st_vol_arg arg = {.pool = pool, .vol = vol};
 
-    return libvirt_conn_run(((struct st_libvirt *)self)->lc, st_vol_op, &arg, err);
+    return libvirt_conn_run(((struct st_libvirt *)self)->lc, LIBVIRT_OP_WRITE, "volume delete",
+                            st_vol_op, &arg, err);
 }
 
 static int
@@ -607,7 +784,8 @@ st_info(void *self, const char *pool, const char *vol, struct storage_vol_info *
     struct storage_vol_info info = {0};
     struct st_vol_arg arg = {.pool = pool, .vol = vol, .out = &info};
 
-    if (libvirt_conn_run(((struct st_libvirt *)self)->lc, st_vol_op, &arg, err) < 0)
+    if (libvirt_conn_run(((struct st_libvirt *)self)->lc, LIBVIRT_OP_READ, "volume info", st_vol_op,
+                         &arg, err) < 0)
         return -1;
     *out = info;
     return 0;
@@ -648,12 +826,13 @@ st_import(void *self, const char *pool, const char *vol, const char *source_path
                        "</volume>\n",
                        name, (uint64_t)st.st_size);
     create.xml = xml;
-    if (libvirt_conn_run(s->lc, st_create_op, &create, err) < 0)
+    if (libvirt_conn_run(s->lc, LIBVIRT_OP_WRITE, "import", st_create_op, &create, err) < 0)
         goto out;
+    /* A refresh only rereads the pool: safe to repeat. */
     if (st_copy_to(fd, (uint64_t)st.st_size, info.path, err) < 0 ||
-        libvirt_conn_run(s->lc, st_vol_op, &refresh, err) < 0) {
+        libvirt_conn_run(s->lc, LIBVIRT_OP_READ, "import", st_vol_op, &refresh, err) < 0) {
         /* Leave nothing behind; the copy's error is the one to report. */
-        libvirt_conn_run(s->lc, st_vol_op, &drop, NULL);
+        libvirt_conn_run(s->lc, LIBVIRT_OP_WRITE, "volume delete", st_vol_op, &drop, NULL);
         unlink(info.path);
         goto out;
     }
@@ -684,6 +863,26 @@ static const struct storage_ops st_libvirt_ops = {
     .close = st_close,
 };
 
+/* Keep @dir as a canonical absolute path, made so as text (a relative one against the cwd). */
+static int
+st_import_dir_set(struct st_libvirt *s, const char *dir, struct st_error *err)
+{
+    char cwd[PATH_MAX], clean[PATH_MAX];
+    ST_AUTOFREE char *abs = NULL;
+
+    if (dir[0] != '/') {
+        if (!getcwd(cwd, sizeof(cwd)))
+            return st_error_set_native(err, ST_ERR_INVALID, errno,
+                                       "cannot make the import directory '%s' absolute: %s", dir,
+                                       strerror(errno));
+        abs = st_xasprintf("%s/%s", cwd, dir);
+    }
+    if (!st_path_lexical(abs ? abs : dir, clean))
+        return st_error_set(err, ST_ERR_INVALID, "the import directory '%s' is not usable", dir);
+    s->import_dir = st_xstrdup(clean);
+    return 0;
+}
+
 int
 storage_libvirt_open(struct libvirt_conn *conn, const struct storage_libvirt_config *cfg,
                      struct storage *out, struct st_error *err)
@@ -694,7 +893,10 @@ storage_libvirt_open(struct libvirt_conn *conn, const struct storage_libvirt_con
         return st_error_set(err, ST_ERR_INVALID, "the libvirt storage needs a connection");
     s = st_xcalloc(1, sizeof(*s));
     s->lc = conn;
-    s->import_dir = cfg && cfg->import_dir ? st_xstrdup(cfg->import_dir) : NULL;
+    if (cfg && cfg->import_dir && st_import_dir_set(s, cfg->import_dir, err) < 0) {
+        free(s);
+        return -1;
+    }
     out->ops = &st_libvirt_ops;
     out->self = s;
     return 0;
