@@ -8,6 +8,7 @@
 #define STRATUS_REPOSITORIES_SQLITE_INTERNAL_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "repositories/sqlite/sqlite_db.h"
@@ -106,5 +107,94 @@ int sqlite_db_list(struct sqlite_db *db, sqlite3_stmt *st, const char *noun, con
                    unsigned limit, size_t size,
                    int (*read)(sqlite3_stmt *st, void *item, struct st_error *err),
                    struct sqlite_page *out, struct st_error *err);
+
+/* The scope test of get, remove and update statements: ?2 is the owner or NULL. */
+#define SQLITE_TABLE_SCOPE "(?2 IS NULL OR owner_id = ?2)"
+
+/*
+ * What a repository tells sqlite_table_open() about its table.  Point to
+ * static storage: the table keeps the strings.
+ */
+struct sqlite_table_spec {
+    const char *table; /* "vms" */
+    const char *noun;  /* "VM": used in every message */
+    /*
+     * Every column, ", "-separated, in the order the row reader expects
+     * them after the marker flag (so column 1 is the first one here) and
+     * the insert binder binds them (?1 is the first one here).  "id" comes
+     * first and "created_at" is among them: pages are ordered by both.
+     */
+    const char *cols;
+    size_t size; /* of one item, as sqlite_db_list() fills them */
+    /* Reads the current row into an item; see sqlite_db_get(). */
+    int (*read)(sqlite3_stmt *st, void *item, struct st_error *err);
+    /*
+     * NULL, or a condition the list queries add, on parameters ?2 and ?3
+     * (the owner is ?1, the marker ?4, the limit ?5), bound by the @bind
+     * callback of sqlite_table_list().
+     */
+    const char *list_where;
+    /* NULL, or a condition the delete adds, which must also hold for a row to go. */
+    const char *remove_where;
+};
+
+/*
+ * One table with its statements, prepared once at open:
+ *   insert   INSERT INTO <table> (<cols>) VALUES (?1, ..., ?n), bound by the repository
+ *   get      by id ?1 within SQLITE_TABLE_SCOPE
+ *   remove   by id ?1 within SQLITE_TABLE_SCOPE [AND <remove_where>]
+ *   list     [scoped by ?1][after the marker ?4]: the queries sqlite_db_list() runs
+ */
+struct sqlite_table {
+    struct sqlite_db *db; /* borrowed */
+    const char *noun;
+    size_t size;
+    int (*read)(sqlite3_stmt *st, void *item, struct st_error *err);
+    sqlite3_stmt *insert;
+    sqlite3_stmt *get;
+    sqlite3_stmt *remove;
+    sqlite3_stmt *list[2][2];
+    void *scratch; /* one item, where get reads a row before it is known good */
+};
+
+/*
+ * Build the statements @spec describes and prepare them on @db.  Returns
+ * a new table (free with sqlite_table_close()) or NULL with @err filled.
+ */
+struct sqlite_table *sqlite_table_open(struct sqlite_db *db, const struct sqlite_table_spec *spec,
+                                       struct st_error *err);
+/* Finalize the statements and free @t. NULL-safe. */
+void sqlite_table_close(struct sqlite_table *t);
+
+/*
+ * Run the write statement @st of @t (insert, or one of the repository's
+ * own), whose parameters the caller just bound: @bind_failed is true when
+ * one of those binds failed, and then the write fails with
+ * "cannot <verb> <noun> '<id>'" and the connection's message.  Otherwise
+ * as sqlite_db_write().  @st is reset and cleared in every case.
+ */
+int sqlite_table_write(struct sqlite_table *t, sqlite3_stmt *st, bool bind_failed, const char *verb,
+                       const struct sqlite_row_ref *ref, struct st_error *err);
+
+/*
+ * Read the row @id within @owner's scope into *item (t->size bytes), as
+ * sqlite_db_get(); *item is written only on success.
+ */
+int sqlite_table_get(struct sqlite_table *t, const char *owner, const char *id, void *item,
+                     struct st_error *err);
+
+/*
+ * One page of @owner's rows (every row when NULL), after @marker when it is
+ * not empty, as sqlite_db_list().  @bind, when not NULL, binds the
+ * parameters of the spec's list_where from @filter and returns non-zero
+ * when a bind failed.
+ */
+int sqlite_table_list(struct sqlite_table *t, const char *owner, const char *marker, unsigned limit,
+                      int (*bind)(sqlite3_stmt *st, const void *filter), const void *filter,
+                      struct sqlite_page *out, struct st_error *err);
+
+/* Delete the row @id within @owner's scope, as sqlite_db_write(). */
+int sqlite_table_remove(struct sqlite_table *t, const char *owner, const char *id,
+                        struct st_error *err);
 
 #endif
