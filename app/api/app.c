@@ -42,7 +42,8 @@ app_make_parent_dir(const char *file, struct st_error *err)
     char buf[ST_PATH_BUF];
     char *slash;
 
-    st_strlcpy(buf, file, sizeof(buf));
+    if (st_strlcpy(buf, file, sizeof(buf)) < 0)
+        return st_error_set(err, ST_ERR_INVALID, "path '%.64s...' is too long", file);
     slash = strrchr(buf, '/');
     if (!slash || slash == buf)
         return 0;

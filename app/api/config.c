@@ -11,6 +11,7 @@
 
 #define CPUINFO_MAX (4u * 1024 * 1024)
 #define WORKERS_MAX 1024
+#define STOP_TIMEOUT_MAX_S 240
 
 enum key_kind {
     KEY_PATH,     /* non-empty string that fits */
@@ -60,7 +61,8 @@ static const struct key_def keys[] = {
     STR_KEY(console_dir, KEY_PATH, NULL),
     STR_KEY(import_dir, KEY_PATH, NULL),
     NUM_KEY(max_body_bytes, KEY_UINT, 1024, 64ul * 1024 * 1024, "65536"),
-    NUM_KEY(stop_timeout_s, KEY_UINT, 1, 3600, "30"),
+    /* Below nginx's fastcgi_read_timeout (300 s), with room for the destroy after it. */
+    NUM_KEY(stop_timeout_s, KEY_UINT, 1, STOP_TIMEOUT_MAX_S, "30"),
     STR_KEY(owner_id, KEY_UUID, "00000000-0000-4000-8000-000000000001"),
     STR_KEY(log_level, KEY_LOGLEVEL, "info"),
 };

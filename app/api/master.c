@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcgiapp.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,25 +47,34 @@ struct master {
 
 /* ---- worker ---- */
 
+/*
+ * A worker acts on SIGTERM/SIGINT only while it holds no request: the two
+ * signals stay blocked except inside ppoll(), which waits for a connection
+ * with them unblocked.  The handler just raises worker_stop; the loop sees it
+ * when ppoll() returns EINTR and exits between requests.  A signal that comes
+ * while a request is read or served stays pending until the next wait.
+ */
 static volatile sig_atomic_t worker_stop;
-static volatile sig_atomic_t worker_in_accept;
 
 static void
 worker_on_term(int sig)
 {
     (void)sig;
     worker_stop = 1;
-    /* Blocked in accept with no request in hand: nothing to finish. */
-    if (worker_in_accept)
-        _exit(0);
 }
 
+/* Fills @wait_mask with the mask to wait under (the stop signals unblocked). */
 static void
-worker_signals(void)
+worker_signals(sigset_t *wait_mask)
 {
     struct sigaction sa;
-    sigset_t all;
+    sigset_t stop;
 
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    /* Before the handler goes in: a stop inherited as pending waits for ppoll(). */
+    sigprocmask(SIG_SETMASK, &stop, NULL);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = worker_on_term;
     sigemptyset(&sa.sa_mask);
@@ -74,8 +85,7 @@ worker_signals(void)
     sigaction(SIGPIPE, &sa, NULL);
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
+    sigemptyset(wait_mask);
 }
 
 static void
@@ -94,31 +104,48 @@ worker_serve(struct app *app, FCGX_Request *fr)
     http_request_release(&req);
 }
 
+/*
+ * Waits until the listening socket has a connection (1) or a stop signal came
+ * (0).  Every worker wakes for each connection; the listening socket is
+ * non-blocking, so those that lose the race get EAGAIN from accept().
+ */
+static int
+worker_wait(int listen_fd, const sigset_t *wait_mask)
+{
+    struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
+
+    while (!worker_stop) {
+        if (ppoll(&pfd, 1, NULL, wait_mask) > 0)
+            return 1;
+        if (errno != EINTR) {
+            api_log(API_LOG_WARN, "waiting for connections failed: %s", strerror(errno));
+            st_sleep_ms(100);
+        }
+    }
+    return 0;
+}
+
 static void __attribute__((noreturn)) worker_main(const struct api_config *cfg, int listen_fd)
 {
     struct app app;
     struct st_error err;
     FCGX_Request fr;
+    sigset_t wait_mask;
 
-    worker_signals();
+    worker_signals(&wait_mask);
     memset(&err, 0, sizeof(err));
     if (app_open(&app, cfg, &err) < 0) {
         api_log(API_LOG_ERROR, "worker cannot start: %s", err.msg);
         _exit(1);
     }
-    FCGX_InitRequest(&fr, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
-    for (;;) {
-        int rc;
+    FCGX_InitRequest(&fr, listen_fd, 0);
+    while (worker_wait(listen_fd, &wait_mask)) {
+        int rc = FCGX_Accept_r(&fr);
 
-        worker_in_accept = 1;
-        /* Checked with the flag up: a signal from here on exits at once. */
-        if (worker_stop)
-            break;
-        rc = FCGX_Accept_r(&fr);
-        worker_in_accept = 0;
         if (rc < 0) {
-            if (worker_stop)
-                break;
+            /* Another worker took the connection: not worth a word. */
+            if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR)
+                continue;
             api_log(API_LOG_WARN, "accept failed: %s", strerror(-rc));
             st_sleep_ms(100);
             continue;
@@ -126,7 +153,6 @@ static void __attribute__((noreturn)) worker_main(const struct api_config *cfg, 
         worker_serve(&app, &fr);
         FCGX_Finish_r(&fr);
     }
-    worker_in_accept = 0;
     FCGX_Free(&fr, 0);
     app_close(&app);
     _exit(0);
@@ -235,6 +261,24 @@ open_listener(struct master *m, struct st_error *err)
         return st_error_set_native(err, ST_ERR_INTERNAL, errno, "cannot chmod %04o '%s': %s",
                                    m->cfg.socket_mode, m->cfg.socket, strerror(errno));
     api_log(API_LOG_INFO, "listening on %s (mode %04o)", m->cfg.socket, m->cfg.socket_mode);
+    return 0;
+}
+
+/*
+ * Workers wait in ppoll() and may all wake for one connection: the losers must
+ * get EAGAIN, not block in accept() where a stop signal cannot reach them.
+ * Accepted sockets do not inherit O_NONBLOCK on Linux, so requests are read
+ * and written blocking, as libfcgi expects.
+ */
+static int
+set_nonblocking(int fd, struct st_error *err)
+{
+    int flags = fcntl(fd, F_GETFL);
+
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return st_error_set_native(err, ST_ERR_INTERNAL, errno,
+                                   "cannot make the listening socket non-blocking: %s",
+                                   strerror(errno));
     return 0;
 }
 
@@ -441,7 +485,7 @@ master_run(const char *config_path, const struct api_config *cfg)
     m.config_path = config_path;
     m.listen_fd = -1;
     master_signals(&set);
-    if (FCGX_Init() != 0 || open_listener(&m, &err) < 0) {
+    if (FCGX_Init() != 0 || open_listener(&m, &err) < 0 || set_nonblocking(m.listen_fd, &err) < 0) {
         api_log(API_LOG_ERROR, "cannot start: %s", err.msg[0] ? err.msg : "FCGX_Init failed");
         if (m.socket_created)
             unlink(m.cfg.socket);

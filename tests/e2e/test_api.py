@@ -7,7 +7,7 @@ E2E_POOLS_DIR, E2E_API_PIDFILE, E2E_GUEST, E2E_SERVICES_FILES, E2E_ROOT).
 Standard library only.  Prints one line per check and ends with
 "e2e: N passed, N failed".
 
-    tests/e2e/test_api.py [scenario ...]   # lifecycle failure badinput workers libvirtd
+    tests/e2e/test_api.py [scenario ...]   # lifecycle failure badinput workers libvirtd signals
 """
 
 import http.client
@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -387,8 +389,9 @@ def scenario_badinput():
         except Exception as e:  # noqa: BLE001 - any failure is this case's failure
             soft_check(f"bad input: {name}", False, repr(e))
             continue
-        soft_check(f"bad input: {name} -> {r.status}", 400 <= r.status < 500 and is_problem(r),
-                   repr(r))
+        # nginx's own error pages carry an X-Request-Id too, like the API's.
+        soft_check(f"bad input: {name} -> {r.status}", 400 <= r.status < 500 and is_problem(r)
+                   and bool(r.header("X-Request-Id")), repr(r))
     r = request("GET", "/v1/health")
     check("health is 200 after the bad input", r.status == 200, repr(r))
     r = request("GET", "/v1/vms?limit=200")
@@ -516,12 +519,228 @@ def scenario_libvirtd():
     check("every worker reconnected (20 of 20 requests answer 200)", good == 20, f"{good}/20")
 
 
+# --- (f) SIGHUP replaces the workers; SIGTERM drains them ---------------------
+
+def pid_gone(pid):
+    """True once @pid has exited (a zombie counts: it no longer runs)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def api_setting(name, default):
+    """A value from the stack's stratus.conf (written by scripts/run.sh)."""
+    try:
+        with open(os.path.join(STATE, "stratus.conf")) as f:
+            for line in f:
+                key, _, value = line.partition("=")
+                if key.strip() == name and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return default
+
+
+def api_socket():
+    return api_setting("socket", os.path.join(os.path.dirname(API_PIDFILE), "api.sock"))
+
+
+def settled_workers():
+    """The master and its workers once all configured workers run (a worker
+    that failed at start-up is restarted after a short back-off)."""
+    want = int(api_setting("workers", "0"))
+    deadline = time.time() + 15
+    master, workers = api_workers()
+    while time.time() < deadline and len(workers) != want:
+        time.sleep(0.2)
+        master, workers = api_workers()
+    return master, workers, want
+
+
+def fcgi_record(rtype, content=b""):
+    return struct.pack("!BBHHBB", 1, rtype, 1, len(content), 0, 0) + content
+
+
+def fcgi_params(params):
+    out = b""
+    for k, v in params.items():
+        k, v = k.encode(), v.encode()
+        for n in (len(k), len(v)):
+            out += struct.pack("!B", n) if n < 128 else struct.pack("!I", n | 0x80000000)
+        out += k + v
+    return out
+
+
+def fcgi_read_stdout(sock):
+    """The FCGI_STDOUT stream of request 1, up to FCGI_END_REQUEST."""
+    data = b""
+    out = b""
+    while True:
+        while len(data) >= 8:
+            _, rtype, _, clen, plen, _ = struct.unpack("!BBHHBB", data[:8])
+            if len(data) < 8 + clen + plen:
+                break
+            if rtype == 6:
+                out += data[8:8 + clen]
+            elif rtype == 3:
+                return out
+            data = data[8 + clen + plen:]
+        chunk = sock.recv(65536)
+        if not chunk:
+            return out
+        data += chunk
+
+
+def restart_stack():
+    run = os.path.join(ROOT, "scripts", "run.sh")
+    subprocess.run([run, "--profile", "e2e", "--stop"], cwd=ROOT, timeout=60,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.run([run, "--profile", "e2e", "--detach"], cwd=ROOT, timeout=120,
+                       capture_output=True, text=True)
+    return p.returncode == 0, p.stderr.strip()[-500:]
+
+
+def hammer(seconds):
+    """Start 3 client threads issuing GETs for @seconds; returns (threads, ok, errors)."""
+    ok = [0]
+    errors = []
+    lock = threading.Lock()
+    stop_at = time.time() + seconds
+
+    def client():
+        for _ in range(20000):
+            if time.time() > stop_at:
+                return
+            try:
+                r = request("GET", "/v1/vms?limit=5", timeout=10)
+                with lock:
+                    if r.status == 200:
+                        ok[0] += 1
+                    else:
+                        errors.append(r.status)
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    errors.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    return threads, ok, errors
+
+
+def signals_hup():
+    master, old, want = settled_workers()
+    check(f"the API runs its {want} workers", len(old) == want >= 2, repr(old))
+    threads, ok, errors = hammer(5)
+    time.sleep(1)
+    os.kill(master, signal.SIGHUP)
+    now = old
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        _, now = api_workers()
+        if len(now) == len(old) and not set(now) & set(old):
+            break
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    print(f"       workers {old} -> {now}; {ok[0]} answered 200; others: {errors}")
+    check("SIGHUP replaces every worker within 10 s", len(now) == len(old)
+          and not set(now) & set(old), f"before {old}, now {now}")
+    check("requests answer 200 throughout the SIGHUP", ok[0] > 0 and not errors, repr(errors))
+    good = sum(request("GET", "/v1/vms?limit=5", timeout=15).status == 200 for _ in range(10))
+    check("requests answer 200 after the SIGHUP (10 of 10)", good == 10, f"{good}/10")
+
+
+def signals_term():
+    tag = uuid.uuid4().hex[:8]
+    image_id = import_image("s" + tag)
+    r = request("POST", "/v1/vms", {"name": f"drain-{tag}", "image_id": image_id, "vcpus": 1,
+                                     "memory_mib": 256, "disk_gib": 1}, timeout=120)
+    check("POST /v1/vms answers 201", r.status == 201 and isinstance(r.json, dict), repr(r))
+    vm_id = r.json["id"]
+    cleanup_vms.append(vm_id)
+    r = wait_vm(vm_id, "running")
+    check("the VM becomes running", r.json.get("status") == "running", repr(r))
+    master, workers = api_workers()
+
+    # A connection a worker has accepted while its request is still arriving:
+    # the worker must answer it, not exit with it in hand.
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(20)
+    raw.connect(api_socket())
+    params = fcgi_params({"REQUEST_METHOD": "GET", "REQUEST_URI": "/v1/health",
+                          "SCRIPT_NAME": "/v1/health", "QUERY_STRING": "",
+                          "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_ID": "drain-raw-" + tag})
+    raw.sendall(fcgi_record(1, struct.pack("!HB5x", 1, 0)) + fcgi_record(4, params))
+
+    # The stop outlasts the signal: the guest is still booting and ignores
+    # ACPI, so the API waits stop_timeout_s (5 s in e2e), then pulls the plug.
+    result = {}
+
+    def stop():
+        t0 = time.time()
+        try:
+            result["resp"] = request("POST", f"/v1/vms/{vm_id}/stop", timeout=60)
+        except Exception as e:  # noqa: BLE001
+            result["resp"] = e
+        result["secs"] = time.time() - t0
+
+    t = threading.Thread(target=stop)
+    t.start()
+    time.sleep(1)
+    os.kill(master, signal.SIGTERM)
+    time.sleep(1)
+    try:
+        raw.sendall(fcgi_record(4) + fcgi_record(5))
+        out = fcgi_read_stdout(raw)
+    except OSError as e:
+        out = repr(e).encode()
+    finally:
+        raw.close()
+    check("a request still arriving at SIGTERM is answered 200",
+          out.startswith(b"Status: 200"), repr(out[:200]))
+    t.join(90)
+    r = result.get("resp")
+    print(f"       stop took {result.get('secs', 0):.1f} s: {r!r}"[:300])
+    check("the stop in flight at SIGTERM answers 200", isinstance(r, Resp) and r.status == 200,
+          repr(r))
+    check("... with status stopped", r.json.get("status") == "stopped", repr(r))
+    check("... and it was still running when the signal came (it lasted over 1.5 s)",
+          result.get("secs", 0) > 1.5, f"{result.get('secs', 0):.1f} s")
+    deadline = time.time() + 40
+    while time.time() < deadline and not all(pid_gone(p) for p in [master] + workers):
+        time.sleep(0.2)
+    check("the master and its workers exit after the drain",
+          all(pid_gone(p) for p in [master] + workers),
+          repr([p for p in [master] + workers if not pid_gone(p)]))
+    return vm_id
+
+
+def scenario_signals():
+    signals_hup()
+    master, _ = api_workers()
+    vm_id = None
+    try:
+        vm_id = signals_term()
+    finally:
+        if pid_gone(master):
+            up, why = restart_stack()
+            check("the stack starts again (scripts/run.sh --detach)", up, why)
+    if vm_id:
+        d = request("DELETE", f"/v1/vms/{vm_id}", timeout=120)
+        check("DELETE of the drained VM answers 204", d.status == 204, repr(d))
+        cleanup_vms.remove(vm_id)
+
+
 SCENARIOS = {
     "badinput": scenario_badinput,
     "lifecycle": scenario_lifecycle,
     "failure": scenario_failure,
     "workers": scenario_workers,
     "libvirtd": scenario_libvirtd,
+    "signals": scenario_signals,
 }
 
 

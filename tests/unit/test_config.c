@@ -161,6 +161,10 @@ test_config__file(void **state)
     write_file(env, "database = sqlite://rel/db.sqlite\n");
     assert_int_equal(api_config_load(&cfg, env->path, &err), 0);
     assert_string_equal(cfg.database, "rel/db.sqlite");
+
+    write_file(env, "stop_timeout_s = 240\n");
+    assert_int_equal(api_config_load(&cfg, env->path, &err), 0);
+    assert_int_equal(cfg.stop_timeout_s, 240);
 }
 
 static void
@@ -206,6 +210,8 @@ test_config__bad_values(void **state)
         {"max_body_bytes = 10", "max_body_bytes '10'"},
         {"max_body_bytes = 18446744073709551616", "max_body_bytes"},
         {"stop_timeout_s = 0", "stop_timeout_s '0'"},
+        /* A stop must end before nginx's fastcgi_read_timeout (300 s). */
+        {"stop_timeout_s = 241", "stop_timeout_s '241' is not an integer in 1..240"},
         {"socket =", "socket must not be empty"},
         {"no equals sign here", "expected 'key = value'"},
         {"[broken", "section header"},

@@ -422,7 +422,8 @@ st_ensure_pool(void *self, const char *pool, const char *dir, struct st_error *e
         if (libvirt_conn_run(((struct st_libvirt *)self)->lc, LIBVIRT_OP_READ, "pool set-up",
                              st_ensure_pool_op, &arg, &local) == 0)
             return 0;
-        if (local.code != ST_ERR_BACKEND)
+        /* libvirt reports the lost race as a backend error or an invalid operation. */
+        if (local.code != ST_ERR_BACKEND && local.code != ST_ERR_CONFLICT)
             break;
         st_sleep_ms(20 * (attempt + 1));
     }
@@ -433,38 +434,66 @@ st_ensure_pool(void *self, const char *pool, const char *dir, struct st_error *e
 
 /* ---- volumes ---- */
 
-struct st_create_arg {
+/*
+ * One volume of one pool.  With @xml the volume is created from it (and
+ * must not exist before), else it is looked up, after a refresh of the
+ * pool when asked.  Then its details go to @out; with neither @out nor
+ * @xml the volume is deleted.
+ */
+struct st_vol_arg {
     const char *pool;
     const char *vol;
-    const char *xml;
-    struct storage_vol_info *out;
+    const char *xml;              /* create the volume from this */
+    bool refresh;                 /* refresh the pool before the look-up */
+    struct storage_vol_info *out; /* NULL: delete a looked-up volume */
 };
 
-/* Create the volume of @a->xml when absent; fill @a->out when asked. */
-static int
-st_create_op(virConnectPtr conn, void *arg, struct st_error *err)
+/* The volume of @a in pool @p, made or found as @a says; NULL with @err filled. */
+static virStorageVolPtr
+st_vol_get(virStoragePoolPtr p, const struct st_vol_arg *a, struct st_error *err)
 {
-    const struct st_create_arg *a = arg;
+    virStorageVolPtr v;
+
+    if (a->xml) {
+        if (st_vol_absent(p, a->pool, a->vol, err) < 0)
+            return NULL;
+        v = virStorageVolCreateXML(p, a->xml, 0);
+        if (!v)
+            libvirt_error_set(err, "cannot create volume '%s' in storage pool '%s'", a->vol,
+                              a->pool);
+        return v;
+    }
+    if (a->refresh && virStoragePoolRefresh(p, 0) < 0) {
+        libvirt_error_set(err, "cannot refresh storage pool '%s'", a->pool);
+        return NULL;
+    }
+    return st_vol_lookup(p, a->pool, a->vol, err);
+}
+
+static int
+st_vol_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    const struct st_vol_arg *a = arg;
     virStoragePoolPtr p;
-    virStorageVolPtr v = NULL;
+    virStorageVolPtr v;
     int rc = -1;
 
     p = st_pool_lookup(conn, a->pool, err);
     if (!p)
         return -1;
-    if (st_vol_absent(p, a->pool, a->vol, err) < 0)
+    v = st_vol_get(p, a, err);
+    if (!v)
         goto out;
-    v = virStorageVolCreateXML(p, a->xml, 0);
-    if (!v) {
-        libvirt_error_set(err, "cannot create volume '%s' in storage pool '%s'", a->vol, a->pool);
-        goto out;
-    }
-    rc = a->out ? st_vol_fill(v, a->vol, a->out, err) : 0;
+    if (a->out)
+        rc = st_vol_fill(v, a->vol, a->out, err);
+    else if (a->xml)
+        rc = 0;
+    else if ((rc = virStorageVolDelete(v, 0)) < 0)
+        libvirt_error_set(err, "cannot delete volume '%s' from storage pool '%s'", a->vol, a->pool);
+    virStorageVolFree(v);
 out:
-    if (v)
-        virStorageVolFree(v);
     virStoragePoolFree(p);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 static int
@@ -478,7 +507,7 @@ st_clone_overlay(void *self, const char *pool, const char *vol, const char *back
     ST_AUTOFREE char *bformat = libvirt_xml_escape(backing_format);
     ST_AUTOFREE char *xml = NULL;
     struct storage_vol_info info = {0};
-    struct st_create_arg arg = {.pool = pool, .vol = vol, .out = &info};
+    struct st_vol_arg arg = {.pool = pool, .vol = vol, .out = &info};
 
     if (!backing_path || backing_path[0] != '/' || !backing_format || !*backing_format)
         return st_error_set(err, ST_ERR_INVALID,
@@ -503,7 +532,7 @@ st_clone_overlay(void *self, const char *pool, const char *vol, const char *back
                        "</volume>\n",
                        name, capacity, bpath, bformat);
     arg.xml = xml;
-    if (libvirt_conn_run(s->lc, LIBVIRT_OP_WRITE, "volume create", st_create_op, &arg, err) < 0)
+    if (libvirt_conn_run(s->lc, LIBVIRT_OP_WRITE, "volume create", st_vol_op, &arg, err) < 0)
         return -1;
     *out = info;
     return 0;
@@ -732,42 +761,6 @@ out:
     return rc;
 }
 
-struct st_vol_arg {
-    const char *pool;
-    const char *vol;
-    bool refresh;                 /* refresh the pool first */
-    struct storage_vol_info *out; /* NULL: delete the volume */
-};
-
-static int
-st_vol_op(virConnectPtr conn, void *arg, struct st_error *err)
-{
-    const struct st_vol_arg *a = arg;
-    virStoragePoolPtr p;
-    virStorageVolPtr v = NULL;
-    int rc = -1;
-
-    p = st_pool_lookup(conn, a->pool, err);
-    if (!p)
-        return -1;
-    if (a->refresh && virStoragePoolRefresh(p, 0) < 0) {
-        libvirt_error_set(err, "cannot refresh storage pool '%s'", a->pool);
-        goto out;
-    }
-    v = st_vol_lookup(p, a->pool, a->vol, err);
-    if (!v)
-        goto out;
-    if (a->out)
-        rc = st_vol_fill(v, a->vol, a->out, err);
-    else if ((rc = virStorageVolDelete(v, 0)) < 0)
-        libvirt_error_set(err, "cannot delete volume '%s' from storage pool '%s'", a->vol, a->pool);
-out:
-    if (v)
-        virStorageVolFree(v);
-    virStoragePoolFree(p);
-    return rc < 0 ? -1 : 0;
-}
-
 static int
 st_remove(void *self, const char *pool, const char *vol, struct st_error *err)
 {
@@ -804,7 +797,7 @@ st_import(void *self, const char *pool, const char *vol, const char *source_path
     ST_AUTOFREE char *name = libvirt_xml_escape(vol);
     ST_AUTOFREE char *xml = NULL;
     struct storage_vol_info info = {0};
-    struct st_create_arg create = {.pool = pool, .vol = vol, .out = &info};
+    struct st_vol_arg create = {.pool = pool, .vol = vol, .out = &info};
     struct st_vol_arg refresh = {.pool = pool, .vol = vol, .refresh = true, .out = &info};
     struct st_vol_arg drop = {.pool = pool, .vol = vol};
     struct stat st;
@@ -826,7 +819,7 @@ st_import(void *self, const char *pool, const char *vol, const char *source_path
                        "</volume>\n",
                        name, (uint64_t)st.st_size);
     create.xml = xml;
-    if (libvirt_conn_run(s->lc, LIBVIRT_OP_WRITE, "import", st_create_op, &create, err) < 0)
+    if (libvirt_conn_run(s->lc, LIBVIRT_OP_WRITE, "import", st_vol_op, &create, err) < 0)
         goto out;
     /* A refresh only rereads the pool: safe to repeat. */
     if (st_copy_to(fd, (uint64_t)st.st_size, info.path, err) < 0 ||
