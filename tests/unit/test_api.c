@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "api/config.h"
 #include "api/handlers.h"
 #include "api/http.h"
+#include "support/tmpdir.h"
 
 #define MISSING_ID "7d1e9c2a-3b4f-4a5e-9c6d-0e1f2a3b4c5d"
 #define MAX_BODY 16384
@@ -38,15 +38,6 @@ struct reply {
     struct http_response resp;
     json_t *doc;
 };
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int
 write_config(const struct api_fx *fx, char *path, size_t n)
@@ -83,18 +74,18 @@ setup(void **state)
 
     if (!fx)
         return -1;
-    strcpy(fx->dir, "/tmp/stratus-test-api-XXXXXX");
-    if (!mkdtemp(fx->dir) || write_config(fx, path, sizeof(path)) < 0 ||
-        api_config_load(&cfg, path, &err) < 0 || app_open(&fx->app, &cfg, &err) < 0) {
+    if (tmpdir_make(fx->dir, sizeof(fx->dir), "stratus-test-api", &err) < 0 ||
+        write_config(fx, path, sizeof(path)) < 0 || api_config_load(&cfg, path, &err) < 0 ||
+        app_open(&fx->app, &cfg, &err) < 0) {
         fprintf(stderr, "setup: %s\n", err.msg);
-        nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        tmpdir_remove(fx->dir);
         free(fx);
         return -1;
     }
     if (!fx->app.pools_ready) {
         fprintf(stderr, "setup: pools not ready\n");
         app_close(&fx->app);
-        nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        tmpdir_remove(fx->dir);
         free(fx);
         return -1;
     }
@@ -108,7 +99,7 @@ teardown(void **state)
     struct api_fx *fx = *state;
 
     app_close(&fx->app);
-    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tmpdir_remove(fx->dir);
     free(fx);
     return 0;
 }

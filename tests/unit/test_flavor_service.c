@@ -14,27 +14,6 @@
 #include "support/fixture.h"
 #include "util/mem.h"
 
-static int
-setup(void **state)
-{
-    struct st_error err = {0};
-    struct fixture *fx = fixture_new(&err);
-
-    if (!fx) {
-        print_error("fixture: %s: %s\n", st_err_code_name(err.code), err.msg);
-        return -1;
-    }
-    *state = fx;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    fixture_free(*state);
-    return 0;
-}
-
 static void
 flavor_req(const char *name, unsigned vcpus, unsigned memory_mib, unsigned disk_gib,
            struct flavor_create_req *out)
@@ -203,7 +182,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
         T(test_flavor_service__crud),
         T(test_flavor_service__create_refuses_bad_requests),
         T(test_flavor_service__create_vm_by_flavor),

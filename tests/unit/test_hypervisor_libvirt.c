@@ -10,7 +10,6 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,8 @@
 
 #include "repositories/libvirt/libvirt_backend.h"
 #include "repositories/libvirt/libvirt_internal.h"
+#include "support/keeper.h"
+#include "support/tmpdir.h"
 #include "util/ids.h"
 #include "util/mem.h"
 
@@ -35,33 +36,6 @@ struct fixture {
     struct hypervisor hv;
 };
 
-static virConnectPtr keeper;
-
-static int
-group_setup(void **state)
-{
-    (void)state;
-    keeper = virConnectOpen(TEST_URI);
-    return keeper ? 0 : -1;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void)state;
-    virConnectClose(keeper);
-    return 0;
-}
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int
 setup(void **state)
 {
@@ -69,9 +43,11 @@ setup(void **state)
     struct hypervisor_libvirt_config cfg = {.virt_type = "kvm"};
     struct st_error err;
 
-    strcpy(f->dir, "/tmp/stratus-hv-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (tmpdir_make(f->dir, sizeof(f->dir), "stratus-hv", &err) < 0) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        free(f);
         return -1;
+    }
     cfg.console_dir = f->dir;
     f->lc = libvirt_conn_new(TEST_URI);
     if (hypervisor_libvirt_open(f->lc, &cfg, &f->hv, &err) < 0)
@@ -109,7 +85,7 @@ teardown(void **state)
     remove_test_domains();
     hypervisor_close(&f->hv);
     libvirt_conn_close(f->lc);
-    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tmpdir_remove(f->dir);
     free(f);
     return 0;
 }
@@ -623,5 +599,5 @@ main(void)
         cmocka_unit_test(test_hypervisor_libvirt__unknown_states_match_nothing),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, keeper_group_setup, keeper_group_teardown);
 }

@@ -15,27 +15,6 @@
 #include "support/fixture.h"
 #include "util/mem.h"
 
-static int
-setup(void **state)
-{
-    struct st_error err = {0};
-    struct fixture *fx = fixture_new(&err);
-
-    if (!fx) {
-        print_error("fixture: %s: %s\n", st_err_code_name(err.code), err.msg);
-        return -1;
-    }
-    *state = fx;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    fixture_free(*state);
-    return 0;
-}
-
 /* A request for file @file in @dir (the import dir when NULL). */
 static void
 req_for(const struct fixture *fx, const char *dir, const char *file, const char *name,
@@ -337,7 +316,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
         T(test_image_service__register_raw_and_qcow2),
         T(test_image_service__refuses_format_mismatch),
         T(test_image_service__refuses_backing_file),

@@ -2,7 +2,6 @@
  * test_repo_sqlite.c - the SQLite store against a real database file in a
  * temporary directory.
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +17,7 @@
 
 #include "repositories/sqlite/sqlite_db.h"
 #include "repositories/sqlite/sqlite_internal.h"
+#include "support/tmpdir.h"
 #include "util/mem.h"
 
 #define OWNER_A "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
@@ -34,28 +34,6 @@ struct fixture {
     struct flavor_repo flavors;
 };
 
-static void
-remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[512];
-
-    if (!d)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (e->d_type == DT_DIR)
-            remove_dir(path);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int
 setup(void **state)
 {
@@ -63,8 +41,8 @@ setup(void **state)
     struct st_error err = {0};
 
     assert_non_null(fx);
-    strcpy(fx->dir, "/tmp/stratus-sqlite-XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
+    if (tmpdir_make(fx->dir, sizeof(fx->dir), "stratus-sqlite", &err) < 0)
+        fail_msg("temp dir: %s", err.msg);
     snprintf(fx->path, sizeof(fx->path), "%s/stratus.db", fx->dir);
     fx->db = sqlite_db_open(fx->path, &err);
     if (!fx->db)
@@ -85,7 +63,7 @@ teardown(void **state)
     image_repo_close(&fx->images);
     flavor_repo_close(&fx->flavors);
     sqlite_db_close(fx->db);
-    remove_dir(fx->dir);
+    tmpdir_remove(fx->dir);
     free(fx);
     return 0;
 }
@@ -521,61 +499,179 @@ test_repo_sqlite__image_remove_refused_while_used(void **state)
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
 }
 
+/*
+ * Images and flavors are both named rows of an owner, paged by created_at
+ * and id: struct catalog adapts either repository to one check of what
+ * they share.  Rows travel as union catalog_row.
+ */
+union catalog_row {
+    struct image image;
+    struct flavor flavor;
+};
+
+struct catalog_page {
+    size_t count;
+    bool more;
+    char first_id[ST_ID_BUF]; /* "" when count is 0 */
+};
+
+struct catalog {
+    const char *name;       /* of rows a, dup and b */
+    const char *other_name; /* of row a2 */
+    const char *conflict;   /* the message for a second row named name */
+    size_t row_size;
+    union catalog_row (*make)(const char *owner, const char *name, int64_t created_at);
+    const char *(*id)(const union catalog_row *row);
+    int (*insert)(struct fixture *fx, const union catalog_row *row, struct st_error *err);
+    int (*get)(struct fixture *fx, const char *owner, const char *id, union catalog_row *out,
+               struct st_error *err);
+    int (*remove)(struct fixture *fx, const char *owner, const char *id, struct st_error *err);
+    int (*page)(struct fixture *fx, const char *owner, const char *marker, unsigned limit,
+                struct catalog_page *out, struct st_error *err);
+};
+
+/* The adapters of one kind: struct <kind> rows in repository fx-><member>. */
+#define CATALOG_ADAPTERS(kind, member)                                                             \
+    static union catalog_row kind##_row_make(const char *owner, const char *name,                  \
+                                             int64_t created_at)                                   \
+    {                                                                                              \
+        union catalog_row row;                                                                     \
+                                                                                                   \
+        memset(&row, 0, sizeof(row));                                                              \
+        row.kind = make_##kind(owner, name, created_at);                                           \
+        return row;                                                                                \
+    }                                                                                              \
+    static const char *kind##_row_id(const union catalog_row *row)                                 \
+    {                                                                                              \
+        return row->kind.id;                                                                       \
+    }                                                                                              \
+    static int kind##_row_insert(struct fixture *fx, const union catalog_row *row,                 \
+                                 struct st_error *err)                                             \
+    {                                                                                              \
+        return kind##_repo_insert(&fx->member, &row->kind, err);                                   \
+    }                                                                                              \
+    static int kind##_row_get(struct fixture *fx, const char *owner, const char *id,               \
+                              union catalog_row *out, struct st_error *err)                        \
+    {                                                                                              \
+        return kind##_repo_get(&fx->member, owner, id, &out->kind, err);                           \
+    }                                                                                              \
+    static int kind##_row_remove(struct fixture *fx, const char *owner, const char *id,            \
+                                 struct st_error *err)                                             \
+    {                                                                                              \
+        return kind##_repo_remove(&fx->member, owner, id, err);                                    \
+    }                                                                                              \
+    static int kind##_row_page(struct fixture *fx, const char *owner, const char *marker,          \
+                               unsigned limit, struct catalog_page *out, struct st_error *err)     \
+    {                                                                                              \
+        struct kind##_filter f = {.limit = limit};                                                 \
+        struct kind##_list list = {0};                                                             \
+                                                                                                   \
+        snprintf(f.marker, sizeof(f.marker), "%s", marker);                                        \
+        if (kind##_repo_list(&fx->member, owner, &f, &list, err) < 0)                              \
+            return -1;                                                                             \
+        out->count = list.count;                                                                   \
+        out->more = list.more;                                                                     \
+        snprintf(out->first_id, sizeof(out->first_id), "%s", list.count ? list.items[0].id : "");  \
+        kind##_list_release(&list);                                                                \
+        return 0;                                                                                  \
+    }
+
+CATALOG_ADAPTERS(image, images)
+CATALOG_ADAPTERS(flavor, flavors)
+
+#define CATALOG_OPS(kind)                                                                          \
+    .row_size = sizeof(struct kind), .make = kind##_row_make, .id = kind##_row_id,                 \
+    .insert = kind##_row_insert, .get = kind##_row_get, .remove = kind##_row_remove,               \
+    .page = kind##_row_page
+
+static const struct catalog image_catalog = {
+    .name = "debian-12",
+    .other_name = "alpine",
+    .conflict = "an image named 'debian-12' already exists",
+    CATALOG_OPS(image),
+};
+
+static const struct catalog flavor_catalog = {
+    .name = "m1.small",
+    .other_name = "m1.large",
+    .conflict = "a flavor named 'm1.small' already exists",
+    CATALOG_OPS(flavor),
+};
+
+/*
+ * Row @a (OWNER_A, named cat->name, created at 1000) goes in; a second row
+ * of that name conflicts; OWNER_B may use the name (row b, 3000); row a2
+ * (OWNER_A, 4000) follows.  Reads and removes are scoped by owner, and
+ * OWNER_A's rows come one to a page in order.  b's and a2's ids go to
+ * @b_id and @a2_id for the kind's own checks.
+ */
+static void
+check_catalog(struct fixture *fx, const struct catalog *cat, const union catalog_row *a,
+              char b_id[ST_ID_BUF], char a2_id[ST_ID_BUF])
+{
+    struct st_error err = {0};
+    union catalog_row dup = cat->make(OWNER_A, cat->name, 2000);
+    union catalog_row b = cat->make(OWNER_B, cat->name, 3000);
+    union catalog_row a2 = cat->make(OWNER_A, cat->other_name, 4000);
+    union catalog_row got;
+    struct catalog_page page;
+
+    assert_int_equal(cat->insert(fx, a, &err), 0);
+    assert_int_equal(cat->insert(fx, &dup, &err), -1);
+    assert_int_equal(err.code, ST_ERR_CONFLICT);
+    assert_string_equal(err.msg, cat->conflict);
+    assert_int_equal(cat->insert(fx, &b, &err), 0);
+    assert_int_equal(cat->insert(fx, &a2, &err), 0);
+
+    assert_int_equal(cat->get(fx, OWNER_A, cat->id(a), &got, &err), 0);
+    assert_memory_equal(&got, a, cat->row_size);
+    assert_int_equal(cat->get(fx, OWNER_A, cat->id(&b), &got, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_int_equal(cat->remove(fx, OWNER_A, cat->id(&b), &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+
+    assert_int_equal(cat->page(fx, OWNER_A, "", 1, &page, &err), 0);
+    assert_int_equal(page.count, 1);
+    assert_true(page.more);
+    assert_string_equal(page.first_id, cat->id(a));
+    assert_int_equal(cat->page(fx, OWNER_A, page.first_id, 1, &page, &err), 0);
+    assert_int_equal(page.count, 1);
+    assert_false(page.more);
+    assert_string_equal(page.first_id, cat->id(&a2));
+
+    strcpy(b_id, cat->id(&b));
+    strcpy(a2_id, cat->id(&a2));
+}
+
 static void
 test_repo_sqlite__image_crud(void **state)
 {
     struct fixture *fx = *state;
     struct st_error err = {0};
-    struct image a = make_image(OWNER_A, "debian-12", 1000);
-    struct image dup = make_image(OWNER_A, "debian-12", 2000);
-    struct image b = make_image(OWNER_B, "debian-12", 3000);
-    struct image a2 = make_image(OWNER_A, "alpine", 4000);
+    union catalog_row a = image_row_make(OWNER_A, image_catalog.name, 1000);
     struct image_filter f = {.limit = 1};
     struct image_list list = {0};
     struct image got;
+    char b_id[ST_ID_BUF], a2_id[ST_ID_BUF];
 
-    a.format = IMAGE_FORMAT_QCOW2;
-    assert_int_equal(image_repo_insert(&fx->images, &a, &err), 0);
-    assert_int_equal(image_repo_insert(&fx->images, &dup, &err), -1);
-    assert_int_equal(err.code, ST_ERR_CONFLICT);
-    assert_string_equal(err.msg, "an image named 'debian-12' already exists");
-    assert_int_equal(image_repo_insert(&fx->images, &b, &err), 0);
-    assert_int_equal(image_repo_insert(&fx->images, &a2, &err), 0);
+    a.image.format = IMAGE_FORMAT_QCOW2;
+    check_catalog(fx, &image_catalog, &a, b_id, a2_id);
 
-    assert_int_equal(image_repo_get(&fx->images, OWNER_A, a.id, &got, &err), 0);
-    assert_memory_equal(&got, &a, sizeof(a));
-    assert_int_equal(image_repo_get(&fx->images, OWNER_A, b.id, &got, &err), -1);
-    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, b.id, &err), -1);
-    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-
-    assert_int_equal(image_repo_list(&fx->images, OWNER_A, &f, &list, &err), 0);
-    assert_int_equal(list.count, 1);
-    assert_true(list.more);
-    assert_string_equal(list.items[0].id, a.id);
-    strcpy(f.marker, list.items[0].id);
-    image_list_release(&list);
-    assert_int_equal(image_repo_list(&fx->images, OWNER_A, &f, &list, &err), 0);
-    assert_int_equal(list.count, 1);
-    assert_false(list.more);
-    assert_string_equal(list.items[0].id, a2.id);
-    image_list_release(&list);
-
-    strcpy(f.marker, b.id);
+    strcpy(f.marker, b_id);
     assert_int_equal(image_repo_list(&fx->images, OWNER_A, &f, &list, &err), -1);
     assert_int_equal(err.code, ST_ERR_INVALID);
     assert_non_null(strstr(err.msg, "names no image"));
     f.limit = 10;
     assert_int_equal(image_repo_list(&fx->images, NULL, &f, &list, &err), 0);
     assert_int_equal(list.count, 1);
-    assert_string_equal(list.items[0].id, a2.id);
+    assert_string_equal(list.items[0].id, a2_id);
     image_list_release(&list);
 
-    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, a.id, &err), 0);
-    assert_int_equal(image_repo_get(&fx->images, NULL, a.id, &got, &err), -1);
+    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, a.image.id, &err), 0);
+    assert_int_equal(image_repo_get(&fx->images, NULL, a.image.id, &got, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
     assert_non_null(strstr(err.msg, "no image '"));
-    assert_non_null(strstr(err.msg, a.id));
+    assert_non_null(strstr(err.msg, a.image.id));
 }
 
 static void
@@ -583,47 +679,21 @@ test_repo_sqlite__flavor_crud(void **state)
 {
     struct fixture *fx = *state;
     struct st_error err = {0};
-    struct flavor a = make_flavor(OWNER_A, "m1.small", 1000);
-    struct flavor dup = make_flavor(OWNER_A, "m1.small", 2000);
-    struct flavor b = make_flavor(OWNER_B, "m1.small", 3000);
-    struct flavor a2 = make_flavor(OWNER_A, "m1.large", 4000);
+    union catalog_row a = flavor_row_make(OWNER_A, flavor_catalog.name, 1000);
     struct flavor_filter f = {.limit = 1};
     struct flavor_list list = {0};
     struct flavor got;
+    char b_id[ST_ID_BUF], a2_id[ST_ID_BUF];
 
-    assert_int_equal(flavor_repo_insert(&fx->flavors, &a, &err), 0);
-    assert_int_equal(flavor_repo_insert(&fx->flavors, &dup, &err), -1);
-    assert_int_equal(err.code, ST_ERR_CONFLICT);
-    assert_string_equal(err.msg, "a flavor named 'm1.small' already exists");
-    assert_int_equal(flavor_repo_insert(&fx->flavors, &b, &err), 0);
-    assert_int_equal(flavor_repo_insert(&fx->flavors, &a2, &err), 0);
-
-    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, a.id, &got, &err), 0);
-    assert_memory_equal(&got, &a, sizeof(a));
-    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, b.id, &got, &err), -1);
-    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-    assert_int_equal(flavor_repo_remove(&fx->flavors, OWNER_A, b.id, &err), -1);
-    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-
-    assert_int_equal(flavor_repo_list(&fx->flavors, OWNER_A, &f, &list, &err), 0);
-    assert_int_equal(list.count, 1);
-    assert_true(list.more);
-    assert_string_equal(list.items[0].id, a.id);
-    strcpy(f.marker, list.items[0].id);
-    flavor_list_release(&list);
-    assert_int_equal(flavor_repo_list(&fx->flavors, OWNER_A, &f, &list, &err), 0);
-    assert_int_equal(list.count, 1);
-    assert_false(list.more);
-    assert_string_equal(list.items[0].id, a2.id);
-    flavor_list_release(&list);
+    check_catalog(fx, &flavor_catalog, &a, b_id, a2_id);
 
     strcpy(f.marker, "not-an-id");
     assert_int_equal(flavor_repo_list(&fx->flavors, OWNER_A, &f, &list, &err), -1);
     assert_int_equal(err.code, ST_ERR_INVALID);
     assert_string_equal(err.msg, "marker 'not-an-id' names no flavor");
 
-    assert_int_equal(flavor_repo_remove(&fx->flavors, NULL, a.id, &err), 0);
-    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, a.id, &got, &err), -1);
+    assert_int_equal(flavor_repo_remove(&fx->flavors, NULL, a.flavor.id, &err), 0);
+    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, a.flavor.id, &got, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
 }
 

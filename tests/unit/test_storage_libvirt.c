@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,8 @@
 
 #include "repositories/libvirt/libvirt_backend.h"
 #include "repositories/libvirt/libvirt_internal.h"
+#include "support/keeper.h"
+#include "support/tmpdir.h"
 #include "util/ids.h"
 #include "util/mem.h"
 
@@ -40,33 +41,7 @@ struct fixture {
     struct storage st;
 };
 
-static virConnectPtr keeper;
 static unsigned pool_seq;
-
-static int
-group_setup(void **state)
-{
-    (void)state;
-    keeper = virConnectOpen(TEST_URI);
-    return keeper ? 0 : -1;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void)state;
-    virConnectClose(keeper);
-    return 0;
-}
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int
 setup(void **state)
@@ -75,9 +50,11 @@ setup(void **state)
     struct storage_libvirt_config cfg;
     struct st_error err;
 
-    strcpy(f->base, "/tmp/stratus-st-XXXXXX");
-    if (!mkdtemp(f->base))
+    if (tmpdir_make(f->base, sizeof(f->base), "stratus-st", &err) < 0) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        free(f);
         return -1;
+    }
     snprintf(f->pool_dir, sizeof(f->pool_dir), "%s/pool", f->base);
     snprintf(f->import_dir, sizeof(f->import_dir), "%s/import", f->base);
     snprintf(f->outside_dir, sizeof(f->outside_dir), "%s/outside", f->base);
@@ -114,7 +91,7 @@ teardown(void **state)
     drop_pool(f->pool);
     storage_close(&f->st);
     libvirt_conn_close(f->lc);
-    nftw(f->base, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    tmpdir_remove(f->base);
     free(f);
     return 0;
 }
@@ -182,6 +159,24 @@ assert_no_vol(struct fixture *f, const char *vol)
 
     assert_int_equal(storage_info(&f->st, f->pool, vol, &info, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+}
+
+/* "<outside_dir>/secret.img" into @path, written: a file no import may reach. */
+static void
+write_secret(struct fixture *f, char *path, size_t size)
+{
+    snprintf(path, size, "%s/secret.img", f->outside_dir);
+    write_file(path, "secret", 6);
+}
+
+/* Importing @path as "img-x" is refused as invalid; @err keeps why. */
+static void
+assert_import_invalid(struct fixture *f, const char *path, struct st_error *err)
+{
+    struct storage_vol_info out;
+
+    assert_int_equal(storage_import(&f->st, f->pool, "img-x", path, &out, err), -1);
+    assert_int_equal(err->code, ST_ERR_INVALID);
 }
 
 static void
@@ -425,39 +420,31 @@ test_storage_libvirt__import_refuses_files_outside_the_import_dir(void **state)
 {
     struct fixture *f = *state;
     char outside[PATH_MAX + 16], link[PATH_MAX + 16], dotdot[PATH_MAX + 32], sub[PATH_MAX + 16];
-    struct storage_vol_info out;
     struct st_error err;
 
     ensure(f);
-    snprintf(outside, sizeof(outside), "%s/secret.img", f->outside_dir);
-    write_file(outside, "secret", 6);
+    write_secret(f, outside, sizeof(outside));
 
-    assert_int_equal(storage_import(&f->st, f->pool, "img-x", outside, &out, &err), -1);
-    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_import_invalid(f, outside, &err);
     assert_non_null(strstr(err.msg, "is not inside the import directory"));
     assert_non_null(strstr(err.msg, outside));
     assert_non_null(strstr(err.msg, f->import_dir));
 
     snprintf(link, sizeof(link), "%s/link.img", f->import_dir);
     assert_int_equal(symlink(outside, link), 0);
-    assert_int_equal(storage_import(&f->st, f->pool, "img-x", link, &out, &err), -1);
-    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_import_invalid(f, link, &err);
     assert_non_null(strstr(err.msg, "is not inside the import directory"));
 
     snprintf(dotdot, sizeof(dotdot), "%s/../outside/secret.img", f->import_dir);
-    assert_int_equal(storage_import(&f->st, f->pool, "img-x", dotdot, &out, &err), -1);
-    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_import_invalid(f, dotdot, &err);
 
     snprintf(sub, sizeof(sub), "%s/sub", f->import_dir);
     assert_int_equal(mkdir(sub, 0755), 0);
-    assert_int_equal(storage_import(&f->st, f->pool, "img-x", sub, &out, &err), -1);
-    assert_int_equal(err.code, ST_ERR_INVALID);
-    assert_int_equal(storage_import(&f->st, f->pool, "img-x", f->import_dir, &out, &err), -1);
-    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_import_invalid(f, sub, &err);
+    assert_import_invalid(f, f->import_dir, &err);
 
     snprintf(sub, sizeof(sub), "%s/missing.img", f->import_dir);
-    assert_int_equal(storage_import(&f->st, f->pool, "img-x", sub, &out, &err), -1);
-    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_import_invalid(f, sub, &err);
 
     assert_no_vol(f, "img-x");
 }
@@ -548,21 +535,18 @@ test_storage_libvirt__import_checks_the_path_before_the_file_system(void **state
     struct fixture *f = *state;
     char outside[PATH_MAX + 16], missing[PATH_MAX + 16], want[2 * PATH_MAX + 64];
     const char *paths[4];
-    struct storage_vol_info out;
     size_t i;
     struct st_error err;
 
     ensure(f);
-    snprintf(outside, sizeof(outside), "%s/secret.img", f->outside_dir);
-    write_file(outside, "secret", 6);
+    write_secret(f, outside, sizeof(outside));
     snprintf(missing, sizeof(missing), "%s/missing.img", f->outside_dir);
     paths[0] = outside;
     paths[1] = missing;
     paths[2] = "relative/x.img";
     paths[3] = "/";
     for (i = 0; i < ST_ARRAY_LEN(paths); i++) {
-        assert_int_equal(storage_import(&f->st, f->pool, "img-x", paths[i], &out, &err), -1);
-        assert_int_equal(err.code, ST_ERR_INVALID);
+        assert_import_invalid(f, paths[i], &err);
         snprintf(want, sizeof(want), "source_path '%s' is not inside the import directory '%s'",
                  paths[i], f->import_dir);
         assert_string_equal(err.msg, want);
@@ -580,13 +564,11 @@ test_storage_libvirt__import_checks_the_file_opened(void **state)
     struct st_error err;
 
     ensure(f);
-    snprintf(outside, sizeof(outside), "%s/secret.img", f->outside_dir);
-    write_file(outside, "secret", 6);
+    write_secret(f, outside, sizeof(outside));
     snprintf(link, sizeof(link), "%s/dir", f->import_dir);
     assert_int_equal(symlink(f->outside_dir, link), 0);
     snprintf(via, sizeof(via), "%s/dir/secret.img", f->import_dir);
-    assert_int_equal(storage_import(&f->st, f->pool, "img-x", via, &out, &err), -1);
-    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_import_invalid(f, via, &err);
     assert_non_null(strstr(err.msg, "is not inside the import directory"));
     assert_no_vol(f, "img-x");
 
@@ -693,5 +675,5 @@ main(void)
         T(lost_connection_retries_only_reads),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, keeper_group_setup, keeper_group_teardown);
 }

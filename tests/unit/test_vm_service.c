@@ -15,27 +15,6 @@
 #include "support/fixture.h"
 #include "util/mem.h"
 
-static int
-setup(void **state)
-{
-    struct st_error err = {0};
-    struct fixture *fx = fixture_new(&err);
-
-    if (!fx) {
-        print_error("fixture: %s: %s\n", st_err_code_name(err.code), err.msg);
-        return -1;
-    }
-    *state = fx;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    fixture_free(*state);
-    return 0;
-}
-
 /* The row as stored, unscoped and unmerged. */
 static struct vm
 stored(struct fixture *fx, const char *id)
@@ -809,7 +788,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
         T(test_vm_service__create_then_get_and_list_show_running),
         T(test_vm_service__create_refuses_bad_references),
         T(test_vm_service__create_name_taken_is_conflict),

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "support/tmpdir.h"
 #include "util/mem.h"
 
 #define FIXTURE_URI "test:///default"
@@ -310,9 +310,7 @@ fixture_new(struct st_error *err)
 {
     struct fixture *fx = st_xcalloc(1, sizeof(*fx));
 
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/stratus-test-XXXXXX");
-    if (!mkdtemp(fx->dir)) {
-        st_error_set_native(err, ST_ERR_INTERNAL, errno, "mkdtemp: %s", strerror(errno));
+    if (tmpdir_make(fx->dir, sizeof(fx->dir), "stratus-test", err) < 0) {
         free(fx);
         return NULL;
     }
@@ -389,16 +387,6 @@ remove_pool(virConnectPtr conn, const char *name)
     virStoragePoolFree(pool);
 }
 
-static int
-remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 void
 fixture_free(struct fixture *fx)
 {
@@ -419,7 +407,27 @@ fixture_free(struct fixture *fx)
     storage_close(&fx->storage_real);
     hypervisor_close(&fx->hv_real);
     libvirt_conn_close(fx->conn);
-    if (fx->dir[0])
-        nftw(fx->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tmpdir_remove(fx->dir);
     free(fx);
+}
+
+int
+fixture_setup(void **state)
+{
+    struct st_error err = {0};
+    struct fixture *fx = fixture_new(&err);
+
+    if (!fx) {
+        fprintf(stderr, "fixture: %s: %s\n", st_err_code_name(err.code), err.msg);
+        return -1;
+    }
+    *state = fx;
+    return 0;
+}
+
+int
+fixture_teardown(void **state)
+{
+    fixture_free(*state);
+    return 0;
 }

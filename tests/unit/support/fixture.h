@@ -69,6 +69,14 @@ struct fixture *fixture_new(struct st_error *err);
 /* Tear down and free; NULL-safe. */
 void fixture_free(struct fixture *fx);
 
+/*
+ * cmocka-shaped per-test set-up and teardown (they call nothing of cmocka's):
+ * fixture_setup() puts a new fixture in *@state, or prints why it could not
+ * and returns -1; fixture_teardown() frees *@state and returns 0.
+ */
+int fixture_setup(void **state);
+int fixture_teardown(void **state);
+
 /* "<dir>/<rel>"; caller free()s. */
 char *fixture_path(const struct fixture *fx, const char *rel);
 
