@@ -7,7 +7,8 @@ E2E_POOLS_DIR, E2E_API_PIDFILE, E2E_GUEST, E2E_SERVICES_FILES, E2E_ROOT).
 Standard library only.  Prints one line per check and ends with
 "e2e: N passed, N failed".
 
-    tests/e2e/test_api.py [scenario ...]   # lifecycle failure badinput workers libvirtd signals
+    tests/e2e/test_api.py [scenario ...]   # lifecycle failure badinput workers libvirtd
+                                           # libvirtd_hang signals
 """
 
 import http.client
@@ -519,6 +520,202 @@ def scenario_libvirtd():
     check("every worker reconnected (20 of 20 requests answer 200)", good == 20, f"{good}/20")
 
 
+# --- (e2) libvirtd hangs (SIGSTOP) -------------------------------------------
+
+LIBVIRT_SOCKETS = ("/var/run/libvirt/libvirt-sock", "/run/libvirt/libvirt-sock")
+
+
+def libvirt_socket_inodes():
+    """Inodes of the listening sockets bound to libvirt's read-write socket path."""
+    want = {os.path.realpath(p) for p in LIBVIRT_SOCKETS} | set(LIBVIRT_SOCKETS)
+    inodes = set()
+    try:
+        with open("/proc/net/unix") as f:
+            next(f, None)
+            for line in f:
+                cols = line.split()
+                # Num RefCount Protocol Flags Type St Inode Path; 0x10000 = listening
+                if len(cols) >= 8 and cols[7] in want and int(cols[3], 16) & 0x10000:
+                    inodes.add(cols[6])
+    except OSError:
+        pass
+    return inodes
+
+
+def proc_comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def served_libvirtd_pid():
+    """The libvirtd this run uses: among the processes named libvirtd, the one
+    listening on libvirt's socket, else the one a services file records.
+    None rather than a guess: another daemon must never be stopped."""
+    cands = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True,
+                           text=True).stdout.split()
+    cands = [int(p) for p in cands]
+    inodes = libvirt_socket_inodes()
+    if inodes:
+        for pid in cands:
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return pid, "serves the libvirt socket"
+    for path in SERVICES_FILES:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for l in lines:
+            w = l.split()
+            if len(w) == 2 and w[0] == "libvirtd" and w[1].isdigit() and int(w[1]) in cands:
+                return int(w[1]), f"recorded in {path}"
+    return None, f"candidates {cands}, socket inodes {sorted(inodes)}"
+
+
+def timed_get(path, timeout=60):
+    """(start, seconds, Resp or the exception) of one GET."""
+    t0 = time.time()
+    try:
+        r = request("GET", path, timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - reported as this request's outcome
+        r = e
+    return t0, time.time() - t0, r
+
+
+def scenario_libvirtd_hang():
+    hang_limit = 45      # every answer within this, never a hang
+    stopped_for = 25     # new requests are sent for this long after the stop
+    paths = ("/v1/vms?limit=5", "/v1/health")
+    r = request("GET", "/v1/health", timeout=15)
+    check("health is 200 before libvirtd is stopped", r.status == 200, repr(r))
+    master, workers = api_workers()
+    pid, how = served_libvirtd_pid()
+    check("the libvirtd of this run is found", pid is not None, how)
+    print(f"       libvirtd {pid} ({how}); API master {master}, workers {workers}")
+
+    results = []         # (path, start, seconds, Resp or exception)
+    lock = threading.Lock()
+    t_stop = [None]      # when libvirtd was seen stopped
+    end_at = [time.time() + 120]
+
+    def client(i):
+        n = k = 0
+        while time.time() < end_at[0]:
+            if t_stop[0] is None:
+                path = paths[(i + n) % len(paths)]
+                n += 1
+            else:   # from the stop on, thread i starts with paths[i % 2]: both get sent
+                path = paths[(i + k) % len(paths)]
+                k += 1
+            t0, secs, r = timed_get(path)
+            with lock:
+                results.append((path, t0, secs, r))
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(3)]
+    stop_t0 = None
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        stop_t0 = time.time()
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.time() + 5
+        while time.time() < deadline and proc_state(pid) != "T":
+            time.sleep(0.02)
+        t_stop[0] = time.time()
+        check("libvirtd is stopped (SIGSTOP)", proc_state(pid) == "T", repr(proc_state(pid)))
+        end_at[0] = t_stop[0] + stopped_for
+        for t in threads:
+            t.join(stopped_for + 65)
+        hung = [t for t in threads if t.is_alive()]
+    finally:
+        end_at[0] = 0
+        if stop_t0 is not None and proc_comm(pid) == "libvirtd":
+            os.kill(pid, signal.SIGCONT)
+    t_cont = time.time()
+    print(f"       libvirtd stopped for {t_cont - t_stop[0]:.1f} s")
+
+    before = [x for x in results if x[1] < t_stop[0]]
+    during = [x for x in results if x[1] >= t_stop[0]]
+
+    def show(x):
+        path, t0, secs, r = x
+        what = (f"{r.status}{' RA=' + r.header('Retry-After') if r.header('Retry-After') else ''}"
+                f"{' problem' if is_problem(r) else ''}" if isinstance(r, Resp) else repr(r))
+        return f"{path.split('?')[0]} at {t0 - t_stop[0]:+.1f}s took {secs:.1f}s: {what}"
+
+    slow = [x for x in before if x[2] > 1]
+    print(f"       in before the stop: {len(before)} "
+          f"({sum(isinstance(x[3], Resp) and x[3].status == 200 for x in before)} x 200); "
+          f"slow ones: {[show(x) for x in slow]}")
+    print(f"       sent while stopped: {[show(x) for x in during]}")
+    check("no client thread hangs", not hung, f"{len(hung)} still waiting")
+    check("every answer arrives within 45 s", all(isinstance(x[3], Resp) and x[2] < hang_limit
+                                                   for x in results),
+          repr([show(x) for x in results if not (isinstance(x[3], Resp) and x[2] < hang_limit)]))
+
+    def unavailable(r):
+        return r.status == 503 and is_problem(r) and bool(r.header("Retry-After"))
+
+    check("requests in before the stop answer 200 or 503 + Retry-After (problem)",
+          all(x[3].status == 200 or unavailable(x[3]) for x in before),
+          repr([show(x) for x in before if not (x[3].status == 200 or unavailable(x[3]))]))
+    check("requests were sent while libvirtd was stopped (GET /v1/vms and /v1/health)",
+          {x[0] for x in during} == set(paths), repr([show(x) for x in during]))
+    check("while libvirtd is stopped requests answer 503 + Retry-After (problem)",
+          all(unavailable(x[3]) for x in during),
+          repr([show(x) for x in during if not unavailable(x[3])]))
+
+    # Back: every worker must answer again, with no restart of stratus.
+    deadline = t_cont + 60
+    r = None
+    while time.time() < deadline:
+        _, secs, r = timed_get("/v1/vms?limit=5", timeout=max(1, min(60, deadline - time.time())))
+        if isinstance(r, Resp) and r.status == 200:
+            break
+        time.sleep(0.5)
+    print(f"       first 200 {time.time() - t_cont:.1f} s after SIGCONT")
+    check("requests answer 200 again within 60 s of SIGCONT",
+          isinstance(r, Resp) and r.status == 200, repr(r))
+    rounds = []
+    for _ in range(5):   # 4 at a time, so that every worker gets some
+        batch = []
+        ts = [threading.Thread(target=lambda p=p: batch.append(timed_get(p, timeout=60)),
+                               daemon=True) for p in paths * 2]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(65)
+        rounds += batch
+    good = sum(isinstance(x[2], Resp) and x[2].status == 200 for x in rounds)
+    print(f"       after: {good}/20 answered 200, slowest {max(x[1] for x in rounds):.1f} s")
+    check("every worker answers again (20 of 20 requests answer 200)", good == 20,
+          repr([x[2] for x in rounds if not (isinstance(x[2], Resp) and x[2].status == 200)]))
+    m, now = api_workers()
+    print(f"       API master {m}, workers {now}")
+    check("stratus was not restarted (same master)", m == master, f"{master} -> {m}")
+
+
 # --- (f) SIGHUP replaces the workers; SIGTERM drains them ---------------------
 
 def pid_gone(pid):
@@ -740,6 +937,7 @@ SCENARIOS = {
     "failure": scenario_failure,
     "workers": scenario_workers,
     "libvirtd": scenario_libvirtd,
+    "libvirtd_hang": scenario_libvirtd_hang,
     "signals": scenario_signals,
 }
 
