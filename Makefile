@@ -9,7 +9,7 @@
 BUILD   ?= build
 CC      ?= gcc
 SAN     ?=
-PKGS    := libvirt sqlite3 jansson uuid fcgi
+PKGS    := libvirt sqlite3 jansson uuid fcgi libsodium
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \

@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
     build-essential pkg-config
-    libfcgi-dev libvirt-dev libjansson-dev libsqlite3-dev uuid-dev libcmocka-dev
+    libfcgi-dev libvirt-dev libjansson-dev libsqlite3-dev uuid-dev libcmocka-dev libsodium-dev
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
     qemu-system-x86 qemu-utils
     nginx-light sqlite3 curl python3 wrk procps kmod

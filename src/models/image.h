@@ -13,6 +13,12 @@ enum image_format {
     IMAGE_FORMAT_RAW,
 };
 
+/* private: the owner's alone; public: usable by everyone (admins make them). */
+enum image_visibility {
+    IMAGE_VISIBILITY_PRIVATE = 0,
+    IMAGE_VISIBILITY_PUBLIC,
+};
+
 enum image_status {
     IMAGE_STATUS_ACTIVE = 0,
 };
@@ -23,6 +29,7 @@ struct image {
     char name[ST_NAME_BUF];
     enum image_format format;
     enum image_status status;
+    enum image_visibility visibility;
     uint64_t size_bytes;         /* bytes on disk */
     uint64_t virtual_size_bytes; /* guest-visible size */
     int64_t created_at;
@@ -34,6 +41,8 @@ struct image_create_req {
     char name[ST_NAME_BUF];
     char source_path[ST_PATH_BUF];
     enum image_format format;
+    bool has_visibility; /* absent: private */
+    enum image_visibility visibility;
 };
 
 struct image_list {
@@ -51,6 +60,8 @@ struct image_filter {
 
 const char *image_format_name(enum image_format format);
 int image_format_parse(const char *name, enum image_format *out);
+const char *image_visibility_name(enum image_visibility v);
+int image_visibility_parse(const char *name, enum image_visibility *out);
 const char *image_status_name(enum image_status status);
 int image_status_parse(const char *name, enum image_status *out);
 

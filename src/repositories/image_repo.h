@@ -1,6 +1,7 @@
 /*
  * image_repo.h - where image rows live.  Same scope and error rules as
- * vm_repo.h.
+ * vm_repo.h, except that get and list also see public images of every
+ * owner; remove sees only the owner's own.
  */
 #ifndef STRATUS_REPOSITORIES_IMAGE_REPO_H
 #define STRATUS_REPOSITORIES_IMAGE_REPO_H

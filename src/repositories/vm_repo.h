@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 
+#include "models/user.h"
 #include "models/vm.h"
 
 struct vm_repo_ops {
@@ -44,6 +45,18 @@ struct vm_repo_ops {
                           struct st_error *err);
     /* Mandatory. Release everything; @self is gone afterwards. */
     void (*close)(void *self);
+    /*
+     * Mandatory. Insert @vm only if the rows of vm->owner_id, with @vm
+     * added, stay within @limits (a limit < 0 is unlimited), in one write
+     * transaction so that concurrent inserts cannot overshoot.  When a
+     * limit would be broken nothing is inserted and the result is
+     * ST_ERR_FORBIDDEN with *v filled (the first broken limit, in the order
+     * of quota_allows()); otherwise v->quota is NULL.
+     */
+    int (*insert_within_quota)(void *self, const struct vm *vm, const struct quota *limits,
+                               struct quota_violation *v, struct st_error *err);
+    /* Mandatory. What @owner's rows add up to (every row counts). */
+    int (*usage)(void *self, const char *owner, struct quota_usage *out, struct st_error *err);
 };
 
 struct vm_repo {
@@ -88,6 +101,19 @@ vm_repo_count_by_image(struct vm_repo *r, const char *owner, const char *image_i
                        struct st_error *err)
 {
     return r->ops->count_by_image(r->self, owner, image_id, out, err);
+}
+
+static inline int
+vm_repo_insert_within_quota(struct vm_repo *r, const struct vm *vm, const struct quota *limits,
+                            struct quota_violation *v, struct st_error *err)
+{
+    return r->ops->insert_within_quota(r->self, vm, limits, v, err);
+}
+
+static inline int
+vm_repo_usage(struct vm_repo *r, const char *owner, struct quota_usage *out, struct st_error *err)
+{
+    return r->ops->usage(r->self, owner, out, err);
 }
 
 /* Close and forget; NULL-safe. */

@@ -76,6 +76,10 @@ st_err_code_name(enum st_err_code code)
         return "backend";
     case ST_ERR_INTERNAL:
         return "internal";
+    case ST_ERR_UNAUTHENTICATED:
+        return "unauthenticated";
+    case ST_ERR_THROTTLED:
+        return "throttled";
     }
     return "unknown";
 }

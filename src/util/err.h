@@ -20,6 +20,8 @@ enum st_err_code {
     ST_ERR_UNAVAILABLE, /* a backend is down or busy: try again later */
     ST_ERR_BACKEND,     /* a backend refused or failed the operation */
     ST_ERR_INTERNAL,    /* a bug or resource exhaustion on our side */
+    ST_ERR_UNAUTHENTICATED, /* no valid credentials: who is calling is unknown */
+    ST_ERR_THROTTLED,       /* too many attempts: wait before trying again */
 };
 
 #define ST_ERROR_MSG_MAX 512

@@ -10,8 +10,10 @@
 #ifndef STRATUS_REPOSITORIES_SQLITE_DB_H
 #define STRATUS_REPOSITORIES_SQLITE_DB_H
 
+#include "repositories/audit_repo.h"
 #include "repositories/flavor_repo.h"
 #include "repositories/image_repo.h"
+#include "repositories/user_repo.h"
 #include "repositories/vm_repo.h"
 
 struct sqlite_db;
@@ -29,5 +31,7 @@ int sqlite_db_schema_version(struct sqlite_db *db, int *out, struct st_error *er
 int vm_repo_sqlite_open(struct sqlite_db *db, struct vm_repo *out, struct st_error *err);
 int image_repo_sqlite_open(struct sqlite_db *db, struct image_repo *out, struct st_error *err);
 int flavor_repo_sqlite_open(struct sqlite_db *db, struct flavor_repo *out, struct st_error *err);
+int user_repo_sqlite_open(struct sqlite_db *db, struct user_repo *out, struct st_error *err);
+int audit_repo_sqlite_open(struct sqlite_db *db, struct audit_repo *out, struct st_error *err);
 
 #endif
