@@ -36,6 +36,9 @@ API_OBJ  := $(API_SRC:%.c=$(BUILD)/%.o)
 API_MAIN := $(BUILD)/app/api/main.o
 API_LIB_OBJ := $(filter-out $(API_MAIN),$(API_OBJ))
 
+ADMIN_SRC := $(sort $(wildcard app/admin/*.c))
+ADMIN_OBJ := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
+
 SUPPORT_SRC := $(sort $(wildcard tests/unit/support/*.c))
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -45,7 +48,7 @@ BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all unit asan lint format run test bench clean deps
-all: $(BUILD)/stratus-api $(UNIT_BIN)
+all: $(BUILD)/stratus-api $(BUILD)/stratus-admin $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -58,6 +61,10 @@ $(LIB): $(LIB_OBJ)
 
 $(BUILD)/stratus-api: $(API_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(API_OBJ) $(LIB) $(PKG_LIBS) -lm
+
+# stratus-admin shares the API's configuration and composition root, not its main().
+$(BUILD)/stratus-admin: $(ADMIN_OBJ) $(API_LIB_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(ADMIN_OBJ) $(API_LIB_OBJ) $(LIB) $(PKG_LIBS) -lm
 
 # Unit tests link the library, the API's objects but its main(), and the support code.
 $(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB)

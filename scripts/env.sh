@@ -9,7 +9,8 @@
 # "bench" (make bench: 127.0.0.1:18081, pools stratus-bench-*, state in
 # <state>/bench), so they can run side by side.  Overrides: STRATUS_STATE_DIR, STRATUS_PORT,
 # STRATUS_VIRT_TYPE, STRATUS_WORKERS, STRATUS_STOP_TIMEOUT_S,
-# STRATUS_LOG_LEVEL, STRATUS_MAX_BODY_BYTES.
+# STRATUS_LOG_LEVEL, STRATUS_MAX_BODY_BYTES, STRATUS_ADMIN_EMAIL,
+# STRATUS_ALLOW_REGISTRATION, STRATUS_PASSWORD_HASH, STRATUS_LOGIN_LOCKOUT_S.
 #
 # Results are plain shell variables prefixed ST_ (not exported): the API
 # itself reads STRATUS_* variables from the environment, and the scripts give
@@ -62,6 +63,7 @@ run)
     ST_POOL_PREFIX=stratus
     ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-auto}
     ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-30}
+    ST_LOGIN_LOCKOUT_S=${STRATUS_LOGIN_LOCKOUT_S:-900}
     ;;
 e2e)
     ST_STATE=$ST_BASE_STATE/e2e
@@ -69,6 +71,8 @@ e2e)
     ST_POOL_PREFIX=stratus-e2e
     ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-qemu}
     ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-5}
+    # Short, so the throttling test can see a lockout end.
+    ST_LOGIN_LOCKOUT_S=${STRATUS_LOGIN_LOCKOUT_S:-4}
     ;;
 bench)
     ST_STATE=$ST_BASE_STATE/bench
@@ -76,6 +80,7 @@ bench)
     ST_POOL_PREFIX=stratus-bench
     ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-qemu}
     ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-5}
+    ST_LOGIN_LOCKOUT_S=${STRATUS_LOGIN_LOCKOUT_S:-900}
     ;;
 *)
     echo "env: unknown profile '$ST_PROFILE' (run, e2e or bench)" >&2
@@ -98,6 +103,12 @@ ST_CONSOLE=$ST_STATE/console
 ST_IMPORT=$ST_STATE/import
 ST_NGINX=$ST_STATE/nginx
 ST_API_BIN=${STRATUS_API_BIN:-$ST_ROOT/build/stratus-api}
+ST_ADMIN_BIN=${STRATUS_ADMIN_BIN:-$ST_ROOT/build/stratus-admin}
+ST_ADMIN_EMAIL=${STRATUS_ADMIN_EMAIL:-admin@localhost}
+ST_ALLOW_REGISTRATION=${STRATUS_ALLOW_REGISTRATION:-false}
+ST_PASSWORD_HASH=${STRATUS_PASSWORD_HASH:-interactive}
+# Written once by stratus-admin bootstrap when it creates the first admin.
+ST_ADMIN_PASSWORD_FILE=$ST_STATE/admin-password
 # Daemons this stack started (scripts/services.sh); stopped with the stack.
 ST_SERVICES_FILE=$ST_RUN/services.started
 

@@ -80,6 +80,12 @@ import_dir = $ST_IMPORT
 max_body_bytes = $ST_MAX_BODY
 stop_timeout_s = $ST_STOP_TIMEOUT_S
 log_level = $ST_LOG_LEVEL
+admin_email = $ST_ADMIN_EMAIL
+admin_password_file = $ST_ADMIN_PASSWORD_FILE
+token_keys_file = $ST_STATE/token-keys
+allow_registration = $ST_ALLOW_REGISTRATION
+password_hash = $ST_PASSWORD_HASH
+login_lockout_s = $ST_LOGIN_LOCKOUT_S
 CONF
     mv "$ST_CONF.tmp" "$ST_CONF"
 }
@@ -111,6 +117,14 @@ make_layout() {
     if ! st_qemu_can_traverse "$ST_POOLS/default"; then
         log "warning: libvirt-qemu cannot reach $ST_POOLS/default; guests will not start"
     fi
+}
+
+# The first admin, on first start only: stratus-admin says the password once.
+bootstrap_admin() {
+    [ -x "$ST_ADMIN_BIN" ] || { log "$ST_ADMIN_BIN is missing: run make all"; return 1; }
+    # shellcheck disable=SC2046
+    env $(env | sed -n 's/^\(STRATUS_[A-Za-z0-9_]*\)=.*/-u \1/p') \
+        "$ST_ADMIN_BIN" -c "$ST_CONF" bootstrap
 }
 
 start_api() {
@@ -173,6 +187,7 @@ stack_start() {
     write_config
     write_nginx_config || { log "nginx rejects $ST_NGINX/nginx.conf"; return 1; }
     "$ST_ROOT/scripts/services.sh" start "$ST_SERVICES_FILE"
+    bootstrap_admin || { log "cannot create the first admin"; return 1; }
     start_api
     start_nginx
     wait_health
@@ -197,6 +212,7 @@ foreground)
         exit 1
     fi
     echo "stratus is up at $ST_URL/v1/"
+    echo "  admin: $ST_ADMIN_EMAIL, password in $ST_ADMIN_PASSWORD_FILE (POST /v1/auth/tokens to log in)"
     echo "  put disk images to import (POST /v1/images source_path) in $ST_IMPORT"
     echo "  state in $ST_STATE; logs in $ST_LOG; Ctrl-C stops"
     # Stay in front until a signal arrives or a component dies.

@@ -8,10 +8,12 @@
 
 #include "api/log.h"
 #include "repositories/libvirt/libvirt_backend.h"
+#include "util/ids.h"
 #include "repositories/sqlite/sqlite_db.h"
 #include "util/mem.h"
 
 #define APP_POLL_INTERVAL_MS 200
+#define APP_KEYS_CHECK_MS 1000
 
 int
 app_make_dirs(const char *path, struct st_error *err)
@@ -111,9 +113,109 @@ open_store(struct app *app, struct st_error *err)
         return -1;
     if (vm_repo_sqlite_open(app->db, &app->vms, err) < 0 ||
         image_repo_sqlite_open(app->db, &app->images, err) < 0 ||
-        flavor_repo_sqlite_open(app->db, &app->flavors, err) < 0)
+        flavor_repo_sqlite_open(app->db, &app->flavors, err) < 0 ||
+        user_repo_sqlite_open(app->db, &app->users, err) < 0 ||
+        audit_repo_sqlite_open(app->db, &app->audit, err) < 0)
         return -1;
     return 0;
+}
+
+static int64_t
+keys_mtime_ns(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0)
+        return -1;
+    return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+/* The keyring, made (0600) on first start; every process then reads the same one. */
+static int
+open_keys(struct app *app, struct st_error *err)
+{
+    if (make_absolute(app->cfg.token_keys_file, sizeof(app->cfg.token_keys_file), err) < 0 ||
+        make_absolute(app->cfg.admin_password_file, sizeof(app->cfg.admin_password_file), err) <
+            0 ||
+        app_make_parent_dir(app->cfg.token_keys_file, err) < 0 ||
+        keyring_ensure(app->cfg.token_keys_file, &app->keys, err) < 0)
+        return -1;
+    app->keys_mtime_ns = keys_mtime_ns(app->cfg.token_keys_file);
+    app->keys_checked_ms = st_monotonic_ms();
+    return 0;
+}
+
+void
+app_refresh_keys(struct app *app)
+{
+    int64_t now = st_monotonic_ms();
+    struct st_error err = {0};
+    struct keyring fresh;
+    int64_t mtime;
+
+    if (now - app->keys_checked_ms < APP_KEYS_CHECK_MS)
+        return;
+    app->keys_checked_ms = now;
+    mtime = keys_mtime_ns(app->cfg.token_keys_file);
+    if (mtime == app->keys_mtime_ns)
+        return;
+    if (keyring_load(app->cfg.token_keys_file, &fresh, &err) < 0) {
+        api_log(API_LOG_ERROR, "token keys not re-read, the old ones stay: %s", err.msg);
+        return;
+    }
+    app->keys = fresh;
+    app->keys_mtime_ns = mtime;
+    api_log(API_LOG_INFO, "token keys re-read from '%s'", app->cfg.token_keys_file);
+}
+
+static void
+wire_identity(struct app *app)
+{
+    const struct api_config *c = &app->cfg;
+
+    app->user_svc = (struct user_service){
+        .users = &app->users,
+        .vms = &app->vms,
+        .keys = &app->keys,
+        .cfg =
+            {
+                .allow_registration = c->allow_registration,
+                .token_ttl_s = c->token_ttl_s,
+                .token_leeway_s = c->token_leeway_s,
+                .login_max_failures = c->login_max_failures,
+                .login_window_ms = (int64_t)c->login_window_s * 1000,
+                .login_lockout_ms = (int64_t)c->login_lockout_s * 1000,
+                .default_quota =
+                    {
+                        .max_vms = c->quota_max_vms,
+                        .max_vcpus = c->quota_max_vcpus,
+                        .max_memory_mib = c->quota_max_memory_mib,
+                        .max_disk_gib = c->quota_max_disk_gib,
+                    },
+            },
+    };
+    if (secret_pwhash_limits_parse(c->password_hash, &app->user_svc.cfg.pwhash) < 0)
+        BUG("config let an unknown password_hash through");
+    app->audit_svc = (struct audit_service){.log = &app->audit};
+}
+
+int
+app_open_store(struct app *app, const struct api_config *cfg, struct st_error *err)
+{
+    memset(app, 0, sizeof(*app));
+    app->cfg = *cfg;
+    if (make_absolute(app->cfg.state_dir, sizeof(app->cfg.state_dir), err) < 0 ||
+        app_make_dirs(app->cfg.state_dir, err) < 0 || open_store(app, err) < 0 ||
+        open_keys(app, err) < 0)
+        goto fail;
+    wire_identity(app);
+    if (user_service_init(&app->user_svc, err) < 0)
+        goto fail;
+    return 0;
+
+fail:
+    app_close(app);
+    return -1;
 }
 
 static int
@@ -160,6 +262,7 @@ wire_services(struct app *app)
         .image_pool = app->cfg.pool_images,
     };
     app->flavor_svc = (struct flavor_service){.flavors = &app->flavors};
+    wire_identity(app);
 }
 
 int
@@ -169,12 +272,16 @@ app_open(struct app *app, const struct api_config *cfg, struct st_error *err)
 
     memset(app, 0, sizeof(*app));
     app->cfg = *cfg;
-    if (prepare_dirs(&app->cfg, err) < 0 || open_store(app, err) < 0 ||
+    if (prepare_dirs(&app->cfg, err) < 0 || open_store(app, err) < 0 || open_keys(app, err) < 0 ||
         open_backend(app, err) < 0) {
         app_close(app);
         return -1;
     }
     wire_services(app);
+    if (user_service_init(&app->user_svc, err) < 0) {
+        app_close(app);
+        return -1;
+    }
     memset(&pool_err, 0, sizeof(pool_err));
     if (app_ensure_pools(app, &pool_err) < 0) {
         if (pool_err.code != ST_ERR_UNAVAILABLE) {
@@ -197,6 +304,8 @@ app_close(struct app *app)
     if (app->conn)
         libvirt_conn_close(app->conn);
     app->conn = NULL;
+    audit_repo_close(&app->audit);
+    user_repo_close(&app->users);
     flavor_repo_close(&app->flavors);
     image_repo_close(&app->images);
     vm_repo_close(&app->vms);

@@ -1,9 +1,9 @@
 /*
  * app.h - the composition root of one worker.
  *
- * Opens the SQLite store and its three repositories, the libvirt
- * connection with its hypervisor and storage, makes sure the three pools
- * exist, and fills the three services.  Everything is held for the life of
+ * Opens the SQLite store and its repositories, the token keyring (made on
+ * first start), the libvirt connection with its hypervisor and storage,
+ * makes sure the three pools exist, and fills the services.  Everything is held for the life of
  * the worker and released by app_close().
  */
 #ifndef STRATUS_API_APP_H
@@ -12,14 +12,19 @@
 #include <stdbool.h>
 
 #include "api/config.h"
+#include "repositories/audit_repo.h"
 #include "repositories/flavor_repo.h"
 #include "repositories/hypervisor.h"
 #include "repositories/image_repo.h"
 #include "repositories/storage.h"
+#include "repositories/user_repo.h"
 #include "repositories/vm_repo.h"
+#include "services/audit_service.h"
 #include "services/flavor_service.h"
 #include "services/image_service.h"
+#include "services/user_service.h"
 #include "services/vm_service.h"
+#include "util/keyring.h"
 
 struct sqlite_db;
 struct libvirt_conn;
@@ -30,6 +35,11 @@ struct app {
     struct vm_repo vms;
     struct image_repo images;
     struct flavor_repo flavors;
+    struct user_repo users;
+    struct audit_repo audit;
+    struct keyring keys;     /* token signing keys, re-read when the file changes */
+    int64_t keys_mtime_ns;   /* of the keys file when it was read */
+    int64_t keys_checked_ms; /* monotonic: when the file was last looked at */
     struct libvirt_conn *conn;
     struct hypervisor hv;
     struct storage storage;
@@ -37,6 +47,8 @@ struct app {
     struct vm_service vm_svc;
     struct image_service image_svc;
     struct flavor_service flavor_svc;
+    struct user_service user_svc;
+    struct audit_service audit_svc;
 };
 
 /*
@@ -53,6 +65,19 @@ int app_open(struct app *app, const struct api_config *cfg, struct st_error *err
  * before each request while pools_ready is false.
  */
 int app_ensure_pools(struct app *app, struct st_error *err);
+
+/*
+ * Re-read the token keys when their file changed (looked at no more than
+ * once a second), so a key rotated by stratus-admin takes effect in every
+ * worker without a restart.  A file that cannot be read keeps the old keys.
+ */
+void app_refresh_keys(struct app *app);
+
+/*
+ * Open only the store and the identity services, no libvirt (for
+ * stratus-admin).  Close with app_close().
+ */
+int app_open_store(struct app *app, const struct api_config *cfg, struct st_error *err);
 
 /* mkdir -p @path (mode 0755); ST_ERR_INTERNAL naming the directory. */
 int app_make_dirs(const char *path, struct st_error *err);

@@ -12,6 +12,7 @@
 #define CPUINFO_MAX (4u * 1024 * 1024)
 #define WORKERS_MAX 1024
 #define STOP_TIMEOUT_MAX_S 240
+#define QUOTA_KEY_MAX 1000000000ul
 
 enum key_kind {
     KEY_PATH,     /* non-empty string that fits */
@@ -22,7 +23,9 @@ enum key_kind {
     KEY_VIRT,     /* auto|kvm|qemu */
     KEY_LOGLEVEL, /* debug|info|warn|error */
     KEY_DATABASE, /* path, sqlite:///abs or sqlite://rel */
-    KEY_UUID,
+    KEY_BOOL,     /* true|false */
+    KEY_PWHASH,   /* min|interactive|moderate */
+    KEY_EMAIL,
 };
 
 struct key_def {
@@ -63,8 +66,21 @@ static const struct key_def keys[] = {
     NUM_KEY(max_body_bytes, KEY_UINT, 1024, 64ul * 1024 * 1024, "65536"),
     /* Below nginx's fastcgi_read_timeout (300 s), with room for the destroy after it. */
     NUM_KEY(stop_timeout_s, KEY_UINT, 1, STOP_TIMEOUT_MAX_S, "30"),
-    STR_KEY(owner_id, KEY_UUID, "00000000-0000-4000-8000-000000000001"),
     STR_KEY(log_level, KEY_LOGLEVEL, "info"),
+    STR_KEY(allow_registration, KEY_BOOL, "false"),
+    STR_KEY(password_hash, KEY_PWHASH, "interactive"),
+    NUM_KEY(token_ttl_s, KEY_UINT, 60, 30u * 86400, "3600"),
+    NUM_KEY(token_leeway_s, KEY_UINT, 0, 300, "30"),
+    STR_KEY(token_keys_file, KEY_PATH, NULL),
+    NUM_KEY(login_max_failures, KEY_UINT, 1, 1000, "5"),
+    NUM_KEY(login_window_s, KEY_UINT, 1, 86400, "900"),
+    NUM_KEY(login_lockout_s, KEY_UINT, 1, 86400, "900"),
+    NUM_KEY(quota_max_vms, KEY_UINT, 0, QUOTA_KEY_MAX, "10"),
+    NUM_KEY(quota_max_vcpus, KEY_UINT, 0, QUOTA_KEY_MAX, "32"),
+    NUM_KEY(quota_max_memory_mib, KEY_UINT, 0, QUOTA_KEY_MAX, "65536"),
+    NUM_KEY(quota_max_disk_gib, KEY_UINT, 0, QUOTA_KEY_MAX, "500"),
+    STR_KEY(admin_email, KEY_EMAIL, "admin@localhost"),
+    STR_KEY(admin_password_file, KEY_PATH, NULL),
 };
 
 #define N_KEYS ST_ARRAY_LEN(keys)
@@ -267,7 +283,9 @@ set_choice(const struct key_def *k, struct api_config *cfg, const char *value, c
         if (strcmp(value, choices[i]) == 0)
             return set_string(k, cfg, value, where, err);
     return st_error_set(err, ST_ERR_INVALID, "%s: %s '%s' is not one of %s", where, k->name, value,
-                        k->kind == KEY_VIRT ? "auto, kvm, qemu" : "debug, info, warn, error");
+                        k->kind == KEY_VIRT     ? "auto, kvm, qemu"
+                        : k->kind == KEY_PWHASH ? "min, interactive, moderate"
+                                                : "debug, info, warn, error");
 }
 
 static int
@@ -292,6 +310,7 @@ apply_key(const struct key_def *k, struct api_config *cfg, const char *value, co
 {
     static const char *const virt[] = {"auto", "kvm", "qemu", NULL};
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+    static const char *const pwhash[] = {"min", "interactive", "moderate", NULL};
 
     switch (k->kind) {
     case KEY_PATH:
@@ -313,11 +332,22 @@ apply_key(const struct key_def *k, struct api_config *cfg, const char *value, co
         return set_choice(k, cfg, value, where, levels, err);
     case KEY_DATABASE:
         return set_database(k, cfg, value, where, err);
-    case KEY_UUID:
-        if (!st_uuid_valid(value))
-            return st_error_set(err, ST_ERR_INVALID, "%s: %s '%s' is not a UUID", where, k->name,
-                                value);
-        return set_string(k, cfg, value, where, err);
+    case KEY_BOOL:
+        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+            return st_error_set(err, ST_ERR_INVALID, "%s: %s '%s' is not true or false", where,
+                                k->name, value);
+        *(bool *)((char *)cfg + k->offset) = strcmp(value, "true") == 0;
+        return 0;
+    case KEY_PWHASH:
+        return set_choice(k, cfg, value, where, pwhash, err);
+    case KEY_EMAIL: {
+        char email[ST_EMAIL_BUF];
+        struct st_error local = {0};
+
+        if (user_email_normalize(k->name, value, email, &local) < 0)
+            return st_error_set(err, ST_ERR_INVALID, "%s: %s", where, local.msg);
+        return set_string(k, cfg, email, where, err);
+    }
     }
     BUG("unhandled config key kind");
 }
@@ -335,6 +365,8 @@ derive_dirs(struct api_config *cfg, const struct raw_config *raw, struct st_erro
         {"pool_snapshots_dir", "pools/snapshots"},
         {"console_dir", "console"},
         {"import_dir", "import"},
+        {"token_keys_file", "token-keys"},
+        {"admin_password_file", "admin-password"},
     };
     size_t i;
 
@@ -488,6 +520,9 @@ api_config_print(const struct api_config *cfg, FILE *out)
             break;
         case KEY_VIRT:
             fprintf(out, "%s = %s\n", k->name, cfg->virt_type_resolved);
+            break;
+        case KEY_BOOL:
+            fprintf(out, "%s = %s\n", k->name, *(const bool *)field ? "true" : "false");
             break;
         default:
             fprintf(out, "%s = %s\n", k->name, field);

@@ -10,9 +10,11 @@
 #ifndef STRATUS_API_CONFIG_H
 #define STRATUS_API_CONFIG_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "models/common.h"
+#include "models/user.h"
 #include "util/err.h"
 
 #define API_CONFIG_STR 512
@@ -36,8 +38,22 @@ struct api_config {
     char import_dir[ST_PATH_BUF];
     unsigned long max_body_bytes;
     unsigned stop_timeout_s;
-    char owner_id[ST_ID_BUF];
     char log_level[8];
+    /* Identity. */
+    bool allow_registration; /* POST /v1/users without a token */
+    char password_hash[16];  /* argon2id limits: min, interactive or moderate */
+    unsigned token_ttl_s;    /* lifetime of a bearer token */
+    unsigned token_leeway_s; /* clock skew allowed on exp, iat and nbf */
+    char token_keys_file[ST_PATH_BUF];
+    unsigned login_max_failures; /* failed logins of one e-mail within login_window_s ... */
+    unsigned login_window_s;
+    unsigned login_lockout_s; /* ... refuse further attempts for this long */
+    unsigned quota_max_vms;   /* default quotas; admins override them per user */
+    unsigned quota_max_vcpus;
+    unsigned quota_max_memory_mib;
+    unsigned quota_max_disk_gib;
+    char admin_email[ST_EMAIL_BUF];        /* the admin created on first start */
+    char admin_password_file[ST_PATH_BUF]; /* where its password is written (0600) */
 };
 
 /*

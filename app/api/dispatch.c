@@ -3,41 +3,62 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/log.h"
 #include "util/mem.h"
 
 static const char *const paging_params[] = {"limit", "marker", NULL};
-static const char *const vm_list_params[] = {"limit", "marker", "status", "name", NULL};
+static const char *const owned_list_params[] = {"limit", "marker", "owner_id", NULL};
+static const char *const vm_list_params[] = {"limit", "marker", "status", "name", "owner_id", NULL};
+static const char *const audit_params[] = {"limit", "marker", "user_id", "target_id", NULL};
 
+#define USER ROUTE_AUTH_USER
+#define ADMIN ROUTE_AUTH_ADMIN
 #define ACTION(name)                                                                               \
     {                                                                                              \
-        "POST", "/v1/vms/{id}/" name, handle_vms_action, ROUTE_BODY_EMPTY, NULL                    \
+        "POST", "/v1/vms/{id}/" name, handle_vms_action, ROUTE_BODY_EMPTY, NULL, USER              \
     }
 
 const struct route api_routes[] = {
-    {"GET", "/v1/vms", handle_vms_list, ROUTE_BODY_NONE, vm_list_params},
-    {"POST", "/v1/vms", handle_vms_create, ROUTE_BODY_REQUIRED, NULL},
-    {"GET", "/v1/vms/{id}", handle_vms_get, ROUTE_BODY_NONE, NULL},
-    {"PATCH", "/v1/vms/{id}", handle_vms_patch, ROUTE_BODY_REQUIRED, NULL},
-    {"DELETE", "/v1/vms/{id}", handle_vms_delete, ROUTE_BODY_NONE, NULL},
+    {"GET", "/v1/vms", handle_vms_list, ROUTE_BODY_NONE, vm_list_params, USER},
+    {"POST", "/v1/vms", handle_vms_create, ROUTE_BODY_REQUIRED, NULL, USER},
+    {"GET", "/v1/vms/{id}", handle_vms_get, ROUTE_BODY_NONE, NULL, USER},
+    {"PATCH", "/v1/vms/{id}", handle_vms_patch, ROUTE_BODY_REQUIRED, NULL, USER},
+    {"DELETE", "/v1/vms/{id}", handle_vms_delete, ROUTE_BODY_NONE, NULL, USER},
     ACTION("start"),
     ACTION("stop"),
     ACTION("reboot"),
     ACTION("force-stop"),
     ACTION("pause"),
     ACTION("resume"),
-    {"GET", "/v1/images", handle_images_list, ROUTE_BODY_NONE, paging_params},
-    {"POST", "/v1/images", handle_images_create, ROUTE_BODY_REQUIRED, NULL},
-    {"GET", "/v1/images/{id}", handle_images_get, ROUTE_BODY_NONE, NULL},
-    {"DELETE", "/v1/images/{id}", handle_images_delete, ROUTE_BODY_NONE, NULL},
-    {"GET", "/v1/flavors", handle_flavors_list, ROUTE_BODY_NONE, paging_params},
-    {"POST", "/v1/flavors", handle_flavors_create, ROUTE_BODY_REQUIRED, NULL},
-    {"GET", "/v1/flavors/{id}", handle_flavors_get, ROUTE_BODY_NONE, NULL},
-    {"DELETE", "/v1/flavors/{id}", handle_flavors_delete, ROUTE_BODY_NONE, NULL},
-    {"GET", "/v1/health", handle_health, ROUTE_BODY_NONE, NULL},
-    {"GET", "/v1/version", handle_version, ROUTE_BODY_NONE, NULL},
+    {"GET", "/v1/images", handle_images_list, ROUTE_BODY_NONE, owned_list_params, USER},
+    {"POST", "/v1/images", handle_images_create, ROUTE_BODY_REQUIRED, NULL, USER},
+    {"GET", "/v1/images/{id}", handle_images_get, ROUTE_BODY_NONE, NULL, USER},
+    {"DELETE", "/v1/images/{id}", handle_images_delete, ROUTE_BODY_NONE, NULL, USER},
+    {"GET", "/v1/flavors", handle_flavors_list, ROUTE_BODY_NONE, paging_params, USER},
+    {"POST", "/v1/flavors", handle_flavors_create, ROUTE_BODY_REQUIRED, NULL, ADMIN},
+    {"GET", "/v1/flavors/{id}", handle_flavors_get, ROUTE_BODY_NONE, NULL, USER},
+    {"DELETE", "/v1/flavors/{id}", handle_flavors_delete, ROUTE_BODY_NONE, NULL, ADMIN},
+    {"POST", "/v1/auth/tokens", handle_auth_tokens, ROUTE_BODY_REQUIRED, NULL, ROUTE_AUTH_NONE},
+    {"POST", "/v1/users", handle_users_create, ROUTE_BODY_REQUIRED, NULL, ROUTE_AUTH_OPTIONAL},
+    {"GET", "/v1/users", handle_users_list, ROUTE_BODY_NONE, paging_params, ADMIN},
+    {"GET", "/v1/users/me", handle_users_get, ROUTE_BODY_NONE, NULL, USER},
+    {"PATCH", "/v1/users/me", handle_users_patch, ROUTE_BODY_REQUIRED, NULL, USER},
+    {"GET", "/v1/users/me/quota", handle_users_quota, ROUTE_BODY_NONE, NULL, USER},
+    {"GET", "/v1/users/{id}", handle_users_get, ROUTE_BODY_NONE, NULL, USER},
+    {"PATCH", "/v1/users/{id}", handle_users_patch, ROUTE_BODY_REQUIRED, NULL, USER},
+    {"GET", "/v1/users/{id}/quota", handle_users_quota, ROUTE_BODY_NONE, NULL, USER},
+    {"POST", "/v1/users/me/api-keys", handle_api_keys_create, ROUTE_BODY_REQUIRED, NULL, USER},
+    {"GET", "/v1/users/me/api-keys", handle_api_keys_list, ROUTE_BODY_NONE, NULL, USER},
+    {"DELETE", "/v1/users/me/api-keys/{id}", handle_api_keys_delete, ROUTE_BODY_NONE, NULL, USER},
+    {"GET", "/v1/audit", handle_audit_list, ROUTE_BODY_NONE, audit_params, ADMIN},
+    {"GET", "/v1/health", handle_health, ROUTE_BODY_NONE, NULL, ROUTE_AUTH_NONE},
+    {"GET", "/v1/version", handle_version, ROUTE_BODY_NONE, NULL, ROUTE_AUTH_NONE},
 };
+
+#undef USER
+#undef ADMIN
 
 const size_t api_routes_count = ST_ARRAY_LEN(api_routes);
 
@@ -45,6 +66,79 @@ void
 api_fail(struct api_call *call, const struct st_error *err)
 {
     http_problem(call->resp, call->req->request_id, err, NULL);
+}
+
+const char *
+api_scope(const struct api_call *call)
+{
+    if (!call->who)
+        BUG("an owner scope was asked for on a route without a caller");
+    return principal_is_admin(call->who) ? NULL : call->who->user_id;
+}
+
+int
+api_list_scope(const struct api_call *call, char out[ST_ID_BUF], const char **scope,
+               struct st_error *err)
+{
+    const char *owner = http_query_get(call->query, "owner_id");
+    size_t i;
+
+    *scope = api_scope(call);
+    if (!owner)
+        return 0;
+    if (!principal_is_admin(call->who))
+        return st_error_set(err, ST_ERR_FORBIDDEN, "only an admin may filter by owner_id");
+    if (!st_uuid_valid(owner))
+        return st_error_set(err, ST_ERR_INVALID, "owner_id '%.64s' is not a UUID", owner);
+    for (i = 0; i < ST_ID_BUF; i++)
+        out[i] = (char)tolower((unsigned char)owner[i]);
+    *scope = out;
+    return 0;
+}
+
+/* The credential of "Authorization: Bearer <credential>", or NULL when malformed. */
+static const char *
+bearer_credential(const char *header)
+{
+    static const char scheme[] = "Bearer ";
+    const char *p;
+
+    if (strncasecmp(header, scheme, sizeof(scheme) - 1) != 0)
+        return NULL;
+    p = header + sizeof(scheme) - 1;
+    while (*p == ' ')
+        p++;
+    return *p ? p : NULL;
+}
+
+/* Who is calling, by the route's rule; 0 when the request may go on. */
+static int
+authenticate(struct api_call *call, const struct route *route, struct principal *who,
+             struct st_error *err)
+{
+    const char *header = call->req->authorization;
+    const char *credential;
+
+    if (route->auth == ROUTE_AUTH_NONE)
+        return 0;
+    if (!header || !*header) {
+        if (route->auth == ROUTE_AUTH_OPTIONAL)
+            return 0;
+        return st_error_set(err, ST_ERR_UNAUTHENTICATED,
+                            "this route needs credentials: send 'Authorization: Bearer <token>'");
+    }
+    credential = bearer_credential(header);
+    if (!credential)
+        return st_error_set(err, ST_ERR_UNAUTHENTICATED,
+                            "the Authorization header must be 'Bearer <token or API key>'");
+    app_refresh_keys(call->app);
+    if (user_service_authenticate(&call->app->user_svc, credential, st_now_ms(), who, err) < 0)
+        return -1;
+    call->who = who;
+    if (route->auth == ROUTE_AUTH_ADMIN && !principal_is_admin(who))
+        return st_error_set(err, ST_ERR_FORBIDDEN, "only an admin may %s %s", route->method,
+                            route->pattern);
+    return 0;
 }
 
 static int
@@ -145,7 +239,8 @@ parse_body(const struct http_request *req, const struct route *route, json_t **o
 
 /* Everything before the handler; 0 when the handler should run. */
 static int
-prepare(struct api_call *call, struct route_match *match, struct http_query *query, json_t **body)
+prepare(struct api_call *call, struct route_match *match, struct principal *who,
+        struct http_query *query, json_t **body)
 {
     const struct http_request *req = call->req;
     struct app *app = call->app;
@@ -178,6 +273,10 @@ prepare(struct api_call *call, struct route_match *match, struct http_query *que
         free(detail);
         return -1;
     }
+    if (authenticate(call, match->route, who, &err) < 0) {
+        api_fail(call, &err);
+        return -1;
+    }
     if (http_query_parse(req->query, query, &err) < 0 ||
         http_query_check(query,
                          match->route->params ? match->route->params : (const char *const[]){NULL},
@@ -200,19 +299,68 @@ prepare(struct api_call *call, struct route_match *match, struct http_query *que
     return 0;
 }
 
+static bool
+method_mutates(const char *method)
+{
+    return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
+}
+
+/* The id a create answered with: the last segment of its Location. */
+static void
+target_from_location(const struct http_response *resp, char out[ST_ID_BUF])
+{
+    const char *loc = http_response_get_header(resp, "Location");
+    const char *last = loc ? strrchr(loc, '/') : NULL;
+
+    if (last && st_uuid_valid(last + 1))
+        memcpy(out, last + 1, ST_ID_BUF);
+}
+
+/*
+ * Append the finished request to the audit log.  It has happened already,
+ * so a log that cannot be written is reported loudly, not answered.
+ */
+static void
+audit(struct api_call *call, const struct route_match *match)
+{
+    const struct http_request *req = call->req;
+    struct st_error err = {0};
+    struct audit_entry e;
+
+    memset(&e, 0, sizeof(e));
+    if (call->who)
+        memcpy(e.user_id, call->who->user_id, ST_ID_BUF);
+    st_strlcpy(e.method, req->method, sizeof(e.method));
+    st_strlcpy(e.route, req->path, sizeof(e.route));
+    if (call->target_id[0])
+        memcpy(e.target_id, call->target_id, ST_ID_BUF);
+    else if (match->route && match->n_ids > 0)
+        memcpy(e.target_id, match->ids[match->n_ids - 1], ST_ID_BUF);
+    else
+        target_from_location(call->resp, e.target_id);
+    e.status = call->resp->status;
+    st_strlcpy(e.request_id, req->request_id, sizeof(e.request_id));
+    st_strlcpy(e.client_addr, req->client_addr ? req->client_addr : "", sizeof(e.client_addr));
+    if (audit_service_record(&call->app->audit_svc, &e, &err) < 0)
+        api_log(API_LOG_ERROR, "audit entry for %s %s (request %s) not written: %s", e.method,
+                e.route, e.request_id, err.msg);
+}
+
 void
 api_dispatch(struct app *app, const struct http_request *req, struct http_response *resp)
 {
     struct api_call call = {.app = app, .req = req, .resp = resp};
     struct http_query query = {NULL, 0};
     struct route_match match;
+    struct principal who;
     struct st_error err;
     json_t *body = NULL;
 
     memset(&err, 0, sizeof(err));
+    memset(&match, 0, sizeof(match));
     if (!app->pools_ready && app_ensure_pools(app, &err) < 0)
         api_log(API_LOG_DEBUG, "storage pools still not ready: %s", err.msg);
-    if (prepare(&call, &match, &query, &body) == 0) {
+    if (prepare(&call, &match, &who, &query, &body) == 0) {
         call.match = &match;
         call.body = body;
         call.query = &query;
@@ -222,6 +370,8 @@ api_dispatch(struct app *app, const struct http_request *req, struct http_respon
             api_fail(&call, &err);
         }
     }
+    if (method_mutates(req->method))
+        audit(&call, &match);
     http_response_header(resp, "X-Request-Id", req->request_id);
     json_decref(body);
     http_query_release(&query);

@@ -66,6 +66,8 @@ fcgi_read_request(FCGX_Request *fr, unsigned long max_body, struct http_request 
     out->content_length = declared;
     http_request_set_id(out, FCGX_GetParam("HTTP_X_REQUEST_ID", fr->envp),
                         FCGX_GetParam("REQUEST_ID", fr->envp));
+    http_request_set_auth(out, FCGX_GetParam("HTTP_AUTHORIZATION", fr->envp),
+                          FCGX_GetParam("REMOTE_ADDR", fr->envp));
     free(body);
     free(uri);
 }

@@ -24,6 +24,8 @@ struct api_call {
     const struct route_match *match;
     const json_t *body;             /* the parsed JSON object, or NULL */
     const struct http_query *query; /* decoded; only allowed names remain */
+    const struct principal *who;    /* the caller; NULL only on routes open to anyone */
+    char target_id[ST_ID_BUF];      /* what a mutating request acted on, for the audit log */
 };
 
 /*
@@ -38,6 +40,18 @@ extern const size_t api_routes_count;
 
 /* Shared helpers. */
 void api_fail(struct api_call *call, const struct st_error *err);
+/*
+ * The owner scope of the caller's reads and writes: their own id, or NULL
+ * (every owner) for an admin.
+ */
+const char *api_scope(const struct api_call *call);
+/*
+ * The scope of a list: as api_scope(), narrowed to ?owner_id= for an admin
+ * (the parameter is an admin's alone: ST_ERR_FORBIDDEN for others).
+ * @out holds the owner id when one is returned.
+ */
+int api_list_scope(const struct api_call *call, char out[ST_ID_BUF], const char **scope,
+                   struct st_error *err);
 /* ?limit= and ?marker= into *limit and marker (lower case; "" when absent). */
 int api_paging(const struct api_call *call, unsigned *limit, char marker[ST_ID_BUF],
                struct st_error *err);
@@ -62,6 +76,17 @@ void handle_flavors_list(struct api_call *call);
 void handle_flavors_create(struct api_call *call);
 void handle_flavors_get(struct api_call *call);
 void handle_flavors_delete(struct api_call *call);
+
+void handle_auth_tokens(struct api_call *call);
+void handle_users_create(struct api_call *call);
+void handle_users_list(struct api_call *call);
+void handle_users_get(struct api_call *call);
+void handle_users_patch(struct api_call *call);
+void handle_users_quota(struct api_call *call);
+void handle_api_keys_create(struct api_call *call);
+void handle_api_keys_list(struct api_call *call);
+void handle_api_keys_delete(struct api_call *call);
+void handle_audit_list(struct api_call *call);
 
 void handle_health(struct api_call *call);
 void handle_version(struct api_call *call);

@@ -17,8 +17,7 @@ handle_flavors_list(struct api_call *call)
     memset(&list, 0, sizeof(list));
     memset(&err, 0, sizeof(err));
     if (api_paging(call, &filter.limit, filter.marker, &err) < 0 ||
-        flavor_service_list(&call->app->flavor_svc, call->app->cfg.owner_id, &filter, &list, &err) <
-            0) {
+        flavor_service_list(&call->app->flavor_svc, NULL, &filter, &list, &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -39,8 +38,8 @@ handle_flavors_create(struct api_call *call)
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
     if (flavor_create_req_decode(call->body, &req, &err) < 0 ||
-        flavor_service_create(&call->app->flavor_svc, call->app->cfg.owner_id, &req, &flavor,
-                              &err) < 0) {
+        flavor_service_create(&call->app->flavor_svc, call->who->user_id, &req, &flavor, &err) <
+            0) {
         api_fail(call, &err);
         return;
     }
@@ -54,8 +53,7 @@ handle_flavors_get(struct api_call *call)
     struct flavor flavor;
 
     memset(&err, 0, sizeof(err));
-    if (flavor_service_get(&call->app->flavor_svc, call->app->cfg.owner_id, call->match->ids[0],
-                           &flavor, &err) < 0) {
+    if (flavor_service_get(&call->app->flavor_svc, NULL, call->match->ids[0], &flavor, &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -68,8 +66,7 @@ handle_flavors_delete(struct api_call *call)
     struct st_error err;
 
     memset(&err, 0, sizeof(err));
-    if (flavor_service_delete(&call->app->flavor_svc, call->app->cfg.owner_id, call->match->ids[0],
-                              &err) < 0) {
+    if (flavor_service_delete(&call->app->flavor_svc, NULL, call->match->ids[0], &err) < 0) {
         api_fail(call, &err);
         return;
     }

@@ -10,6 +10,8 @@ handle_images_list(struct api_call *call)
     struct image_filter filter;
     struct image_list list;
     struct st_error err;
+    const char *scope;
+    char owner[ST_ID_BUF];
     json_t *items;
     size_t i;
 
@@ -17,8 +19,8 @@ handle_images_list(struct api_call *call)
     memset(&list, 0, sizeof(list));
     memset(&err, 0, sizeof(err));
     if (api_paging(call, &filter.limit, filter.marker, &err) < 0 ||
-        image_service_list(&call->app->image_svc, call->app->cfg.owner_id, &filter, &list, &err) <
-            0) {
+        api_list_scope(call, owner, &scope, &err) < 0 ||
+        image_service_list(&call->app->image_svc, scope, &filter, &list, &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -39,8 +41,8 @@ handle_images_create(struct api_call *call)
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
     if (image_create_req_decode(call->body, &req, &err) < 0 ||
-        image_service_register(&call->app->image_svc, call->app->cfg.owner_id, &req, &image, &err) <
-            0) {
+        image_service_register_as(&call->app->image_svc, call->who->user_id,
+                                  principal_is_admin(call->who), &req, &image, &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -54,8 +56,8 @@ handle_images_get(struct api_call *call)
     struct image image;
 
     memset(&err, 0, sizeof(err));
-    if (image_service_get(&call->app->image_svc, call->app->cfg.owner_id, call->match->ids[0],
-                          &image, &err) < 0) {
+    if (image_service_get(&call->app->image_svc, api_scope(call), call->match->ids[0], &image,
+                          &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -68,8 +70,8 @@ handle_images_delete(struct api_call *call)
     struct st_error err;
 
     memset(&err, 0, sizeof(err));
-    if (image_service_delete(&call->app->image_svc, call->app->cfg.owner_id, call->match->ids[0],
-                             &err) < 0) {
+    if (image_service_delete(&call->app->image_svc, api_scope(call), call->match->ids[0], &err) <
+        0) {
         api_fail(call, &err);
         return;
     }

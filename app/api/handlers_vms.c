@@ -4,10 +4,16 @@
 
 #include "services/vm_service.h"
 
-static const char *
-owner(const struct api_call *call)
+/* 403 naming the quota, its limit and the use that a create would pass. */
+static void
+quota_problem(struct api_call *call, const struct st_error *err, const struct quota_violation *v)
 {
-    return call->app->cfg.owner_id;
+    json_t *extra =
+        json_pack("{s:s, s:s, s:I, s:I, s:I}", "type", HTTP_PROBLEM_TYPE_BASE "quota_exceeded",
+                  "quota", v->quota, "limit", (json_int_t)v->limit, "in_use", (json_int_t)v->in_use,
+                  "requested", (json_int_t)v->requested);
+
+    http_problem(call->resp, call->req->request_id, err, extra);
 }
 
 void
@@ -16,14 +22,16 @@ handle_vms_list(struct api_call *call)
     struct vm_filter filter;
     struct vm_list list;
     struct st_error err;
-    const char *status, *name;
+    const char *status, *name, *scope;
+    char owner[ST_ID_BUF];
     json_t *items;
     size_t i;
 
     memset(&filter, 0, sizeof(filter));
     memset(&list, 0, sizeof(list));
     memset(&err, 0, sizeof(err));
-    if (api_paging(call, &filter.limit, filter.marker, &err) < 0)
+    if (api_paging(call, &filter.limit, filter.marker, &err) < 0 ||
+        api_list_scope(call, owner, &scope, &err) < 0)
         goto fail;
     status = http_query_get(call->query, "status");
     if (status) {
@@ -39,7 +47,7 @@ handle_vms_list(struct api_call *call)
             goto fail;
         memcpy(filter.name, name, strlen(name) + 1);
     }
-    if (vm_service_list(&call->app->vm_svc, owner(call), &filter, &list, &err) < 0)
+    if (vm_service_list(&call->app->vm_svc, scope, &filter, &list, &err) < 0)
         goto fail;
     items = json_array();
     for (i = 0; i < list.count; i++)
@@ -55,18 +63,28 @@ fail:
 void
 handle_vms_create(struct api_call *call)
 {
+    struct quota_violation violation = {0};
     struct vm_create_req req;
+    struct quota_usage unused;
+    struct quota limits;
     struct st_error err;
     struct vm vm;
 
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
     memset(&vm, 0, sizeof(vm));
-    if (vm_create_req_decode(call->body, &req, &err) < 0) {
+    /* The creator owns the VM, admins too; their quota applies to them. */
+    if (vm_create_req_decode(call->body, &req, &err) < 0 ||
+        user_service_quota(&call->app->user_svc, call->who->user_id, &limits, &unused, &err) < 0) {
         api_fail(call, &err);
         return;
     }
-    if (vm_service_create(&call->app->vm_svc, owner(call), &req, &vm, &err) < 0) {
+    if (vm_service_create_within(&call->app->vm_svc, call->who->user_id, &limits, &req, &vm,
+                                 &violation, &err) < 0) {
+        if (violation.quota) {
+            quota_problem(call, &err, &violation);
+            return;
+        }
         /* The row in `error` stays visible: point the client at it. */
         json_t *extra = vm.id[0] ? json_pack("{s:s}", "vm_id", vm.id) : NULL;
 
@@ -83,7 +101,7 @@ handle_vms_get(struct api_call *call)
     struct vm vm;
 
     memset(&err, 0, sizeof(err));
-    if (vm_service_get(&call->app->vm_svc, owner(call), call->match->ids[0], &vm, &err) < 0) {
+    if (vm_service_get(&call->app->vm_svc, api_scope(call), call->match->ids[0], &vm, &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -100,8 +118,8 @@ handle_vms_patch(struct api_call *call)
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
     if (vm_patch_req_decode(call->body, &req, &err) < 0 ||
-        vm_service_update(&call->app->vm_svc, owner(call), call->match->ids[0], &req, &vm, &err) <
-            0) {
+        vm_service_update(&call->app->vm_svc, api_scope(call), call->match->ids[0], &req, &vm,
+                          &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -114,7 +132,7 @@ handle_vms_delete(struct api_call *call)
     struct st_error err;
 
     memset(&err, 0, sizeof(err));
-    if (vm_service_delete(&call->app->vm_svc, owner(call), call->match->ids[0], &err) < 0) {
+    if (vm_service_delete(&call->app->vm_svc, api_scope(call), call->match->ids[0], &err) < 0) {
         api_fail(call, &err);
         return;
     }
@@ -136,8 +154,8 @@ handle_vms_action(struct api_call *call)
         api_fail(call, &err);
         return;
     }
-    if (vm_service_action(&call->app->vm_svc, owner(call), call->match->ids[0], action, &vm, &err) <
-        0) {
+    if (vm_service_action(&call->app->vm_svc, api_scope(call), call->match->ids[0], action, &vm,
+                          &err) < 0) {
         api_fail(call, &err);
         return;
     }

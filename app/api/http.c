@@ -27,6 +27,8 @@ static const struct problem_kind {
     {ST_ERR_UNAVAILABLE, 503, "unavailable", "Service unavailable"},
     {ST_ERR_BACKEND, 502, "backend", "Backend failure"},
     {ST_ERR_INTERNAL, 500, "internal", "Internal error"},
+    {ST_ERR_UNAUTHENTICATED, 401, "unauthenticated", "Unauthorized"},
+    {ST_ERR_THROTTLED, 429, "throttled", "Too many requests"},
     {ST_ERR_OK, 405, "method_not_allowed", "Method not allowed"},
     {ST_ERR_OK, 413, "payload_too_large", "Payload too large"},
     {ST_ERR_OK, 415, "unsupported_media_type", "Unsupported media type"},
@@ -72,12 +74,15 @@ http_reason(int status)
         {201, "Created"},
         {204, "No Content"},
         {400, "Bad Request"},
+        {401, "Unauthorized"},
         {403, "Forbidden"},
         {404, "Not Found"},
         {405, "Method Not Allowed"},
         {409, "Conflict"},
         {413, "Content Too Large"},
         {415, "Unsupported Media Type"},
+        {422, "Unprocessable Content"},
+        {429, "Too Many Requests"},
         {500, "Internal Server Error"},
         {501, "Not Implemented"},
         {502, "Bad Gateway"},
@@ -125,7 +130,18 @@ http_request_release(struct http_request *req)
     free(req->query);
     free(req->content_type);
     free(req->body);
+    free(req->authorization);
+    free(req->client_addr);
     memset(req, 0, sizeof(*req));
+}
+
+void
+http_request_set_auth(struct http_request *req, const char *authorization, const char *client_addr)
+{
+    free(req->authorization);
+    free(req->client_addr);
+    req->authorization = authorization ? st_xstrdup(authorization) : NULL;
+    req->client_addr = client_addr ? st_xstrdup(client_addr) : NULL;
 }
 
 bool
@@ -279,13 +295,18 @@ problem(struct http_response *resp, const struct problem_kind *kind, const char 
     json_object_set_new(doc, "status", json_integer(kind->status));
     json_object_set_new(doc, "detail", http_json_string(detail));
     json_object_set_new(doc, "request_id", http_json_string(request_id));
-    if (extra)
+    if (extra) {
+        if (json_is_string(json_object_get(extra, "type")))
+            json_object_set(doc, "type", json_object_get(extra, "type"));
         json_object_update_missing(doc, extra);
+    }
     json_decref(extra);
     free(type);
     set_body(resp, kind->status, "application/problem+json", doc);
     if (kind->status == 503)
         http_response_header(resp, "Retry-After", "5");
+    if (kind->status == 401)
+        http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"stratus\"");
 }
 
 void

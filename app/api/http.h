@@ -32,6 +32,8 @@ struct http_request {
     /* Declared length; when larger than the limit the body is not read. */
     unsigned long long content_length;
     char request_id[HTTP_REQUEST_ID_MAX + 1];
+    char *authorization; /* the Authorization header; NULL when absent */
+    char *client_addr;   /* the peer as nginx saw it; NULL when unknown */
 };
 
 /*
@@ -42,6 +44,10 @@ struct http_request {
 void http_request_init(struct http_request *req, const char *method, const char *uri,
                        const char *content_type, const char *body, size_t body_len);
 void http_request_release(struct http_request *req);
+
+/* Set (copy) the Authorization header and the client address; NULL clears. */
+void http_request_set_auth(struct http_request *req, const char *authorization,
+                           const char *client_addr);
 
 /* True for 1..64 characters of [A-Za-z0-9._-]. */
 bool http_request_id_valid(const char *s);
@@ -86,8 +92,9 @@ const char *http_reason(int status);
 
 /*
  * A problem document for @err: type, title, status, detail (the error's
- * message), request_id, plus the members of @extra (stolen; may be NULL).
- * 503 also gets Retry-After.
+ * message), request_id, plus the members of @extra (stolen; may be NULL);
+ * a "type" in @extra replaces the code's own.  503 also gets Retry-After,
+ * 401 a WWW-Authenticate challenge.
  */
 void http_problem(struct http_response *resp, const char *request_id, const struct st_error *err,
                   json_t *extra);

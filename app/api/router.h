@@ -26,12 +26,21 @@ enum route_body {
     ROUTE_BODY_EMPTY,    /* nothing, or exactly {} (actions) */
 };
 
+/* Who may call a route; the dispatcher checks it before anything else. */
+enum route_auth {
+    ROUTE_AUTH_USER = 0, /* any authenticated, active user */
+    ROUTE_AUTH_ADMIN,    /* admins only (403 for others) */
+    ROUTE_AUTH_OPTIONAL, /* anyone; the caller is known when credentials are sent */
+    ROUTE_AUTH_NONE,     /* anyone; credentials are not even looked at */
+};
+
 struct route {
     const char *method;
     const char *pattern;
     route_handler handler;
     enum route_body body;
     const char *const *params; /* allowed query parameters, NULL-terminated; NULL = none */
+    enum route_auth auth;
 };
 
 enum router_result {

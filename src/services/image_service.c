@@ -39,19 +39,31 @@ int
 image_service_register(struct image_service *svc, const char *owner,
                        const struct image_create_req *req, struct image *out, struct st_error *err)
 {
+    return image_service_register_as(svc, owner, false, req, out, err);
+}
+
+int
+image_service_register_as(struct image_service *svc, const char *owner, bool may_publish,
+                          const struct image_create_req *req, struct image *out,
+                          struct st_error *err)
+{
     struct st_error ignored = {0};
     struct storage_vol_info info;
     struct image image;
     char vol[ST_NAME_BUF];
+    bool public = req->has_visibility && req->visibility == IMAGE_VISIBILITY_PUBLIC;
 
     if (st_name_check("name", req->name, err) < 0)
         return -1;
+    if (public && !may_publish)
+        return st_error_set(err, ST_ERR_FORBIDDEN, "only an admin may register a public image");
     memset(&image, 0, sizeof(image));
     st_uuid_generate(image.id);
     st_strlcpy(image.owner_id, owner ? owner : "", sizeof(image.owner_id));
     st_strlcpy(image.name, req->name, sizeof(image.name));
     image.format = req->format;
     image.status = IMAGE_STATUS_ACTIVE;
+    image.visibility = public ? IMAGE_VISIBILITY_PUBLIC : IMAGE_VISIBILITY_PRIVATE;
     vm_service_image_vol_name(image.id, vol);
     if (storage_import(svc->storage, svc->image_pool, vol, req->source_path, &info, err) < 0)
         return -1;
@@ -96,6 +108,12 @@ image_service_delete(struct image_service *svc, const char *owner, const char *i
 
     if (image_repo_get(svc->images, owner, id, &image, err) < 0)
         return -1;
+    /* A public image is visible to all, but only its owner (or an admin) may remove it. */
+    if (owner && strcmp(image.owner_id, owner) != 0)
+        return st_error_set(err, ST_ERR_FORBIDDEN,
+                            "image '%s' is public and belongs to another user: only its owner or "
+                            "an admin may delete it",
+                            id);
     /* Any owner's VM counts: its disk is an overlay on this image's volume. */
     if (vm_repo_count_by_image(svc->vms, NULL, id, &users, err) < 0)
         return -1;

@@ -26,11 +26,24 @@ struct image_service {
 int image_service_register(struct image_service *svc, const char *owner,
                            const struct image_create_req *req, struct image *out,
                            struct st_error *err);
+/*
+ * The same; a public image (req->visibility) only when @may_publish (the
+ * caller is an admin), else ST_ERR_FORBIDDEN.  image_service_register()
+ * never publishes.
+ */
+int image_service_register_as(struct image_service *svc, const char *owner, bool may_publish,
+                              const struct image_create_req *req, struct image *out,
+                              struct st_error *err);
+
+/* Within @owner's scope, which includes every public image. */
 int image_service_get(struct image_service *svc, const char *owner, const char *id,
                       struct image *out, struct st_error *err);
 int image_service_list(struct image_service *svc, const char *owner, const struct image_filter *f,
                        struct image_list *out, struct st_error *err);
-/* ST_ERR_CONFLICT while any VM is built on it. */
+/*
+ * ST_ERR_CONFLICT while any VM is built on it; ST_ERR_FORBIDDEN for
+ * another owner's public image (admins pass a NULL @owner).
+ */
 int image_service_delete(struct image_service *svc, const char *owner, const char *id,
                          struct st_error *err);
 

@@ -264,7 +264,9 @@ create_sizes(struct vm_service *svc, const char *owner, const struct vm_create_r
         vm->disk_gib = req->disk_gib;
         return 0;
     }
-    if (flavor_repo_get(svc->flavors, owner, req->flavor_id, &flavor, &local) < 0) {
+    /* Flavors are shared: every user may build on any of them. */
+    (void)owner;
+    if (flavor_repo_get(svc->flavors, NULL, req->flavor_id, &flavor, &local) < 0) {
         if (local.code == ST_ERR_NOT_FOUND)
             return st_error_set(err, ST_ERR_INVALID, "flavor '%s' does not exist", req->flavor_id);
         error_pass(err, &local);
@@ -410,10 +412,29 @@ create_steps(struct vm_service *svc, const char *owner, struct vm *vm, const str
     return record_step(svc, owner, vm, VM_STEP_DONE, err);
 }
 
+/* The row, within @limits when they are given. */
+static int
+create_insert(struct vm_service *svc, const struct vm *vm, const struct quota *limits,
+              struct quota_violation *v, struct st_error *err)
+{
+    if (!limits)
+        return vm_repo_insert(svc->vms, vm, err);
+    return vm_repo_insert_within_quota(svc->vms, vm, limits, v, err);
+}
+
 int
 vm_service_create(struct vm_service *svc, const char *owner, const struct vm_create_req *req,
                   struct vm *out, struct st_error *err)
 {
+    return vm_service_create_within(svc, owner, NULL, req, out, NULL, err);
+}
+
+int
+vm_service_create_within(struct vm_service *svc, const char *owner, const struct quota *limits,
+                         const struct vm_create_req *req, struct vm *out, struct quota_violation *v,
+                         struct st_error *err)
+{
+    struct quota_violation unused;
     struct st_error cause = {0};
     struct st_error ignored = {0};
     struct image image;
@@ -424,7 +445,7 @@ vm_service_create(struct vm_service *svc, const char *owner, const struct vm_cre
     out->id[0] = '\0';
     if (create_prepare(svc, owner, req, &vm, &image, err) < 0)
         return -1;
-    if (vm_repo_insert(svc->vms, &vm, err) < 0)
+    if (create_insert(svc, &vm, limits, v ? v : &unused, err) < 0)
         return -1;
     if (create_steps(svc, owner, &vm, &image, &done, &failed, &cause) == 0) {
         *out = vm;

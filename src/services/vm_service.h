@@ -2,8 +2,8 @@
  * vm_service.h - the business rules of virtual machines.
  *
  * The service knows only the repository and backend interfaces.  Every call
- * takes the caller's @owner; until identity exists every request runs as
- * one built-in owner.  Returns 0, or -1 with @err filled (codes as in
+ * takes the caller's @owner as the scope (NULL: every owner, for admins);
+ * a create makes the VM @owner's.  Returns 0, or -1 with @err filled (codes as in
  * util/err.h; ST_ERR_CONFLICT messages name the VM's current state).
  */
 #ifndef STRATUS_SERVICES_VM_SERVICE_H
@@ -62,6 +62,16 @@ void vm_service_image_vol_name(const char *image_id, char out[ST_NAME_BUF]);
  */
 int vm_service_create(struct vm_service *svc, const char *owner, const struct vm_create_req *req,
                       struct vm *out, struct st_error *err);
+
+/*
+ * The same, with the row inserted only while @owner's rows plus this VM
+ * stay within @limits (NULL: no limits), checked in the insert's own
+ * transaction: ST_ERR_FORBIDDEN with *v naming the limit otherwise (@v may
+ * be NULL when the caller does not need it).
+ */
+int vm_service_create_within(struct vm_service *svc, const char *owner, const struct quota *limits,
+                             const struct vm_create_req *req, struct vm *out,
+                             struct quota_violation *v, struct st_error *err);
 
 /* One VM, its status merged with what the hypervisor sees. */
 int vm_service_get(struct vm_service *svc, const char *owner, const char *id, struct vm *out,

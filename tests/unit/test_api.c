@@ -21,15 +21,24 @@
 #include "api/handlers.h"
 #include "api/http.h"
 #include "support/tmpdir.h"
+#include "util/mem.h"
 
 #define MISSING_ID "7d1e9c2a-3b4f-4a5e-9c6d-0e1f2a3b4c5d"
 #define MAX_BODY 16384
+
+#define AUTH_BUF 1024
+#define ADMIN_EMAIL "root@example.test"
+#define USER_EMAIL "alice@example.test"
+#define OTHER_EMAIL "bob@example.test"
+#define TEST_PASSWORD "correct horse battery"
 
 struct api_fx {
     char dir[64];
     struct app app;
     char image_id[ST_ID_BUF];
     char flavor_id[ST_ID_BUF];
+    char admin_auth[AUTH_BUF]; /* "Bearer <token>" of an admin */
+    const char *auth;          /* what send_raw() sends: admin_auth unless a test says otherwise */
 };
 
 /* One exchange; resp and doc are released by reply_release(). */
@@ -59,9 +68,34 @@ write_config(const struct api_fx *fx, char *path, size_t n)
             "pool_default = tapi-%ld-default\n"
             "pool_snapshots = tapi-%ld-snapshots\n"
             "max_body_bytes = %d\n"
+            "password_hash = min\n"
+            "quota_max_vms = 1000\n"
+            "quota_max_vcpus = 1000\n"
             "stop_timeout_s = 1\n",
             fx->dir, fx->dir, pid, pid, pid, MAX_BODY);
     return fclose(f);
+}
+
+/* Make a user (an admin when @admin) and write "Bearer <their token>" to @auth. */
+static int
+login_as(struct api_fx *fx, const char *email, bool admin, char *auth, size_t n,
+         struct st_error *err)
+{
+    struct login_req req;
+    struct user user;
+    char *token = NULL;
+    int64_t exp, retry;
+
+    if (user_service_create(&fx->app.user_svc, email, TEST_PASSWORD, admin, &user, err) < 0)
+        return -1;
+    memset(&req, 0, sizeof(req));
+    snprintf(req.email, sizeof(req.email), "%s", email);
+    snprintf(req.password, sizeof(req.password), "%s", TEST_PASSWORD);
+    if (user_service_login(&fx->app.user_svc, &req, st_now_ms(), &token, &exp, &retry, err) < 0)
+        return -1;
+    snprintf(auth, n, "Bearer %s", token);
+    free(token);
+    return 0;
 }
 
 static int
@@ -82,6 +116,14 @@ setup(void **state)
         free(fx);
         return -1;
     }
+    if (login_as(fx, ADMIN_EMAIL, true, fx->admin_auth, sizeof(fx->admin_auth), &err) < 0) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        app_close(&fx->app);
+        tmpdir_remove(fx->dir);
+        free(fx);
+        return -1;
+    }
+    fx->auth = fx->admin_auth;
     if (!fx->app.pools_ready) {
         fprintf(stderr, "setup: pools not ready\n");
         app_close(&fx->app);
@@ -121,6 +163,7 @@ send_raw(struct api_fx *fx, const char *method, const char *uri, const char *cty
 
     memset(r, 0, sizeof(*r));
     http_request_init(&r->req, method, uri, ctype, body, n);
+    http_request_set_auth(&r->req, fx->auth, "127.0.0.1");
     http_response_init(&r->resp);
     api_dispatch(&fx->app, &r->req, &r->resp);
     if (r->resp.body)
@@ -182,6 +225,30 @@ make_image_and_flavor(struct api_fx *fx)
     reply_release(&r);
 }
 
+/* Register the test image as the caller of @auth. */
+static void
+make_image_as(struct api_fx *fx, const char *auth)
+{
+    const char *saved = fx->auth;
+    char path[160], body[400];
+    struct reply r;
+    int fd;
+
+    fx->auth = auth;
+    snprintf(path, sizeof(path), "%s/import/mine.raw", fx->dir);
+    fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 1024 * 1024), 0);
+    close(fd);
+    snprintf(body, sizeof(body), "{\"name\":\"mine\",\"source_path\":\"%s\",\"format\":\"raw\"}",
+             path);
+    if (send_json(fx, "POST", "/v1/images", body, &r) != 201)
+        fail_msg("image create: %d %s", r.resp.status, r.resp.body);
+    snprintf(fx->image_id, sizeof(fx->image_id), "%s", member(&r, "id"));
+    reply_release(&r);
+    fx->auth = saved;
+}
+
 static void
 expect_vm_status(struct api_fx *fx, const char *method, const char *uri, const char *status)
 {
@@ -192,6 +259,229 @@ expect_vm_status(struct api_fx *fx, const char *method, const char *uri, const c
     assert_string_equal(r.resp.content_type, "application/json");
     assert_string_equal(member(&r, "status"), status);
     reply_release(&r);
+}
+
+/* A route pattern with every {id} replaced by @id. */
+static void
+route_uri(const char *pattern, const char *id, char *out, size_t n)
+{
+    const char *p = pattern;
+    size_t o = 0;
+
+    while (*p && o + 1 < n) {
+        if (strncmp(p, "{id}", 4) == 0) {
+            o += (size_t)snprintf(out + o, n - o, "%s", id);
+            p += 4;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o < n ? o : n - 1] = '\0';
+}
+
+static void
+test_api__every_route_needs_credentials(void **state)
+{
+    static const char *const bad[] = {NULL, "Basic dXNlcjpwdw==", "Bearer ", "Bearer x.y.z",
+                                      "Bearer stk_AAAAAAAA_nope"};
+    struct api_fx *fx = *state;
+    char uri[160];
+    struct reply r;
+    size_t i, j;
+
+    for (i = 0; i < api_routes_count; i++) {
+        const struct route *rt = &api_routes[i];
+
+        route_uri(rt->pattern, MISSING_ID, uri, sizeof(uri));
+        for (j = 0; j < ST_ARRAY_LEN(bad); j++) {
+            int want = rt->auth == ROUTE_AUTH_NONE ? 0 : 401;
+
+            if (rt->auth == ROUTE_AUTH_OPTIONAL && !bad[j])
+                want = 401; /* registration is closed: anonymous is refused too */
+            fx->auth = bad[j];
+            send_json(fx, rt->method, uri, rt->body == ROUTE_BODY_REQUIRED ? "{}" : NULL, &r);
+            if (want == 401) {
+                assert_problem(&r, 401);
+                assert_non_null(
+                    strstr(http_response_get_header(&r.resp, "WWW-Authenticate"), "Bearer"));
+            } else if (r.resp.status == 401) {
+                fail_msg("%s %s answered 401 though it is open", rt->method, uri);
+            }
+            reply_release(&r);
+        }
+    }
+    fx->auth = fx->admin_auth;
+}
+
+static void
+test_api__admin_only_routes(void **state)
+{
+    struct api_fx *fx = *state;
+    char user_auth[AUTH_BUF];
+    struct st_error err = {0};
+    struct reply r;
+
+    assert_int_equal(login_as(fx, USER_EMAIL, false, user_auth, sizeof(user_auth), &err), 0);
+    fx->auth = user_auth;
+    assert_int_equal(send_json(fx, "GET", "/v1/users", NULL, &r), 403);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/audit", NULL, &r), 403);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "POST", "/v1/flavors",
+                               "{\"name\":\"x\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}", &r),
+                     403);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/vms?owner_id=" MISSING_ID, NULL, &r), 403);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/users/me", NULL, &r), 200);
+    assert_string_equal(member(&r, "email"), USER_EMAIL);
+    assert_null(json_object_get(r.doc, "password_hash"));
+    reply_release(&r);
+    fx->auth = fx->admin_auth;
+    assert_int_equal(send_json(fx, "GET", "/v1/users", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 2);
+    reply_release(&r);
+}
+
+static void
+test_api__tenants_are_isolated(void **state)
+{
+    struct api_fx *fx = *state;
+    char a_auth[AUTH_BUF], b_auth[AUTH_BUF], uri[160], body[300], vm_id[ST_ID_BUF];
+    struct st_error err = {0};
+    struct reply r, missing;
+    static const char *const actions[] = {"start",      "stop",  "reboot",
+                                          "force-stop", "pause", "resume"};
+    size_t i;
+
+    assert_int_equal(login_as(fx, USER_EMAIL, false, a_auth, sizeof(a_auth), &err), 0);
+    assert_int_equal(login_as(fx, OTHER_EMAIL, false, b_auth, sizeof(b_auth), &err), 0);
+    fx->auth = a_auth;
+    make_image_as(fx, a_auth);
+    snprintf(body, sizeof(body),
+             "{\"name\":\"a-vm\",\"image_id\":\"%s\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}",
+             fx->image_id);
+    if (send_json(fx, "POST", "/v1/vms", body, &r) != 201)
+        fail_msg("create: %d %s", r.resp.status, r.resp.body);
+    snprintf(vm_id, sizeof(vm_id), "%s", member(&r, "id"));
+    reply_release(&r);
+
+    fx->auth = b_auth;
+    snprintf(uri, sizeof(uri), "/v1/vms/%s", vm_id);
+    send_json(fx, "GET", "/v1/vms/" MISSING_ID, NULL, &missing);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 404);
+    assert_string_equal(member(&r, "type"), member(&missing, "type"));
+    reply_release(&r);
+    reply_release(&missing);
+    assert_int_equal(send_json(fx, "PATCH", uri, "{\"name\":\"stolen\"}", &r), 404);
+    reply_release(&r);
+    for (i = 0; i < ST_ARRAY_LEN(actions); i++) {
+        snprintf(uri, sizeof(uri), "/v1/vms/%s/%s", vm_id, actions[i]);
+        assert_int_equal(send_json(fx, "POST", uri, NULL, &r), 404);
+        reply_release(&r);
+    }
+    snprintf(uri, sizeof(uri), "/v1/images/%s", fx->image_id);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 404);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 404);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/vms", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 0);
+    reply_release(&r);
+    snprintf(uri, sizeof(uri), "/v1/vms/%s", vm_id);
+    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 404);
+    reply_release(&r);
+
+    /* Unchanged for its owner; the admin sees it and may delete it. */
+    fx->auth = a_auth;
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    assert_string_equal(member(&r, "name"), "a-vm");
+    assert_string_equal(member(&r, "status"), "running");
+    reply_release(&r);
+    fx->auth = fx->admin_auth;
+    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 204);
+    reply_release(&r);
+}
+
+static void
+test_api__quota_is_a_403_naming_the_limit(void **state)
+{
+    struct api_fx *fx = *state;
+    char a_auth[AUTH_BUF], uri[160], body[300];
+    struct st_error err = {0};
+    struct reply r;
+    struct user me;
+
+    assert_int_equal(login_as(fx, USER_EMAIL, false, a_auth, sizeof(a_auth), &err), 0);
+    assert_int_equal(user_repo_get_by_email(&fx->app.users, USER_EMAIL, &me, &err), 0);
+    snprintf(uri, sizeof(uri), "/v1/users/%s", me.id);
+    assert_int_equal(send_json(fx, "PATCH", uri, "{\"quota\":{\"max_vms\":1}}", &r), 200);
+    reply_release(&r);
+    make_image_as(fx, a_auth);
+    fx->auth = a_auth;
+    snprintf(body, sizeof(body),
+             "{\"name\":\"one\",\"image_id\":\"%s\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}",
+             fx->image_id);
+    assert_int_equal(send_json(fx, "POST", "/v1/vms", body, &r), 201);
+    reply_release(&r);
+    snprintf(body, sizeof(body),
+             "{\"name\":\"two\",\"image_id\":\"%s\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}",
+             fx->image_id);
+    send_json(fx, "POST", "/v1/vms", body, &r);
+    assert_problem(&r, 403);
+    assert_string_equal(member(&r, "type"), "https://stratus.dev/problems/quota_exceeded");
+    assert_string_equal(member(&r, "quota"), "max_vms");
+    assert_int_equal(json_integer_value(json_object_get(r.doc, "limit")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r.doc, "in_use")), 1);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/users/me/quota", NULL, &r), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r.doc, "usage"), "vms")),
+                     1);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(r.doc, "limits"), "max_vms")), 1);
+    reply_release(&r);
+    fx->auth = fx->admin_auth;
+}
+
+static void
+test_api__mutations_are_audited(void **state)
+{
+    struct api_fx *fx = *state;
+    struct audit_verdict v;
+    struct st_error err = {0};
+    struct reply r;
+    json_t *items;
+    size_t i, n;
+
+    make_image_and_flavor(fx);
+    fx->auth = NULL;
+    send_json(fx, "POST", "/v1/flavors", "{}", &r); /* 401: audited too */
+    reply_release(&r);
+    fx->auth = fx->admin_auth;
+    assert_int_equal(send_json(fx, "GET", "/v1/audit?target_id=", NULL, &r), 400);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", "/v1/audit", NULL, &r), 200);
+    items = json_object_get(r.doc, "items");
+    n = json_array_size(items);
+    assert_true(n >= 3);
+    for (i = 0; i < n; i++) {
+        json_t *e = json_array_get(items, i);
+
+        assert_int_equal(json_integer_value(json_object_get(e, "seq")), (json_int_t)i + 1);
+        if (i > 0)
+            assert_string_equal(
+                json_string_value(json_object_get(e, "prev_hash")),
+                json_string_value(json_object_get(json_array_get(items, i - 1), "hash")));
+    }
+    /* The image and flavor creates name what they made; the 401 names nobody. */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "target_id")),
+                        fx->image_id);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(items, 2), "status")), 401);
+    assert_true(json_is_null(json_object_get(json_array_get(items, 2), "user_id")));
+    reply_release(&r);
+    assert_int_equal(audit_service_verify(&fx->app.audit_svc, &v, &err), 0);
+    assert_int_equal(v.broken_seq, 0);
+    assert_true(v.entries >= 3);
 }
 
 static void
@@ -531,9 +821,10 @@ test_api__problem_table(void **state)
         enum st_err_code code;
         int status;
     } rows[] = {
-        {ST_ERR_INVALID, 400},   {ST_ERR_NOT_FOUND, 404},   {ST_ERR_CONFLICT, 409},
-        {ST_ERR_FORBIDDEN, 403}, {ST_ERR_UNSUPPORTED, 501}, {ST_ERR_UNAVAILABLE, 503},
-        {ST_ERR_BACKEND, 502},   {ST_ERR_INTERNAL, 500},    {ST_ERR_OK, 500},
+        {ST_ERR_INVALID, 400},         {ST_ERR_NOT_FOUND, 404},   {ST_ERR_CONFLICT, 409},
+        {ST_ERR_FORBIDDEN, 403},       {ST_ERR_UNSUPPORTED, 501}, {ST_ERR_UNAVAILABLE, 503},
+        {ST_ERR_BACKEND, 502},         {ST_ERR_INTERNAL, 500},    {ST_ERR_OK, 500},
+        {ST_ERR_UNAUTHENTICATED, 401}, {ST_ERR_THROTTLED, 429},
     };
     struct http_response resp;
     struct st_error err;
@@ -556,6 +847,8 @@ test_api__problem_table(void **state)
         assert_string_equal(json_string_value(json_object_get(doc, "vm_id")), "x");
         assert_int_equal(http_response_get_header(&resp, "Retry-After") != NULL,
                          rows[i].status == 503);
+        assert_int_equal(http_response_get_header(&resp, "WWW-Authenticate") != NULL,
+                         rows[i].status == 401);
         json_decref(doc);
         http_response_release(&resp);
     }
@@ -571,6 +864,11 @@ main(void)
         cmocka_unit_test_setup_teardown(test_api__request_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api__version_and_health, setup, teardown),
         cmocka_unit_test(test_api__problem_table),
+        cmocka_unit_test_setup_teardown(test_api__every_route_needs_credentials, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__admin_only_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__tenants_are_isolated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__quota_is_a_403_naming_the_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__mutations_are_audited, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

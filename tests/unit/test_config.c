@@ -111,9 +111,17 @@ test_config__defaults(void **state)
     assert_string_equal(cfg.pool_snapshots_dir, "var/pools/snapshots");
     assert_string_equal(cfg.console_dir, "var/console");
     assert_string_equal(cfg.import_dir, "var/import");
+    assert_string_equal(cfg.token_keys_file, "var/token-keys");
+    assert_string_equal(cfg.admin_password_file, "var/admin-password");
     assert_int_equal(cfg.max_body_bytes, 65536);
     assert_int_equal(cfg.stop_timeout_s, 30);
-    assert_string_equal(cfg.owner_id, "00000000-0000-4000-8000-000000000001");
+    assert_false(cfg.allow_registration);
+    assert_string_equal(cfg.password_hash, "interactive");
+    assert_int_equal(cfg.token_ttl_s, 3600);
+    assert_int_equal(cfg.login_max_failures, 5);
+    assert_int_equal(cfg.login_lockout_s, 900);
+    assert_int_equal(cfg.quota_max_vms, 10);
+    assert_string_equal(cfg.admin_email, "admin@localhost");
     assert_string_equal(cfg.log_level, "info");
 }
 
@@ -204,7 +212,10 @@ test_config__bad_values(void **state)
         {"socket_mode = 1777", "socket_mode '1777'"},
         {"virt_type = xen", "virt_type 'xen'"},
         {"log_level = verbose", "log_level 'verbose'"},
-        {"owner_id = nope", "owner_id 'nope'"},
+        {"allow_registration = yes", "allow_registration 'yes' is not true or false"},
+        {"password_hash = fast", "password_hash 'fast' is not one of min, interactive, moderate"},
+        {"token_ttl_s = 5", "token_ttl_s '5' is not an integer in 60..2592000"},
+        {"admin_email = nobody", "admin_email"},
         {"pool_images = bad/name", "pool_images 'bad/name'"},
         {"database = postgres://db/stratus", "database 'postgres://db/stratus'"},
         {"max_body_bytes = 10", "max_body_bytes '10'"},

@@ -170,12 +170,13 @@ test_flavor_service__create_vm_by_flavor(void **state)
     assert_non_null(strstr(err.msg, missing));
     assert_string_equal(vm.id, "");
 
-    /* Another owner's flavor is as unknown as a missing one. */
+    /* Flavors are shared (admins make them for everyone): another owner's serves too. */
     assert_st_ok(flavor_service_create(&fx->flavor_svc, FIXTURE_OTHER_OWNER, &freq, &flavor, &err),
                  err);
     st_strlcpy(req.flavor_id, flavor.id, sizeof(req.flavor_id));
-    assert_st_err(vm_service_create(&fx->vm_svc, FIXTURE_OWNER, &req, &vm, &err), err,
-                  ST_ERR_INVALID, "does not exist");
+    assert_st_ok(vm_service_create(&fx->vm_svc, FIXTURE_OWNER, &req, &vm, &err), err);
+    assert_string_equal(vm.flavor_id, flavor.id);
+    assert_string_equal(vm.owner_id, FIXTURE_OWNER);
 }
 
 int

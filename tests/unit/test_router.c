@@ -30,11 +30,11 @@ handler_b(struct api_call *call)
 }
 
 static const struct route table[] = {
-    {"GET", "/things", handler_a, ROUTE_BODY_NONE, NULL},
-    {"POST", "/things", handler_b, ROUTE_BODY_REQUIRED, NULL},
-    {"GET", "/things/{id}", handler_a, ROUTE_BODY_NONE, NULL},
-    {"DELETE", "/things/{id}", handler_b, ROUTE_BODY_NONE, NULL},
-    {"POST", "/things/{id}/parts/{id}", handler_b, ROUTE_BODY_EMPTY, NULL},
+    {"GET", "/things", handler_a, ROUTE_BODY_NONE, NULL, ROUTE_AUTH_USER},
+    {"POST", "/things", handler_b, ROUTE_BODY_REQUIRED, NULL, ROUTE_AUTH_USER},
+    {"GET", "/things/{id}", handler_a, ROUTE_BODY_NONE, NULL, ROUTE_AUTH_USER},
+    {"DELETE", "/things/{id}", handler_b, ROUTE_BODY_NONE, NULL, ROUTE_AUTH_USER},
+    {"POST", "/things/{id}/parts/{id}", handler_b, ROUTE_BODY_EMPTY, NULL, ROUTE_AUTH_USER},
 };
 
 #define N_TABLE (sizeof(table) / sizeof(table[0]))
