@@ -48,10 +48,16 @@ scripts/run.sh --profile bench --detach || exit 1
 id=$("$BENCH" --seed "$ST_DB" qemu:///system 1000) || exit 1
 seeded=1
 
+# Every request carries the bootstrapped admin's token (admins see every VM).
+token=$(curl -s -H 'Content-Type: application/json' \
+    -d "{\"email\":\"$ST_ADMIN_EMAIL\",\"password\":\"$(cat "$ST_ADMIN_PASSWORD_FILE")\"}" \
+    "$ST_URL/v1/auth/tokens" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') ||
+    { echo "bench: cannot log in as $ST_ADMIN_EMAIL"; exit 1; }
+
 # One line per run: requests/s, p50, p99 (wrk --latency).
 wrk_line() {
     local label=$1 url=$2 out
-    out=$(wrk -t2 -c16 -d"${WRK_SECONDS}s" --latency "$url" 2>&1)
+    out=$(wrk -t2 -c16 -d"${WRK_SECONDS}s" --latency -H "Authorization: Bearer $token" "$url" 2>&1)
     printf '%-28s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' "$label" \
         "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" \
         "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
