@@ -131,7 +131,6 @@ authenticate(struct api_call *call, const struct route *route, struct principal 
     if (!credential)
         return st_error_set(err, ST_ERR_UNAUTHENTICATED,
                             "the Authorization header must be 'Bearer <token or API key>'");
-    app_refresh_keys(call->app);
     if (user_service_authenticate(&call->app->user_svc, credential, st_now_ms(), who, err) < 0)
         return -1;
     call->who = who;
@@ -360,6 +359,8 @@ api_dispatch(struct app *app, const struct http_request *req, struct http_respon
     memset(&match, 0, sizeof(match));
     if (!app->pools_ready && app_ensure_pools(app, &err) < 0)
         api_log(API_LOG_DEBUG, "storage pools still not ready: %s", err.msg);
+    /* Before any route: a login must sign with the key that is current now. */
+    app_refresh_keys(app);
     if (prepare(&call, &match, &who, &query, &body) == 0) {
         call.match = &match;
         call.body = body;

@@ -130,12 +130,12 @@ void api_key_list_release(struct api_key_list *list);
 struct audit_entry {
     int64_t seq; /* 1, 2, ... assigned by the store */
     char id[ST_ID_BUF];
-    int64_t at;                 /* ms since epoch */
-    char user_id[ST_ID_BUF];    /* "" when nobody was authenticated */
-    char method[8];             /* "POST", ... */
+    int64_t at;                     /* ms since epoch */
+    char user_id[ST_ID_BUF];        /* "" when nobody was authenticated */
+    char method[8];                 /* "POST", ... */
     char route[ST_AUDIT_ROUTE_BUF]; /* the request path */
-    char target_id[ST_ID_BUF];  /* "" when none */
-    int status;                 /* HTTP status of the answer */
+    char target_id[ST_ID_BUF];      /* "" when none */
+    int status;                     /* HTTP status of the answer */
     char request_id[65];
     char client_addr[ST_AUDIT_ADDR_BUF];
     char prev_hash[ST_HASH_HEX_BUF]; /* "" for the first entry */

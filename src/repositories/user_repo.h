@@ -149,8 +149,7 @@ user_repo_key_touch(struct user_repo *r, const char *id, int64_t at, struct st_e
 }
 
 static inline int
-user_repo_key_remove(struct user_repo *r, const char *user_id, const char *id,
-                     struct st_error *err)
+user_repo_key_remove(struct user_repo *r, const char *user_id, const char *id, struct st_error *err)
 {
     return r->ops->key_remove(r->self, user_id, id, err);
 }

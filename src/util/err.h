@@ -12,14 +12,14 @@
 /* Coarse, stable codes.  The HTTP layer maps each to one status. */
 enum st_err_code {
     ST_ERR_OK = 0,
-    ST_ERR_INVALID,     /* the request is wrong: bad field, bad value */
-    ST_ERR_NOT_FOUND,   /* no such thing (or not visible to the caller) */
-    ST_ERR_CONFLICT,    /* exists already, or wrong state for the action */
-    ST_ERR_FORBIDDEN,   /* the caller may not do this */
-    ST_ERR_UNSUPPORTED, /* this backend cannot do this */
-    ST_ERR_UNAVAILABLE, /* a backend is down or busy: try again later */
-    ST_ERR_BACKEND,     /* a backend refused or failed the operation */
-    ST_ERR_INTERNAL,    /* a bug or resource exhaustion on our side */
+    ST_ERR_INVALID,         /* the request is wrong: bad field, bad value */
+    ST_ERR_NOT_FOUND,       /* no such thing (or not visible to the caller) */
+    ST_ERR_CONFLICT,        /* exists already, or wrong state for the action */
+    ST_ERR_FORBIDDEN,       /* the caller may not do this */
+    ST_ERR_UNSUPPORTED,     /* this backend cannot do this */
+    ST_ERR_UNAVAILABLE,     /* a backend is down or busy: try again later */
+    ST_ERR_BACKEND,         /* a backend refused or failed the operation */
+    ST_ERR_INTERNAL,        /* a bug or resource exhaustion on our side */
     ST_ERR_UNAUTHENTICATED, /* no valid credentials: who is calling is unknown */
     ST_ERR_THROTTLED,       /* too many attempts: wait before trying again */
 };
