@@ -13,11 +13,16 @@ static const char *const image_format_names[] = {
     [IMAGE_FORMAT_RAW] = "raw",
 };
 
+static const char *const image_visibility_names[] = {
+    [IMAGE_VISIBILITY_PRIVATE] = "private",
+    [IMAGE_VISIBILITY_PUBLIC] = "public",
+};
+
 static const char *const image_status_names[] = {
     [IMAGE_STATUS_ACTIVE] = "active",
 };
 
-static const char *const image_create_fields[] = {"name", "source_path", "format"};
+static const char *const image_create_fields[] = {"name", "source_path", "format", "visibility"};
 
 void
 image_list_release(struct image_list *list)
@@ -57,6 +62,25 @@ image_format_parse(const char *name, enum image_format *out)
     if (i < 0)
         return -1;
     *out = (enum image_format)i;
+    return 0;
+}
+
+const char *
+image_visibility_name(enum image_visibility v)
+{
+    if ((size_t)v >= ST_ARRAY_LEN(image_visibility_names))
+        return "unknown";
+    return image_visibility_names[v];
+}
+
+int
+image_visibility_parse(const char *name, enum image_visibility *out)
+{
+    int i = name_index(image_visibility_names, ST_ARRAY_LEN(image_visibility_names), name);
+
+    if (i < 0)
+        return -1;
+    *out = (enum image_visibility)i;
     return 0;
 }
 
@@ -111,7 +135,7 @@ int
 image_create_req_decode(const json_t *body, struct image_create_req *out, struct st_error *err)
 {
     struct image_create_req req;
-    int rc, format = 0;
+    int rc, format = 0, visibility = 0;
 
     memset(&req, 0, sizeof(req));
     if (st_json_check_object(body, image_create_fields, ST_ARRAY_LEN(image_create_fields), err) < 0)
@@ -133,6 +157,11 @@ image_create_req_decode(const json_t *body, struct image_create_req *out, struct
     if (!rc)
         return st_error_set(err, ST_ERR_INVALID, "field 'format' is required");
     req.format = (enum image_format)format;
+    if ((rc = st_json_get_enum(body, "visibility", image_visibility_names,
+                               ST_ARRAY_LEN(image_visibility_names), &visibility, err)) < 0)
+        return -1;
+    req.has_visibility = rc == 1;
+    req.visibility = rc == 1 ? (enum image_visibility)visibility : IMAGE_VISIBILITY_PRIVATE;
     *out = req;
     return 0;
 }
@@ -151,10 +180,12 @@ image_to_json(const struct image *image)
 
     st_time_format(image->created_at, created);
     st_time_format(image->updated_at, updated);
-    return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "id", image->id, "name", image->name,
-        "owner_id", image->owner_id, "format", image_format_name(image->format), "status",
-        image_status_name(image->status), "size_bytes", bytes_to_json_int(image->size_bytes),
-        "virtual_size_bytes", bytes_to_json_int(image->virtual_size_bytes), "min_disk_gib",
-        (json_int_t)image_min_disk_gib(image), "created_at", created, "updated_at", updated);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "id", image->id,
+                     "name", image->name, "owner_id", image->owner_id, "format",
+                     image_format_name(image->format), "status", image_status_name(image->status),
+                     "visibility", image_visibility_name(image->visibility), "size_bytes",
+                     bytes_to_json_int(image->size_bytes), "virtual_size_bytes",
+                     bytes_to_json_int(image->virtual_size_bytes), "min_disk_gib",
+                     (json_int_t)image_min_disk_gib(image), "created_at", created, "updated_at",
+                     updated);
 }

@@ -499,6 +499,315 @@ test_repo_sqlite__image_remove_refused_while_used(void **state)
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
 }
 
+/* @rc of a repository call: 0, or fail with the message in @err. */
+static void
+check_ok(int rc, const struct st_error *err)
+{
+    if (rc != 0)
+        fail_msg("want 0, got %d %s: %s", rc, st_err_code_name(err->code), err->msg);
+}
+
+/* @rc of a repository call: -1 with @code and @needle in the message. */
+static void
+check_err(int rc, const struct st_error *err, enum st_err_code code, const char *needle)
+{
+    if (rc != -1 || err->code != code || !strstr(err->msg, needle))
+        fail_msg("want -1 %s containing \"%s\", got %d %s: %s", st_err_code_name(code), needle, rc,
+                 st_err_code_name(err->code), err->msg);
+}
+
+static const struct quota unlimited = {
+    .max_vms = -1, .max_vcpus = -1, .max_memory_mib = -1, .max_disk_gib = -1};
+
+/* Insert within @limits; on failure, @v and @err tell why. */
+static int
+quota_insert(struct fixture *fx, const char *owner, const char *name, const struct quota *limits,
+             struct quota_violation *v, struct st_error *err)
+{
+    struct vm vm = make_vm(owner, name, IMAGE_1, st_now_ms());
+
+    return vm_repo_insert_within_quota(&fx->vms, &vm, limits, v, err);
+}
+
+static void
+test_repo_sqlite__vm_quota_insert(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct quota limits = unlimited;
+    struct quota_violation v = {.quota = "untouched"};
+    struct vm vm;
+    size_t n = 0;
+    int i;
+
+    /* make_vm() VMs have 2 vcpus, 2048 MiB and 10 GiB each. */
+    limits.max_vms = 2;
+    check_ok(quota_insert(fx, OWNER_A, "a1", &limits, &v, &err), &err);
+    assert_null(v.quota);
+    check_ok(quota_insert(fx, OWNER_A, "a2", &limits, &v, &err), &err);
+    check_err(quota_insert(fx, OWNER_A, "a3", &limits, &v, &err), &err, ST_ERR_FORBIDDEN,
+              "quota max_vms exceeded: limit 2, in use 2, requested 1");
+    assert_string_equal(v.quota, "max_vms");
+    assert_int_equal(v.limit, 2);
+    assert_int_equal(v.in_use, 2);
+    assert_int_equal(v.requested, 1);
+    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_A, IMAGE_1, &n, &err), 0);
+    assert_int_equal(n, 2);
+
+    /* Another owner's rows count against nobody else. */
+    check_ok(quota_insert(fx, OWNER_B, "b1", &limits, &v, &err), &err);
+
+    /* The first broken limit in quota_allows() order is the one reported. */
+    limits.max_vms = 10;
+    limits.max_vcpus = 5;
+    limits.max_disk_gib = 20;
+    check_err(quota_insert(fx, OWNER_A, "a3", &limits, &v, &err), &err, ST_ERR_FORBIDDEN,
+              "quota max_vcpus exceeded: limit 5, in use 4, requested 2");
+    limits.max_vcpus = 6;
+    check_err(quota_insert(fx, OWNER_A, "a3", &limits, &v, &err), &err, ST_ERR_FORBIDDEN,
+              "quota max_disk_gib exceeded: limit 20, in use 20, requested 10");
+    assert_string_equal(v.quota, "max_disk_gib");
+    limits.max_vcpus = -1;
+    limits.max_disk_gib = -1;
+    limits.max_memory_mib = 6144;
+    check_ok(quota_insert(fx, OWNER_A, "a3", &limits, &v, &err), &err);
+    check_err(quota_insert(fx, OWNER_A, "a4", &limits, &v, &err), &err, ST_ERR_FORBIDDEN,
+              "quota max_memory_mib exceeded: limit 6144, in use 6144, requested 2048");
+
+    /* Within the limits, a name clash is still a conflict, and nothing is inserted. */
+    limits = unlimited;
+    vm = make_vm(OWNER_A, "a1", IMAGE_1, 5);
+    check_err(vm_repo_insert_within_quota(&fx->vms, &vm, &limits, &v, &err), &err, ST_ERR_CONFLICT,
+              "a VM named 'a1' already exists");
+    for (i = 0; i < 20; i++) {
+        char name[ST_NAME_BUF];
+
+        snprintf(name, sizeof(name), "many-%02d", i);
+        check_ok(quota_insert(fx, OWNER_A, name, &limits, &v, &err), &err);
+    }
+    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_A, IMAGE_1, &n, &err), 0);
+    assert_int_equal(n, 23);
+
+    /* A limit of 0 refuses the first VM. */
+    limits.max_vms = 0;
+    check_err(quota_insert(fx, OWNER_B, "b2", &limits, &v, &err), &err, ST_ERR_FORBIDDEN,
+              "quota max_vms exceeded: limit 0, in use 1, requested 1");
+}
+
+static void
+test_repo_sqlite__vm_usage(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct quota_usage u = {.vms = 99};
+    struct vm vm;
+
+    check_ok(vm_repo_usage(&fx->vms, OWNER_A, &u, &err), &err);
+    assert_int_equal(u.vms, 0);
+    assert_int_equal(u.vcpus, 0);
+    assert_int_equal(u.memory_mib, 0);
+    assert_int_equal(u.disk_gib, 0);
+
+    vm = make_vm(OWNER_A, "a1", IMAGE_1, 1);
+    insert_vm(fx, &vm);
+    /* Every row counts, whatever its status. */
+    vm = make_vm(OWNER_A, "a2", IMAGE_1, 2);
+    vm.status = VM_STATUS_ERROR;
+    vm.vcpus = 3;
+    vm.memory_mib = 100;
+    vm.disk_gib = 1;
+    insert_vm(fx, &vm);
+    vm = make_vm(OWNER_B, "b1", IMAGE_1, 3);
+    insert_vm(fx, &vm);
+
+    check_ok(vm_repo_usage(&fx->vms, OWNER_A, &u, &err), &err);
+    assert_int_equal(u.vms, 2);
+    assert_int_equal(u.vcpus, 5);
+    assert_int_equal(u.memory_mib, 2148);
+    assert_int_equal(u.disk_gib, 11);
+    check_ok(vm_repo_usage(&fx->vms, OWNER_B, &u, &err), &err);
+    assert_int_equal(u.vms, 1);
+    assert_int_equal(u.vcpus, 2);
+    check_err(vm_repo_usage(&fx->vms, NULL, &u, &err), &err, ST_ERR_INVALID, "per owner");
+}
+
+#define QUOTA_RACE_LIMIT 5
+#define QUOTA_RACE_TRIES 10
+
+struct quota_racer {
+    const char *path;
+    pthread_barrier_t *start;
+    const char *prefix;
+    unsigned inserted;
+    unsigned refused;
+    char failure[ST_ERROR_MSG_MAX + 16]; /* "" unless something else went wrong */
+};
+
+/* One connection of its own, trying QUOTA_RACE_TRIES creates for OWNER_A. */
+static void *
+quota_racer_run(void *arg)
+{
+    struct quota_racer *q = arg;
+    struct quota limits = unlimited;
+    struct st_error err = {0};
+    struct quota_violation v;
+    struct sqlite_db *db = sqlite_db_open(q->path, &err);
+    struct vm_repo vms;
+    struct vm vm;
+    char name[ST_NAME_BUF];
+    int i;
+
+    limits.max_vms = QUOTA_RACE_LIMIT;
+    if (!db || vm_repo_sqlite_open(db, &vms, &err) < 0) {
+        snprintf(q->failure, sizeof(q->failure), "open: %s", err.msg);
+        pthread_barrier_wait(q->start);
+        sqlite_db_close(db);
+        return NULL;
+    }
+    pthread_barrier_wait(q->start);
+    for (i = 0; i < QUOTA_RACE_TRIES; i++) {
+        snprintf(name, sizeof(name), "%s-%02d", q->prefix, i);
+        vm = make_vm(OWNER_A, name, IMAGE_1, st_now_ms());
+        if (vm_repo_insert_within_quota(&vms, &vm, &limits, &v, &err) == 0)
+            q->inserted++;
+        else if (err.code == ST_ERR_FORBIDDEN && strcmp(v.quota, "max_vms") == 0)
+            q->refused++;
+        else
+            snprintf(q->failure, sizeof(q->failure), "insert: %s", err.msg);
+        /* Give the other connection its turn, so that creates interleave. */
+        st_sleep_ms(1);
+    }
+    vm_repo_close(&vms);
+    sqlite_db_close(db);
+    return NULL;
+}
+
+/* Two connections race to create against a limit of 5: never a sixth row. */
+static void
+test_repo_sqlite__vm_quota_concurrent(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct quota_usage u;
+    pthread_barrier_t start;
+    struct quota_racer q[2] = {
+        {.path = fx->path, .start = &start, .prefix = "left"},
+        {.path = fx->path, .start = &start, .prefix = "right"},
+    };
+    pthread_t t[2];
+    size_t i;
+
+    assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+    for (i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, quota_racer_run, &q[i]), 0);
+    for (i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (i = 0; i < 2; i++)
+        if (q[i].failure[0])
+            fail_msg("racer %zu: %s", i, q[i].failure);
+    assert_int_equal(q[0].inserted + q[1].inserted, QUOTA_RACE_LIMIT);
+    assert_int_equal(q[0].refused + q[1].refused, 2 * QUOTA_RACE_TRIES - QUOTA_RACE_LIMIT);
+    check_ok(vm_repo_usage(&fx->vms, OWNER_A, &u, &err), &err);
+    assert_int_equal(u.vms, QUOTA_RACE_LIMIT);
+}
+
+/* Ids of a page of @owner's images, at most 8. */
+static size_t
+image_page_ids(struct fixture *fx, const char *owner, char ids[8][ST_ID_BUF])
+{
+    struct st_error err = {0};
+    struct image_filter f = {.limit = 8};
+    struct image_list list = {0};
+    size_t i, n;
+
+    check_ok(image_repo_list(&fx->images, owner, &f, &list, &err), &err);
+    n = list.count;
+    for (i = 0; i < n; i++)
+        strcpy(ids[i], list.items[i].id);
+    image_list_release(&list);
+    return n;
+}
+
+static void
+test_repo_sqlite__image_visibility_scope(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct image mine = make_image(OWNER_A, "mine", 1000);
+    struct image shared = make_image(OWNER_A, "shared", 2000);
+    struct image theirs = make_image(OWNER_B, "theirs", 3000);
+    struct image also = make_image(OWNER_B, "shared", 4000);
+    struct image_filter f = {.limit = 8};
+    struct image_list list = {0};
+    struct image got;
+    char ids[8][ST_ID_BUF];
+
+    shared.visibility = IMAGE_VISIBILITY_PUBLIC;
+    also.visibility = IMAGE_VISIBILITY_PUBLIC;
+    check_ok(image_repo_insert(&fx->images, &mine, &err), &err);
+    check_ok(image_repo_insert(&fx->images, &shared, &err), &err);
+    check_ok(image_repo_insert(&fx->images, &theirs, &err), &err);
+    /* Names stay unique per owner, public or not. */
+    check_ok(image_repo_insert(&fx->images, &also, &err), &err);
+
+    check_ok(image_repo_get(&fx->images, OWNER_B, shared.id, &got, &err), &err);
+    assert_memory_equal(&got, &shared, sizeof(shared));
+    assert_int_equal(got.visibility, IMAGE_VISIBILITY_PUBLIC);
+    check_err(image_repo_get(&fx->images, OWNER_B, mine.id, &got, &err), &err, ST_ERR_NOT_FOUND,
+              "no image '");
+    check_ok(image_repo_get(&fx->images, OWNER_A, mine.id, &got, &err), &err);
+    assert_int_equal(got.visibility, IMAGE_VISIBILITY_PRIVATE);
+
+    /* Their own rows and every public one, in (created_at, id) order. */
+    assert_int_equal(image_page_ids(fx, OWNER_B, ids), 3);
+    assert_string_equal(ids[0], shared.id);
+    assert_string_equal(ids[1], theirs.id);
+    assert_string_equal(ids[2], also.id);
+    assert_int_equal(image_page_ids(fx, OWNER_A, ids), 3);
+    assert_string_equal(ids[0], mine.id);
+    assert_string_equal(ids[1], shared.id);
+    assert_string_equal(ids[2], also.id);
+    assert_int_equal(image_page_ids(fx, NULL, ids), 4);
+
+    /* Another owner's public image is a valid marker, a private one is not. */
+    strcpy(f.marker, shared.id);
+    check_ok(image_repo_list(&fx->images, OWNER_B, &f, &list, &err), &err);
+    assert_int_equal(list.count, 2);
+    image_list_release(&list);
+    strcpy(f.marker, mine.id);
+    check_err(image_repo_list(&fx->images, OWNER_B, &f, &list, &err), &err, ST_ERR_INVALID,
+              "names no image");
+
+    /* Removing is for the owner (or unscoped) only: another owner's public image stays. */
+    check_err(image_repo_remove(&fx->images, OWNER_B, shared.id, &err), &err, ST_ERR_NOT_FOUND,
+              "no image '");
+    check_ok(image_repo_get(&fx->images, OWNER_A, shared.id, &got, &err), &err);
+    check_ok(image_repo_remove(&fx->images, OWNER_B, also.id, &err), &err);
+    check_ok(image_repo_remove(&fx->images, OWNER_A, shared.id, &err), &err);
+    check_ok(image_repo_remove(&fx->images, NULL, theirs.id, &err), &err);
+    assert_int_equal(image_page_ids(fx, OWNER_B, ids), 0);
+}
+
+/* A public image in use by another owner's VM: that owner still gets not found. */
+static void
+test_repo_sqlite__image_remove_public_in_use(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct image shared = make_image(OWNER_A, "shared", 1000);
+    struct vm vm;
+
+    shared.visibility = IMAGE_VISIBILITY_PUBLIC;
+    check_ok(image_repo_insert(&fx->images, &shared, &err), &err);
+    vm = make_vm(OWNER_B, "b1", shared.id, 2000);
+    insert_vm(fx, &vm);
+    check_err(image_repo_remove(&fx->images, OWNER_B, shared.id, &err), &err, ST_ERR_NOT_FOUND,
+              "no image '");
+    check_err(image_repo_remove(&fx->images, OWNER_A, shared.id, &err), &err, ST_ERR_CONFLICT,
+              "is used by a VM");
+}
+
 /*
  * Images and flavors are both named rows of an owner, paged by created_at
  * and id: struct catalog adapts either repository to one check of what
@@ -707,8 +1016,8 @@ test_repo_sqlite__migrations_once(void **state)
     int version = -1;
 
     assert_int_equal(sqlite_db_schema_version(fx->db, &version, &err), 0);
-    assert_int_equal(version, 1);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(version, 2);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 2);
     applied_at = raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1");
     assert_true(applied_at > 0);
     assert_string_equal(sqlite3_db_filename(raw, "main"), fx->path);
@@ -726,7 +1035,7 @@ test_repo_sqlite__migrations_once(void **state)
     fx->db = sqlite_db_open(fx->path, &err);
     assert_non_null(fx->db);
     sqlite_db_close(sqlite_db_open(fx->path, &err));
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 2);
     assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      applied_at);
     assert_int_equal(vm_repo_sqlite_open(fx->db, &fx->vms, &err), 0);
@@ -791,7 +1100,7 @@ test_repo_sqlite__concurrent_open(void **state)
         assert_int_equal(WEXITSTATUS(status), 0);
     }
     raw = raw_open(path);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 2);
     assert_int_equal(raw_int(raw, "SELECT count(*) FROM sqlite_master WHERE name = 'vms'"), 1);
     sqlite3_close(raw);
 }
@@ -909,6 +1218,12 @@ main(void)
         cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_count_by_image, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__image_remove_refused_while_used, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_quota_insert, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_usage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_quota_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_visibility_scope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_remove_public_in_use, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__image_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_sqlite__flavor_crud, setup, teardown),

@@ -10,6 +10,7 @@ image_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     struct image *image = item;
     char format[32];
     char status[32];
+    char visibility[32];
 
     memset(image, 0, sizeof(*image));
     sqlite_column_text(st, 1, image->id, sizeof(image->id));
@@ -21,12 +22,16 @@ image_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     image->virtual_size_bytes = (uint64_t)sqlite3_column_int64(st, 7);
     image->created_at = sqlite3_column_int64(st, 8);
     image->updated_at = sqlite3_column_int64(st, 9);
+    sqlite_column_text(st, 10, visibility, sizeof(visibility));
     if (image_format_parse(format, &image->format) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "image '%s' has an unknown format '%s' stored",
                             image->id, format);
     if (image_status_parse(status, &image->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "image '%s' has an unknown status '%s' stored",
                             image->id, status);
+    if (image_visibility_parse(visibility, &image->visibility) < 0)
+        return st_error_set(err, ST_ERR_BACKEND, "image '%s' has an unknown visibility '%s' stored",
+                            image->id, visibility);
     return 0;
 }
 
@@ -34,19 +39,24 @@ static const struct sqlite_table_spec image_sqlite_table = {
     .table = "images",
     .noun = "image",
     .cols = "id, owner_id, name, format, status, size_bytes, virtual_size_bytes, created_at, "
-            "updated_at",
+            "updated_at, visibility",
     .size = sizeof(struct image),
     .read = image_sqlite_read,
     .list_where = NULL,
     /* In the same statement, so that a VM row committed first keeps the image. */
     .remove_where = "NOT EXISTS (SELECT 1 FROM vms WHERE vms.image_id = images.id)",
+    .owner_col = "owner_id",
+    .unowned = false,
+    /* Every owner may read and list (so build on) public images; only theirs go. */
+    .shared_where = "visibility = 'public'",
 };
 
 static int
 image_sqlite_insert(void *self, const struct image *image, struct st_error *err)
 {
     struct sqlite_table *t = self;
-    struct sqlite_row_ref ref = {.noun = "image", .id = image->id, .name = image->name};
+    struct sqlite_row_ref ref = {
+        .noun = "image", .id = image->id, .name = image->name, .name_is = NULL};
     sqlite3_stmt *st = t->insert;
     /* SQLite integers are signed 64-bit; sizes above 8 EiB do not occur. */
     bool bind_failed = sqlite_bind_text(st, 1, image->id) ||
@@ -57,7 +67,8 @@ image_sqlite_insert(void *self, const struct image *image, struct st_error *err)
                        sqlite3_bind_int64(st, 6, (sqlite3_int64)image->size_bytes) ||
                        sqlite3_bind_int64(st, 7, (sqlite3_int64)image->virtual_size_bytes) ||
                        sqlite3_bind_int64(st, 8, image->created_at) ||
-                       sqlite3_bind_int64(st, 9, image->updated_at);
+                       sqlite3_bind_int64(st, 9, image->updated_at) ||
+                       sqlite_bind_text(st, 10, image_visibility_name(image->visibility));
 
     return sqlite_table_write(t, st, bind_failed, "insert", &ref, err);
 }
@@ -88,12 +99,16 @@ image_sqlite_remove(void *self, const char *owner, const char *id, struct st_err
 {
     if (sqlite_table_remove(self, owner, id, err) == 0)
         return 0;
-    /* Nothing deleted: either no such image, or a VM row holds on to it. */
+    /*
+     * Nothing deleted: no such image of @owner's (get also sees other
+     * owners' public ones, which stay not found), or a VM row holds on to it.
+     */
     if (err && err->code == ST_ERR_NOT_FOUND) {
         struct image image;
         struct st_error ignored = {0};
 
-        if (image_sqlite_get(self, owner, id, &image, &ignored) == 0)
+        if (image_sqlite_get(self, owner, id, &image, &ignored) == 0 &&
+            (!owner || strcmp(image.owner_id, owner) == 0))
             st_error_set(err, ST_ERR_CONFLICT, "image '%s' is used by a VM", id);
     }
     return -1;

@@ -1,5 +1,6 @@
 #include "repositories/sqlite/sqlite_db.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -72,6 +73,60 @@ static const char *const sqlite_migrations[] = {
     ");"
     "CREATE UNIQUE INDEX flavors_owner_name ON flavors (owner_id, name);"
     "CREATE INDEX flavors_owner_page ON flavors (owner_id, created_at, id);",
+    /*
+     * 2: identity.  Users (e-mail stored lower case; a NULL quota member
+     * means the configured default), their API keys, failed logins for
+     * throttling, the audit hash chain (seq assigned newest + 1 inside the
+     * append transaction), and image visibility.
+     */
+    "CREATE TABLE users ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  email TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+    "  password_hash TEXT NOT NULL,"
+    "  nickname TEXT,"
+    "  status TEXT NOT NULL,"
+    "  roles INTEGER NOT NULL,"
+    "  quota_max_vms INTEGER,"
+    "  quota_max_vcpus INTEGER,"
+    "  quota_max_memory_mib INTEGER,"
+    "  quota_max_disk_gib INTEGER,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX users_page ON users (created_at, id);"
+    "CREATE TABLE api_keys ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users (id),"
+    "  name TEXT,"
+    "  prefix TEXT NOT NULL UNIQUE,"
+    "  hash TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  last_used_at INTEGER,"
+    "  UNIQUE (user_id, name)"
+    ");"
+    "CREATE INDEX api_keys_user_page ON api_keys (user_id, created_at, id);"
+    "CREATE TABLE login_failures ("
+    "  email TEXT NOT NULL,"
+    "  at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX login_failures_email_at ON login_failures (email, at);"
+    "CREATE TABLE audit_log ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  id TEXT UNIQUE NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  user_id TEXT,"
+    "  method TEXT,"
+    "  route TEXT,"
+    "  target_id TEXT,"
+    "  status INTEGER,"
+    "  request_id TEXT,"
+    "  client_addr TEXT,"
+    "  prev_hash TEXT,"
+    "  hash TEXT NOT NULL"
+    ");"
+    "CREATE INDEX audit_log_user ON audit_log (user_id);"
+    "CREATE INDEX audit_log_target ON audit_log (target_id);"
+    "ALTER TABLE images ADD COLUMN visibility TEXT NOT NULL DEFAULT 'private';",
 };
 
 static bool
@@ -304,7 +359,7 @@ fail:
     return -1;
 }
 
-static int
+int
 sqlite_db_begin(struct sqlite_db *db, struct st_error *err)
 {
     int rc = sqlite_db_step_retrying(db, db->begin);
@@ -319,7 +374,7 @@ sqlite_db_begin(struct sqlite_db *db, struct st_error *err)
     return sqlite_db_fail(db, rc, err, "cannot begin a transaction");
 }
 
-static void
+void
 sqlite_db_rollback(struct sqlite_db *db)
 {
     /* A failed COMMIT or a full disk may already have rolled back. */
@@ -329,7 +384,7 @@ sqlite_db_rollback(struct sqlite_db *db)
     sqlite3_reset(db->rollback);
 }
 
-static int
+int
 sqlite_db_commit(struct sqlite_db *db, struct st_error *err)
 {
     int rc = sqlite_db_step_retrying(db, db->commit);
@@ -341,15 +396,27 @@ sqlite_db_commit(struct sqlite_db *db, struct st_error *err)
     return -1;
 }
 
+/*
+ * "a" or "an" before @noun: a word by its first letter ("an image", "a
+ * user"), an acronym by how its first letter is spoken ("an API key", "a VM").
+ */
+static const char *
+sqlite_db_article(const char *noun)
+{
+    const char *vowels = islower((unsigned char)noun[0]) ? "aeio" : "AEFHILMNORSX";
+
+    return noun[0] && strchr(vowels, noun[0]) ? "an" : "a";
+}
+
 static void
 sqlite_db_write_fail(struct sqlite_db *db, int rc, const struct sqlite_row_ref *ref,
                      struct st_error *err)
 {
-    const char *article = strchr("aeiou", ref->noun[0]) ? "an" : "a";
+    const char *article = sqlite_db_article(ref->noun);
 
     if (rc == SQLITE_CONSTRAINT_UNIQUE && ref->name)
-        st_error_set_native(err, ST_ERR_CONFLICT, rc, "%s %s named '%s' already exists", article,
-                            ref->noun, ref->name);
+        st_error_set_native(err, ST_ERR_CONFLICT, rc, "%s %s %s '%s' already exists", article,
+                            ref->noun, ref->name_is ? ref->name_is : "named", ref->name);
     else if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
         st_error_set_native(err, ST_ERR_CONFLICT, rc, "%s %s with id '%s' already exists", article,
                             ref->noun, ref->id);
@@ -358,31 +425,38 @@ sqlite_db_write_fail(struct sqlite_db *db, int rc, const struct sqlite_row_ref *
 }
 
 int
+sqlite_db_write_step(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                     struct st_error *err)
+{
+    int rc = sqlite3_step(st);
+    int changed = -1;
+
+    if (rc == SQLITE_DONE)
+        changed = sqlite3_changes(db->conn);
+    else
+        sqlite_db_write_fail(db, rc, ref, err);
+    sqlite_stmt_done(st);
+    return changed;
+}
+
+int
 sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
                 struct st_error *err)
 {
-    int rc;
+    int changed;
 
     if (sqlite_db_begin(db, err) < 0) {
         sqlite_stmt_done(st);
         return -1;
     }
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        sqlite_db_write_fail(db, rc, ref, err);
-        goto fail;
-    }
-    if (sqlite3_changes(db->conn) == 0) {
+    changed = sqlite_db_write_step(db, st, ref, err);
+    if (changed == 0)
         st_error_set(err, ST_ERR_NOT_FOUND, "no %s '%s'", ref->noun, ref->id);
-        goto fail;
+    if (changed <= 0) {
+        sqlite_db_rollback(db);
+        return -1;
     }
-    sqlite_stmt_done(st);
     return sqlite_db_commit(db, err);
-
-fail:
-    sqlite_stmt_done(st);
-    sqlite_db_rollback(db);
-    return -1;
 }
 
 int

@@ -51,6 +51,8 @@ struct sqlite_row_ref {
     const char *noun; /* "VM", "image", "flavor" */
     const char *id;
     const char *name; /* NULL when the write cannot clash on a name */
+    /* How the name is introduced: NULL for "named" ("a VM named 'x'"), or "with e-mail". */
+    const char *name_is;
 };
 
 /*
@@ -64,6 +66,34 @@ struct sqlite_row_ref {
  */
 int sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
                     struct st_error *err);
+
+/*
+ * Writes of more than one statement (read, decide, write) hold the write
+ * lock throughout, so that no other connection writes in between:
+ *
+ *   if (sqlite_db_begin(db, err) < 0) return -1;
+ *   ... reads; sqlite_db_write_step() ...; on failure sqlite_db_rollback()
+ *   return sqlite_db_commit(db, err);
+ *
+ * sqlite_db_begin() runs BEGIN IMMEDIATE, retrying while busy up to the
+ * busy bound as sqlite_db_write() does: ST_ERR_UNAVAILABLE when it stays
+ * busy.  sqlite_db_commit() commits, and rolls back when that fails.
+ * sqlite_db_rollback() ends a transaction still open and is a no-op
+ * otherwise.
+ */
+int sqlite_db_begin(struct sqlite_db *db, struct st_error *err);
+int sqlite_db_commit(struct sqlite_db *db, struct st_error *err);
+void sqlite_db_rollback(struct sqlite_db *db);
+
+/*
+ * Step the bound write statement @st inside the caller's transaction.
+ * Returns how many rows it changed (0 is no error here), or -1 with @err
+ * filled as sqlite_db_write() fills it (conflicts named after @ref, busy,
+ * backend).  The transaction stays open either way.  @st is reset and its
+ * bindings cleared in every case.
+ */
+int sqlite_db_write_step(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                         struct st_error *err);
 
 /* Reset @st and clear its bindings, ready for the next call. NULL-safe. */
 void sqlite_stmt_done(sqlite3_stmt *st);
@@ -108,7 +138,10 @@ int sqlite_db_list(struct sqlite_db *db, sqlite3_stmt *st, const char *noun, con
                    int (*read)(sqlite3_stmt *st, void *item, struct st_error *err),
                    struct sqlite_page *out, struct st_error *err);
 
-/* The scope test of get, remove and update statements: ?2 is the owner or NULL. */
+/*
+ * The scope test of a repository's own statements on owner_id: ?2 is the
+ * owner or NULL.
+ */
 #define SQLITE_TABLE_SCOPE "(?2 IS NULL OR owner_id = ?2)"
 
 /*
@@ -136,13 +169,27 @@ struct sqlite_table_spec {
     const char *list_where;
     /* NULL, or a condition the delete adds, which must also hold for a row to go. */
     const char *remove_where;
+    /* The column the owner arguments compare with; NULL is "owner_id". */
+    const char *owner_col;
+    /*
+     * True for a table of rows nobody owns (users): its callers pass owner
+     * NULL, and a non-NULL owner sees no row.
+     */
+    bool unowned;
+    /*
+     * NULL, or a condition under which a row is visible to every owner in
+     * get and list, though not in remove: "visibility = 'public'".
+     */
+    const char *shared_where;
 };
 
 /*
- * One table with its statements, prepared once at open:
+ * One table with its statements, prepared once at open.  An owner's scope
+ * is its own rows, and in get and list also the rows of shared_where; a
+ * NULL owner sees every row.
  *   insert   INSERT INTO <table> (<cols>) VALUES (?1, ..., ?n), bound by the repository
- *   get      by id ?1 within SQLITE_TABLE_SCOPE
- *   remove   by id ?1 within SQLITE_TABLE_SCOPE [AND <remove_where>]
+ *   get      by id ?1 within the scope of owner ?2
+ *   remove   by id ?1 among the rows of owner ?2 [AND <remove_where>]
  *   list     [scoped by ?1][after the marker ?4]: the queries sqlite_db_list() runs
  */
 struct sqlite_table {
@@ -184,8 +231,8 @@ int sqlite_table_get(struct sqlite_table *t, const char *owner, const char *id, 
                      struct st_error *err);
 
 /*
- * One page of @owner's rows (every row when NULL), after @marker when it is
- * not empty, as sqlite_db_list().  @bind, when not NULL, binds the
+ * One page of the rows in @owner's scope (every row when NULL), after
+ * @marker when it is not empty, as sqlite_db_list().  @bind, when not NULL, binds the
  * parameters of the spec's list_where from @filter and returns non-zero
  * when a bind failed.
  */
@@ -193,7 +240,7 @@ int sqlite_table_list(struct sqlite_table *t, const char *owner, const char *mar
                       int (*bind)(sqlite3_stmt *st, const void *filter), const void *filter,
                       struct sqlite_page *out, struct st_error *err);
 
-/* Delete the row @id within @owner's scope, as sqlite_db_write(). */
+/* Delete @owner's row @id (any row when NULL), as sqlite_db_write(). */
 int sqlite_table_remove(struct sqlite_table *t, const char *owner, const char *id,
                         struct st_error *err);
 

@@ -45,6 +45,25 @@ sqlite_table_placeholders(const char *cols)
 }
 
 /*
+ * The condition under which the owner in parameter ?@param sees a row: the
+ * row is its own or, when @shared, one the spec shares with every owner.
+ * With @nullable, a NULL owner sees every row.  A table nobody owns shows
+ * its rows to the NULL owner alone.  free() it.
+ */
+static char *
+sqlite_table_scope(const struct sqlite_table_spec *spec, int param, bool nullable, bool shared)
+{
+    const char *col = spec->owner_col ? spec->owner_col : "owner_id";
+    bool share = shared && spec->shared_where;
+    ST_AUTOFREE char *null_or = nullable ? st_xasprintf("?%d IS NULL OR ", param) : st_xstrdup("");
+
+    if (spec->unowned)
+        return st_xasprintf("?%d IS NULL", param);
+    return st_xasprintf("(%s%s = ?%d%s%s%s)", null_or, col, param, share ? " OR (" : "",
+                        share ? spec->shared_where : "", share ? ")" : "");
+}
+
+/*
  * The list query [scoped][after a marker]; free() it.  Every one yields the
  * marker flag sqlite_db_list() expects as column 0.  After a marker: the
  * marker row itself (flag 1, so a marker naming no row in scope is noticed
@@ -55,7 +74,8 @@ sqlite_table_placeholders(const char *cols)
 static char *
 sqlite_table_list_sql(const struct sqlite_table_spec *spec, bool scoped, bool after, int created_at)
 {
-    const char *scope_and = scoped ? "owner_id = ?1 AND " : "";
+    ST_AUTOFREE char *scope = scoped ? sqlite_table_scope(spec, 1, false, true) : NULL;
+    ST_AUTOFREE char *scope_and = scoped ? st_xasprintf("%s AND ", scope) : st_xstrdup("");
     ST_AUTOFREE char *after_cond = NULL;
     ST_AUTOFREE char *where = st_xstrdup("");
     ST_AUTOFREE char *page = NULL;
@@ -67,7 +87,7 @@ sqlite_table_list_sql(const struct sqlite_table_spec *spec, bool scoped, bool af
         after_cond =
             st_xasprintf("(created_at, id) > (SELECT created_at, id FROM %s WHERE %sid = ?4)",
                          spec->table, scope_and);
-    conds[0] = scoped ? "owner_id = ?1" : NULL;
+    conds[0] = scope;
     conds[1] = spec->list_where;
     conds[2] = after_cond;
     for (i = 0; i < ST_ARRAY_LEN(conds); i++) {
@@ -115,10 +135,12 @@ sqlite_table_open(struct sqlite_db *db, const struct sqlite_table_spec *spec, st
     ST_AUTOFREE char *values = sqlite_table_placeholders(spec->cols);
     ST_AUTOFREE char *insert_sql =
         st_xasprintf("INSERT INTO %s (%s) VALUES (%s)", spec->table, spec->cols, values);
-    ST_AUTOFREE char *get_sql = st_xasprintf(
-        "SELECT 0, %s FROM %s WHERE id = ?1 AND " SQLITE_TABLE_SCOPE, spec->cols, spec->table);
+    ST_AUTOFREE char *get_scope = sqlite_table_scope(spec, 2, true, true);
+    ST_AUTOFREE char *remove_scope = sqlite_table_scope(spec, 2, true, false);
+    ST_AUTOFREE char *get_sql = st_xasprintf("SELECT 0, %s FROM %s WHERE id = ?1 AND %s",
+                                             spec->cols, spec->table, get_scope);
     ST_AUTOFREE char *remove_sql = st_xasprintf(
-        "DELETE FROM %s WHERE id = ?1 AND " SQLITE_TABLE_SCOPE "%s%s", spec->table,
+        "DELETE FROM %s WHERE id = ?1 AND %s%s%s", spec->table, remove_scope,
         spec->remove_where ? " AND " : "", spec->remove_where ? spec->remove_where : "");
 
     t->db = db;
@@ -204,7 +226,7 @@ sqlite_table_list(struct sqlite_table *t, const char *owner, const char *marker,
 int
 sqlite_table_remove(struct sqlite_table *t, const char *owner, const char *id, struct st_error *err)
 {
-    struct sqlite_row_ref ref = {.noun = t->noun, .id = id, .name = NULL};
+    struct sqlite_row_ref ref = {.noun = t->noun, .id = id, .name = NULL, .name_is = NULL};
 
     if (sqlite_bind_text(t->remove, 1, id) || sqlite_bind_text(t->remove, 2, owner))
         return sqlite_table_bind_fail(t, t->remove, "remove", id, err);

@@ -1,5 +1,6 @@
 #include "repositories/sqlite/sqlite_db.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@ struct vm_sqlite {
     struct sqlite_table *t;
     sqlite3_stmt *update;
     sqlite3_stmt *count;
+    sqlite3_stmt *usage;
 };
 
 /* vm.h has no vm_step_parse(); the names come from vm_step_name() alone. */
@@ -67,24 +69,33 @@ static const struct sqlite_table_spec vm_sqlite_table = {
     /* ?2 name, ?3 status: bound by vm_sqlite_bind_filter(). */
     .list_where = "(?2 IS NULL OR name = ?2) AND (?3 IS NULL OR status = ?3)",
     .remove_where = NULL,
+    .owner_col = "owner_id",
+    .unowned = false,
+    .shared_where = NULL,
 };
+
+/* @vm as the parameters of the table's insert; true when a bind failed. */
+static bool
+vm_sqlite_bind_insert(sqlite3_stmt *st, const struct vm *vm)
+{
+    return sqlite_bind_text(st, 1, vm->id) || sqlite_bind_text(st, 2, vm->owner_id) ||
+           sqlite_bind_text(st, 3, vm->name) ||
+           sqlite_bind_text(st, 4, vm_status_name(vm->status)) ||
+           sqlite_bind_text(st, 5, vm_step_name(vm->step)) ||
+           sqlite3_bind_int64(st, 6, vm->vcpus) || sqlite3_bind_int64(st, 7, vm->memory_mib) ||
+           sqlite3_bind_int64(st, 8, vm->disk_gib) || sqlite_bind_text(st, 9, vm->image_id) ||
+           sqlite_bind_opt_text(st, 10, vm->flavor_id) || sqlite_bind_opt_text(st, 11, vm->fault) ||
+           sqlite3_bind_int64(st, 12, vm->created_at) || sqlite3_bind_int64(st, 13, vm->updated_at);
+}
 
 static int
 vm_sqlite_insert(void *self, const struct vm *vm, struct st_error *err)
 {
     struct vm_sqlite *r = self;
-    struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name};
+    struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name, .name_is = NULL};
     sqlite3_stmt *st = r->t->insert;
-    bool bind_failed =
-        sqlite_bind_text(st, 1, vm->id) || sqlite_bind_text(st, 2, vm->owner_id) ||
-        sqlite_bind_text(st, 3, vm->name) || sqlite_bind_text(st, 4, vm_status_name(vm->status)) ||
-        sqlite_bind_text(st, 5, vm_step_name(vm->step)) || sqlite3_bind_int64(st, 6, vm->vcpus) ||
-        sqlite3_bind_int64(st, 7, vm->memory_mib) || sqlite3_bind_int64(st, 8, vm->disk_gib) ||
-        sqlite_bind_text(st, 9, vm->image_id) || sqlite_bind_opt_text(st, 10, vm->flavor_id) ||
-        sqlite_bind_opt_text(st, 11, vm->fault) || sqlite3_bind_int64(st, 12, vm->created_at) ||
-        sqlite3_bind_int64(st, 13, vm->updated_at);
 
-    return sqlite_table_write(r->t, st, bind_failed, "insert", &ref, err);
+    return sqlite_table_write(r->t, st, vm_sqlite_bind_insert(st, vm), "insert", &ref, err);
 }
 
 static int
@@ -128,7 +139,7 @@ static int
 vm_sqlite_update(void *self, const char *owner, const struct vm *vm, struct st_error *err)
 {
     struct vm_sqlite *r = self;
-    struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name};
+    struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name, .name_is = NULL};
     sqlite3_stmt *st = r->update;
     bool bind_failed =
         sqlite_bind_text(st, 1, vm->id) || sqlite_bind_text(st, 2, owner) ||
@@ -171,6 +182,82 @@ vm_sqlite_count_by_image(void *self, const char *owner, const char *image_id, si
     return 0;
 }
 
+/* What the rows of @owner add up to; inside the caller's transaction, if any. */
+static int
+vm_sqlite_read_usage(struct vm_sqlite *r, const char *owner, struct quota_usage *out,
+                     struct st_error *err)
+{
+    sqlite3_stmt *st = r->usage;
+    int rc = sqlite_bind_text(st, 1, owner);
+
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite_db_fail(r->t->db, rc, err, "cannot add up the VMs of owner '%s'", owner);
+        sqlite_stmt_done(st);
+        return -1;
+    }
+    out->vms = (uint64_t)sqlite3_column_int64(st, 0);
+    out->vcpus = (uint64_t)sqlite3_column_int64(st, 1);
+    out->memory_mib = (uint64_t)sqlite3_column_int64(st, 2);
+    out->disk_gib = (uint64_t)sqlite3_column_int64(st, 3);
+    sqlite_stmt_done(st);
+    return 0;
+}
+
+static int
+vm_sqlite_usage(void *self, const char *owner, struct quota_usage *out, struct st_error *err)
+{
+    if (!owner)
+        return st_error_set(err, ST_ERR_INVALID, "quota usage is counted per owner: none given");
+    return vm_sqlite_read_usage(self, owner, out, err);
+}
+
+/*
+ * The usage is read and the row inserted under one write lock (BEGIN
+ * IMMEDIATE): no other connection can insert between the check and the
+ * insert, so concurrent creates queue up and the last ones are refused.
+ * The rule itself is quota_allows()'s alone.
+ */
+static int
+vm_sqlite_insert_within_quota(void *self, const struct vm *vm, const struct quota *limits,
+                              struct quota_violation *v, struct st_error *err)
+{
+    struct vm_sqlite *r = self;
+    struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name, .name_is = NULL};
+    sqlite3_stmt *st = r->t->insert;
+    struct quota_violation broken;
+    struct quota_usage usage;
+
+    if (sqlite_db_begin(r->t->db, err) < 0)
+        return -1;
+    if (vm_sqlite_read_usage(r, vm->owner_id, &usage, err) < 0)
+        goto fail;
+    if (!quota_allows(limits, &usage, vm->vcpus, vm->memory_mib, vm->disk_gib, &broken)) {
+        st_error_set(err, ST_ERR_FORBIDDEN,
+                     "quota %s exceeded: limit %" PRId64 ", in use %" PRIu64 ", requested %" PRIu64,
+                     broken.quota, broken.limit, broken.in_use, broken.requested);
+        *v = broken;
+        goto fail;
+    }
+    if (vm_sqlite_bind_insert(st, vm)) {
+        sqlite_db_fail(r->t->db, sqlite3_errcode(sqlite_db_handle(r->t->db)), err,
+                       "cannot insert VM '%s'", vm->id);
+        sqlite_stmt_done(st);
+        goto fail;
+    }
+    if (sqlite_db_write_step(r->t->db, st, &ref, err) < 0)
+        goto fail;
+    if (sqlite_db_commit(r->t->db, err) < 0)
+        return -1;
+    *v = broken;
+    return 0;
+
+fail:
+    sqlite_db_rollback(r->t->db);
+    return -1;
+}
+
 static void
 vm_sqlite_close(void *self)
 {
@@ -180,6 +267,7 @@ vm_sqlite_close(void *self)
         return;
     sqlite3_finalize(r->update);
     sqlite3_finalize(r->count);
+    sqlite3_finalize(r->usage);
     sqlite_table_close(r->t);
     free(r);
 }
@@ -192,6 +280,8 @@ static const struct vm_repo_ops vm_sqlite_ops = {
     .remove = vm_sqlite_remove,
     .count_by_image = vm_sqlite_count_by_image,
     .close = vm_sqlite_close,
+    .insert_within_quota = vm_sqlite_insert_within_quota,
+    .usage = vm_sqlite_usage,
 };
 
 int
@@ -207,7 +297,12 @@ vm_repo_sqlite_open(struct sqlite_db *db, struct vm_repo *out, struct st_error *
             &r->update, err) < 0 ||
         sqlite_db_prepare(db,
                           "SELECT count(*) FROM vms WHERE image_id = ?1 AND " SQLITE_TABLE_SCOPE,
-                          &r->count, err) < 0)
+                          &r->count, err) < 0 ||
+        /* owner_id = ?1, not the NULL-tolerant scope: that keeps vms_owner_page in use. */
+        sqlite_db_prepare(db,
+                          "SELECT count(*), coalesce(sum(vcpus), 0), coalesce(sum(memory_mib), 0), "
+                          "coalesce(sum(disk_gib), 0) FROM vms WHERE owner_id = ?1",
+                          &r->usage, err) < 0)
         goto fail;
     out->ops = &vm_sqlite_ops;
     out->self = r;

@@ -370,6 +370,25 @@ fvr_count_by_image(void *self, const char *owner, const char *image_id, size_t *
     return vm_repo_count_by_image(w->real, owner, image_id, out, err);
 }
 
+static int
+fvr_insert_within_quota(void *self, const struct vm *vm, const struct quota *limits,
+                        struct quota_violation *v, struct st_error *err)
+{
+    struct fault_vm_repo *w = self;
+
+    FAULT_ENTER(&w->plan, FAULT_VR_INSERT_WITHIN_QUOTA, "insert_within_quota", err);
+    return vm_repo_insert_within_quota(w->real, vm, limits, v, err);
+}
+
+static int
+fvr_usage(void *self, const char *owner, struct quota_usage *out, struct st_error *err)
+{
+    struct fault_vm_repo *w = self;
+
+    FAULT_ENTER(&w->plan, FAULT_VR_USAGE, "usage", err);
+    return vm_repo_usage(w->real, owner, out, err);
+}
+
 static void
 fvr_close(void *self)
 {
@@ -384,6 +403,8 @@ static const struct vm_repo_ops fault_vm_repo_ops = {
     .remove = fvr_remove,
     .count_by_image = fvr_count_by_image,
     .close = fvr_close,
+    .insert_within_quota = fvr_insert_within_quota,
+    .usage = fvr_usage,
 };
 
 void

@@ -74,6 +74,8 @@ enum fault_vm_repo_method {
     FAULT_VR_UPDATE,
     FAULT_VR_REMOVE,
     FAULT_VR_COUNT_BY_IMAGE,
+    FAULT_VR_INSERT_WITHIN_QUOTA,
+    FAULT_VR_USAGE,
 };
 
 struct fault_hypervisor {
