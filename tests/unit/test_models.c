@@ -709,9 +709,10 @@ test_models__image_to_json_has_exact_fields(void **state)
     image.updated_at = T1;
     j = image_to_json(&image);
     assert_non_null(j);
-    assert_int_equal(json_object_size(j), 10);
+    assert_int_equal(json_object_size(j), 11);
     assert_str_member(j, "id", IMG);
     assert_str_member(j, "name", "debian-12");
+    assert_str_member(j, "visibility", "private");
     assert_str_member(j, "owner_id", OWNER);
     assert_str_member(j, "format", "qcow2");
     assert_str_member(j, "status", "active");
@@ -720,6 +721,10 @@ test_models__image_to_json_has_exact_fields(void **state)
     assert_int_member(j, "min_disk_gib", 3);
     assert_str_member(j, "created_at", "2023-11-14T22:13:20Z");
     assert_str_member(j, "updated_at", "2023-11-14T22:13:21Z");
+    json_decref(j);
+    image.visibility = IMAGE_VISIBILITY_PUBLIC;
+    j = image_to_json(&image);
+    assert_str_member(j, "visibility", "public");
     json_decref(j);
 }
 
