@@ -111,19 +111,36 @@ handle_vms_get(struct api_call *call)
 void
 handle_vms_patch(struct api_call *call)
 {
+    struct quota_violation violation = {0};
     struct vm_patch_req req;
+    struct quota_usage unused;
+    struct quota limits;
     struct st_error err;
     struct vm vm;
+    bool limited;
 
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
+    /* A resize counts against the quota of the VM's owner, whoever asks. */
     if (vm_patch_req_decode(call->body, &req, &err) < 0 ||
-        vm_service_update(&call->app->vm_svc, api_scope(call), call->match->ids[0], &req, &vm,
-                          &err) < 0) {
-        api_fail(call, &err);
-        return;
+        vm_service_get(&call->app->vm_svc, api_scope(call), call->match->ids[0], &vm, &err) < 0)
+        goto fail;
+    limited = user_service_quota(&call->app->user_svc, vm.owner_id, &limits, &unused, &err) == 0;
+    /* An owner that is no user (rows from before identity) has no quota. */
+    if (!limited && err.code != ST_ERR_NOT_FOUND)
+        goto fail;
+    if (vm_service_update_within(&call->app->vm_svc, api_scope(call), limited ? &limits : NULL,
+                                 call->match->ids[0], &req, &vm, &violation, &err) < 0) {
+        if (violation.quota) {
+            quota_problem(call, &err, &violation);
+            return;
+        }
+        goto fail;
     }
     http_response_json(call->resp, 200, vm_to_json(&vm));
+    return;
+fail:
+    api_fail(call, &err);
 }
 
 void

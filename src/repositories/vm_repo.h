@@ -57,6 +57,15 @@ struct vm_repo_ops {
                                struct quota_violation *v, struct st_error *err);
     /* Mandatory. What @owner's rows add up to (every row counts). */
     int (*usage)(void *self, const char *owner, struct quota_usage *out, struct st_error *err);
+    /*
+     * Mandatory. update() only if the rows of the VM's owner, with this
+     * row's new sizes instead of its old ones, stay within @limits; one
+     * write transaction, and the same ST_ERR_FORBIDDEN and *v as
+     * insert_within_quota().
+     */
+    int (*update_within_quota)(void *self, const char *owner, const struct vm *vm,
+                               const struct quota *limits, struct quota_violation *v,
+                               struct st_error *err);
 };
 
 struct vm_repo {
@@ -114,6 +123,14 @@ static inline int
 vm_repo_usage(struct vm_repo *r, const char *owner, struct quota_usage *out, struct st_error *err)
 {
     return r->ops->usage(r->self, owner, out, err);
+}
+
+static inline int
+vm_repo_update_within_quota(struct vm_repo *r, const char *owner, const struct vm *vm,
+                            const struct quota *limits, struct quota_violation *v,
+                            struct st_error *err)
+{
+    return r->ops->update_within_quota(r->self, owner, vm, limits, v, err);
 }
 
 /* Close and forget; NULL-safe. */

@@ -493,10 +493,30 @@ redefine(struct vm_service *svc, const struct vm *vm, struct st_error *err)
     return hypervisor_define(svc->hv, &spec, err);
 }
 
+/* The row after a PATCH; a resize within @limits when they are given. */
+static int
+update_save(struct vm_service *svc, const char *owner, struct vm *vm, bool resize,
+            const struct quota *limits, struct quota_violation *v, struct st_error *err)
+{
+    if (!resize || !limits)
+        return save(svc, owner, vm, err);
+    vm->updated_at = st_now_ms();
+    return vm_repo_update_within_quota(svc->vms, owner, vm, limits, v, err);
+}
+
 int
 vm_service_update(struct vm_service *svc, const char *owner, const char *id,
                   const struct vm_patch_req *req, struct vm *out, struct st_error *err)
 {
+    return vm_service_update_within(svc, owner, NULL, id, req, out, NULL, err);
+}
+
+int
+vm_service_update_within(struct vm_service *svc, const char *owner, const struct quota *limits,
+                         const char *id, const struct vm_patch_req *req, struct vm *out,
+                         struct quota_violation *v, struct st_error *err)
+{
+    struct quota_violation unused;
     struct st_error ignored = {0};
     struct vm old, vm, shown;
     bool resize;
@@ -525,7 +545,7 @@ vm_service_update(struct vm_service *svc, const char *owner, const char *id,
         vm.flavor_id[0] = '\0';
     if (resize && redefine(svc, &vm, err) < 0)
         return -1;
-    if (save(svc, owner, &vm, err) < 0) {
+    if (update_save(svc, owner, &vm, resize, limits, v ? v : &unused, err) < 0) {
         /* Keep the domain in line with the row that stayed as it was. */
         if (resize)
             redefine(svc, &old, &ignored);

@@ -90,6 +90,15 @@ int vm_service_update(struct vm_service *svc, const char *owner, const char *id,
                       const struct vm_patch_req *req, struct vm *out, struct st_error *err);
 
 /*
+ * The same, with a resize saved only while the VM owner's rows stay within
+ * @limits (NULL: none) in the save's own transaction; ST_ERR_FORBIDDEN with
+ * *v filled otherwise (the domain is put back as it was).
+ */
+int vm_service_update_within(struct vm_service *svc, const char *owner, const struct quota *limits,
+                             const char *id, const struct vm_patch_req *req, struct vm *out,
+                             struct quota_violation *v, struct st_error *err);
+
+/*
  * Delete: mark deleting, stop, undefine, delete the disk, delete the row.
  * Each step tolerates what is already gone, so re-running a delete that
  * failed midway finishes it.  A VM that does not exist is ST_ERR_NOT_FOUND.

@@ -440,6 +440,32 @@ test_api__quota_is_a_403_naming_the_limit(void **state)
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(r.doc, "limits"), "max_vms")), 1);
     reply_release(&r);
+
+    /* A resize counts too: past max_vcpus it is refused and nothing changes. */
+    fx->auth = fx->admin_auth;
+    snprintf(uri, sizeof(uri), "/v1/users/%s", me.id);
+    assert_int_equal(send_json(fx, "PATCH", uri, "{\"quota\":{\"max_vcpus\":2}}", &r), 200);
+    reply_release(&r);
+    fx->auth = a_auth;
+    assert_int_equal(send_json(fx, "GET", "/v1/vms", NULL, &r), 200);
+    snprintf(uri, sizeof(uri), "/v1/vms/%s/stop",
+             json_string_value(
+                 json_object_get(json_array_get(json_object_get(r.doc, "items"), 0), "id")));
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "POST", uri, NULL, &r), 200);
+    reply_release(&r);
+    *strrchr(uri, '/') = '\0';
+    send_json(fx, "PATCH", uri, "{\"vcpus\":3}", &r);
+    assert_problem(&r, 403);
+    assert_string_equal(member(&r, "quota"), "max_vcpus");
+    assert_int_equal(json_integer_value(json_object_get(r.doc, "requested")), 3);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    assert_int_equal(json_integer_value(json_object_get(r.doc, "vcpus")), 1);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "PATCH", uri, "{\"vcpus\":2}", &r), 200);
+    assert_int_equal(json_integer_value(json_object_get(r.doc, "vcpus")), 2);
+    reply_release(&r);
     fx->auth = fx->admin_auth;
 }
 

@@ -135,21 +135,28 @@ vm_sqlite_list(void *self, const char *owner, const struct vm_filter *f, struct 
     return 0;
 }
 
+/* Bind the update statement for @vm within @owner's scope; non-zero when a bind failed. */
+static bool
+vm_sqlite_bind_update(sqlite3_stmt *st, const char *owner, const struct vm *vm)
+{
+    return sqlite_bind_text(st, 1, vm->id) || sqlite_bind_text(st, 2, owner) ||
+           sqlite_bind_text(st, 3, vm->name) ||
+           sqlite_bind_text(st, 4, vm_status_name(vm->status)) ||
+           sqlite_bind_text(st, 5, vm_step_name(vm->step)) ||
+           sqlite3_bind_int64(st, 6, vm->vcpus) || sqlite3_bind_int64(st, 7, vm->memory_mib) ||
+           sqlite3_bind_int64(st, 8, vm->disk_gib) || sqlite_bind_opt_text(st, 9, vm->fault) ||
+           sqlite3_bind_int64(st, 10, vm->updated_at) ||
+           sqlite_bind_opt_text(st, 11, vm->flavor_id);
+}
+
 static int
 vm_sqlite_update(void *self, const char *owner, const struct vm *vm, struct st_error *err)
 {
     struct vm_sqlite *r = self;
     struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name, .name_is = NULL};
-    sqlite3_stmt *st = r->update;
-    bool bind_failed =
-        sqlite_bind_text(st, 1, vm->id) || sqlite_bind_text(st, 2, owner) ||
-        sqlite_bind_text(st, 3, vm->name) || sqlite_bind_text(st, 4, vm_status_name(vm->status)) ||
-        sqlite_bind_text(st, 5, vm_step_name(vm->step)) || sqlite3_bind_int64(st, 6, vm->vcpus) ||
-        sqlite3_bind_int64(st, 7, vm->memory_mib) || sqlite3_bind_int64(st, 8, vm->disk_gib) ||
-        sqlite_bind_opt_text(st, 9, vm->fault) || sqlite3_bind_int64(st, 10, vm->updated_at) ||
-        sqlite_bind_opt_text(st, 11, vm->flavor_id);
 
-    return sqlite_table_write(r->t, st, bind_failed, "update", &ref, err);
+    return sqlite_table_write(r->t, r->update, vm_sqlite_bind_update(r->update, owner, vm),
+                              "update", &ref, err);
 }
 
 static int
@@ -258,6 +265,62 @@ fail:
     return -1;
 }
 
+/*
+ * As the insert: under one write lock, the owner's use without this row's
+ * old sizes plus its new ones must stay within @limits.
+ */
+static int
+vm_sqlite_update_within_quota(void *self, const char *owner, const struct vm *vm,
+                              const struct quota *limits, struct quota_violation *v,
+                              struct st_error *err)
+{
+    struct vm_sqlite *r = self;
+    struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name, .name_is = NULL};
+    struct quota_violation broken;
+    struct quota_usage usage;
+    struct vm old;
+    int changed;
+
+    if (sqlite_db_begin(r->t->db, err) < 0)
+        return -1;
+    if (sqlite_table_get(r->t, owner, vm->id, &old, err) < 0 ||
+        vm_sqlite_read_usage(r, old.owner_id, &usage, err) < 0)
+        goto fail;
+    /* The row is counted once: take its old sizes out, quota_allows() adds the new ones. */
+    usage.vms -= 1;
+    usage.vcpus -= old.vcpus;
+    usage.memory_mib -= old.memory_mib;
+    usage.disk_gib -= old.disk_gib;
+    if (!quota_allows(limits, &usage, vm->vcpus, vm->memory_mib, vm->disk_gib, &broken)) {
+        st_error_set(err, ST_ERR_FORBIDDEN,
+                     "quota %s exceeded: limit %" PRId64 ", in use %" PRIu64 ", requested %" PRIu64,
+                     broken.quota, broken.limit, broken.in_use, broken.requested);
+        *v = broken;
+        goto fail;
+    }
+    if (vm_sqlite_bind_update(r->update, owner, vm)) {
+        sqlite_db_fail(r->t->db, sqlite3_errcode(sqlite_db_handle(r->t->db)), err,
+                       "cannot update VM '%s'", vm->id);
+        sqlite_stmt_done(r->update);
+        goto fail;
+    }
+    changed = sqlite_db_write_step(r->t->db, r->update, &ref, err);
+    if (changed < 0)
+        goto fail;
+    if (changed == 0) {
+        st_error_set(err, ST_ERR_NOT_FOUND, "no VM '%s'", vm->id);
+        goto fail;
+    }
+    if (sqlite_db_commit(r->t->db, err) < 0)
+        return -1;
+    *v = broken;
+    return 0;
+
+fail:
+    sqlite_db_rollback(r->t->db);
+    return -1;
+}
+
 static void
 vm_sqlite_close(void *self)
 {
@@ -282,6 +345,7 @@ static const struct vm_repo_ops vm_sqlite_ops = {
     .close = vm_sqlite_close,
     .insert_within_quota = vm_sqlite_insert_within_quota,
     .usage = vm_sqlite_usage,
+    .update_within_quota = vm_sqlite_update_within_quota,
 };
 
 int

@@ -389,6 +389,16 @@ fvr_usage(void *self, const char *owner, struct quota_usage *out, struct st_erro
     return vm_repo_usage(w->real, owner, out, err);
 }
 
+static int
+fvr_update_within_quota(void *self, const char *owner, const struct vm *vm,
+                        const struct quota *limits, struct quota_violation *v, struct st_error *err)
+{
+    struct fault_vm_repo *w = self;
+
+    FAULT_ENTER(&w->plan, FAULT_VR_UPDATE_WITHIN_QUOTA, "update_within_quota", err);
+    return vm_repo_update_within_quota(w->real, owner, vm, limits, v, err);
+}
+
 static void
 fvr_close(void *self)
 {
@@ -405,6 +415,7 @@ static const struct vm_repo_ops fault_vm_repo_ops = {
     .close = fvr_close,
     .insert_within_quota = fvr_insert_within_quota,
     .usage = fvr_usage,
+    .update_within_quota = fvr_update_within_quota,
 };
 
 void

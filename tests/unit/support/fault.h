@@ -76,6 +76,7 @@ enum fault_vm_repo_method {
     FAULT_VR_COUNT_BY_IMAGE,
     FAULT_VR_INSERT_WITHIN_QUOTA,
     FAULT_VR_USAGE,
+    FAULT_VR_UPDATE_WITHIN_QUOTA,
 };
 
 struct fault_hypervisor {
