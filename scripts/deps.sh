@@ -10,7 +10,7 @@ packages=(
     libfcgi-dev libvirt-dev libjansson-dev libsqlite3-dev uuid-dev libcmocka-dev libsodium-dev
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
     qemu-system-x86 qemu-utils
-    nginx-light sqlite3 curl python3 wrk procps kmod
+    nginx-light sqlite3 curl jq python3 wrk procps kmod
     cppcheck clang-format
     linux-image-cloud-amd64 busybox-static syslinux syslinux-common mtools cpio
 )
