@@ -334,8 +334,12 @@ token_claims_timely(const struct keyring_key *key, const struct token_claims *c,
         return token_refuse(err, "token has expired");
     if (c->iat > latest || nbf > latest)
         return token_refuse(err, "token is not valid yet");
-    /* A retired key signs nothing new: a later token means a stolen or stale key. */
-    if (key->retired_at != 0 && c->iat > key->retired_at / 1000)
+    /*
+     * A retired key signs nothing new: a later token means a stolen key or
+     * a ring that stayed stale.  Processes re-read the ring within a second
+     * of a rotation, so the leeway covers what they signed meanwhile.
+     */
+    if (key->retired_at != 0 && c->iat > key->retired_at / 1000 + leeway_s)
         return token_refuse(err, "token was issued after its key was retired");
     return 0;
 }

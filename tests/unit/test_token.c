@@ -512,8 +512,14 @@ test_token__rotation_keeps_old_tokens_until_the_key_is_pruned(void **state)
     assert_err(token_verify(&first, new_tok, NOW, LEEWAY, &out, &err), err, ST_ERR_UNAUTHENTICATED,
                "token was signed with an unknown key");
 
-    /* A process still holding the old ring signs after the rotation: refused. */
+    /* Signed by a ring a second stale (a worker not yet re-read): within the leeway. */
     stale = first;
+    c = claims_at(rotated_at / 1000 + 1, NOW + 86400);
+    late_tok = issue(&stale, &c);
+    assert_ok(token_verify(&rotated, late_tok, rotated_at / 1000 + 1, LEEWAY, &out, &err), err);
+    free(late_tok);
+
+    /* A process still holding the old ring long after the rotation: refused. */
     c = claims_at(NOW + 60, NOW + 86400);
     late_tok = issue(&stale, &c);
     assert_err(token_verify(&rotated, late_tok, NOW + 60, LEEWAY, &out, &err), err,
