@@ -39,6 +39,12 @@ struct hv_domain_spec {
     unsigned memory_mib;
     const char *disk_path;   /* root disk */
     const char *disk_format; /* "qcow2" or "raw" */
+    /*
+     * Which stratus installation owns the domain (recorded in metadata), so
+     * that two installations sharing one libvirtd never take each other's
+     * domains for orphans.  NULL or "" records none.
+     */
+    const char *instance;
 };
 
 /* One entry of list_all. */
@@ -46,6 +52,30 @@ struct hv_domain_info {
     char id[ST_ID_BUF];
     enum hv_state state;
 };
+
+/* A stratus domain with what its metadata says, for reconciliation. */
+struct hv_domain_meta {
+    char id[ST_ID_BUF];       /* the domain UUID */
+    char owner_id[ST_ID_BUF]; /* "" when the metadata has none */
+    char instance[ST_NAME_BUF];
+    enum hv_state state;
+};
+
+/* What a lifecycle event says happened to a domain. */
+enum hv_event {
+    HV_EVENT_STARTED = 0,
+    HV_EVENT_STOPPED, /* shut off, by itself, by the host or by a crash */
+    HV_EVENT_PAUSED,
+    HV_EVENT_RESUMED,
+    HV_EVENT_UNDEFINED,
+};
+
+/*
+ * Called from the backend's own event thread: keep it short and use only
+ * what is safe from another thread (the callback must not use the
+ * hypervisor it came from).
+ */
+typedef void (*hv_event_fn)(void *ctx, const char *id, enum hv_event event);
 
 struct hypervisor_ops {
     /* Mandatory. Define, or redefine (same id) with the new spec. */
@@ -75,6 +105,18 @@ struct hypervisor_ops {
     int (*ping)(void *self, struct st_error *err);
     /* Mandatory. */
     void (*close)(void *self);
+    /*
+     * Optional. Every domain named like a stratus domain, with its
+     * metadata (one call per domain is allowed: this is for periodic
+     * reconciliation, not for listing).  *out is malloc'ed; free() it.
+     */
+    int (*list_meta)(void *self, struct hv_domain_meta **out, size_t *n, struct st_error *err);
+    /*
+     * Optional. Start calling @fn(@ctx, ...) for lifecycle events of
+     * stratus domains, from a thread the backend runs, until close.  Call
+     * at most once.
+     */
+    int (*watch)(void *self, hv_event_fn fn, void *ctx, struct st_error *err);
 };
 
 struct hypervisor {
@@ -149,6 +191,23 @@ hypervisor_ping(struct hypervisor *h, struct st_error *err)
     if (!h->ops->ping)
         return st_error_set(err, ST_ERR_UNSUPPORTED, "hypervisor backend has no ping");
     return h->ops->ping(h->self, err);
+}
+
+static inline int
+hypervisor_list_meta(struct hypervisor *h, struct hv_domain_meta **out, size_t *n,
+                     struct st_error *err)
+{
+    if (!h->ops->list_meta)
+        return st_error_set(err, ST_ERR_UNSUPPORTED, "hypervisor backend cannot list metadata");
+    return h->ops->list_meta(h->self, out, n, err);
+}
+
+static inline int
+hypervisor_watch(struct hypervisor *h, hv_event_fn fn, void *ctx, struct st_error *err)
+{
+    if (!h->ops->watch)
+        return st_error_set(err, ST_ERR_UNSUPPORTED, "hypervisor backend has no events");
+    return h->ops->watch(h->self, fn, ctx, err);
 }
 
 static inline void

@@ -64,6 +64,13 @@ struct storage_ops {
                 struct st_error *err);
     /* Mandatory. */
     void (*close)(void *self);
+    /*
+     * Optional. The names of every volume in @pool, in one call (for
+     * reconciliation).  *names is a malloc'ed array of malloc'ed strings;
+     * free with storage_names_free().
+     */
+    int (*list_volumes)(void *self, const char *pool, char ***names, size_t *n,
+                        struct st_error *err);
 };
 
 struct storage {
@@ -105,6 +112,18 @@ storage_info(struct storage *s, const char *pool, const char *vol, struct storag
 {
     return s->ops->info(s->self, pool, vol, out, err);
 }
+
+static inline int
+storage_list_volumes(struct storage *s, const char *pool, char ***names, size_t *n,
+                     struct st_error *err)
+{
+    if (!s->ops->list_volumes)
+        return st_error_set(err, ST_ERR_UNSUPPORTED, "storage backend cannot list volumes");
+    return s->ops->list_volumes(s->self, pool, names, n, err);
+}
+
+/* Free what list_volumes() returned; NULL-safe. */
+void storage_names_free(char **names, size_t n);
 
 static inline void
 storage_close(struct storage *s)
