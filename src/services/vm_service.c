@@ -335,9 +335,11 @@ create_disk(struct vm_service *svc, const struct vm *vm, const struct image *ima
 }
 
 static void
-spec_from_vm(const struct vm *vm, const char *disk_path, struct hv_domain_spec *spec)
+spec_from_vm(const struct vm_service *svc, const struct vm *vm, const char *disk_path,
+             struct hv_domain_spec *spec)
 {
     memset(spec, 0, sizeof(*spec));
+    spec->instance = svc->cfg.instance;
     spec->id = vm->id;
     spec->owner_id = vm->owner_id;
     spec->name = vm->name;
@@ -373,43 +375,95 @@ create_undo(struct vm_service *svc, const struct vm *vm, enum vm_step done)
     return left;
 }
 
-/* Run the steps after the row exists; *done tells how far they got. */
+/* Tell the hook a step is recorded; its refusal stops the work where it is. */
+static int
+step_done(struct vm_service *svc, const struct vm *vm, const char *step, struct st_error *err)
+{
+    if (!svc->hook.fn)
+        return 0;
+    return svc->hook.fn(svc->hook.ctx, vm->id, step, err);
+}
+
+/* Start, accepting a domain that an interrupted earlier attempt already started. */
+static int
+start_once(struct vm_service *svc, const char *id, struct st_error *err)
+{
+    struct st_error local = {0};
+    enum hv_state state;
+
+    if (hypervisor_start(svc->hv, id, &local) == 0)
+        return 0;
+    if (local.code == ST_ERR_CONFLICT && hypervisor_state(svc->hv, id, &state, err) == 0 &&
+        state == HV_STATE_RUNNING)
+        return 0;
+    error_pass(err, &local);
+    return -1;
+}
+
+/*
+ * Run the steps after the row exists, from the one after vm->step: a
+ * create resumed after a crash skips what is recorded and redoes the step
+ * that was under way, whose half-made result each step tolerates.
+ * *attempted is the furthest step that may have left something behind.
+ * Returns 1 when the hook stopped the work (nothing to undo: another worker
+ * owns it now), else 0 or -1.
+ */
 static int
 create_steps(struct vm_service *svc, const char *owner, struct vm *vm, const struct image *image,
-             enum vm_step *done, const char **failed, struct st_error *err)
+             enum vm_step *attempted, const char **failed, struct st_error *err)
 {
     struct storage_vol_info disk;
     struct hv_domain_spec spec;
+    char disk_vol[ST_NAME_BUF];
+    struct st_error ignored = {0};
     struct image still;
 
-    *failed = "disk";
-    /*
-     * The row is committed, so the image can no longer be deleted (its store
-     * refuses while a VM names it); make sure it was not deleted just before.
-     */
-    if (image_repo_get(svc->images, NULL, image->id, &still, err) < 0)
+    *attempted = vm->step;
+    vm_service_disk_vol_name(vm->id, disk_vol);
+    if (vm->step < VM_STEP_DISK) {
+        *failed = "disk";
+        *attempted = VM_STEP_DISK;
+        /*
+         * The row is committed, so the image can no longer be deleted (its
+         * store refuses while a VM names it); make sure it was not deleted
+         * just before.  A volume left by an interrupted attempt goes first.
+         */
+        if (image_repo_get(svc->images, NULL, image->id, &still, err) < 0)
+            return -1;
+        storage_remove(svc->storage, svc->cfg.disk_pool, disk_vol, &ignored);
+        if (create_disk(svc, vm, image, &disk, err) < 0 ||
+            record_step(svc, owner, vm, VM_STEP_DISK, err) < 0)
+            return -1;
+        if (step_done(svc, vm, "disk", err) < 0)
+            return 1;
+    } else if (storage_info(svc->storage, svc->cfg.disk_pool, disk_vol, &disk, err) < 0) {
+        *failed = "define";
         return -1;
-    if (create_disk(svc, vm, image, &disk, err) < 0)
-        return -1;
-    *done = VM_STEP_DISK;
-    if (record_step(svc, owner, vm, VM_STEP_DISK, err) < 0)
-        return -1;
-    *failed = "define";
-    spec_from_vm(vm, disk.path, &spec);
-    if (hypervisor_define(svc->hv, &spec, err) < 0)
-        return -1;
-    *done = VM_STEP_DEFINED;
-    if (record_step(svc, owner, vm, VM_STEP_DEFINED, err) < 0)
-        return -1;
-    *failed = "start";
-    if (hypervisor_start(svc->hv, vm->id, err) < 0)
-        return -1;
-    *done = VM_STEP_STARTED;
-    if (record_step(svc, owner, vm, VM_STEP_STARTED, err) < 0)
-        return -1;
+    }
+    if (vm->step < VM_STEP_DEFINED) {
+        *failed = "define";
+        *attempted = VM_STEP_DEFINED;
+        spec_from_vm(svc, vm, disk.path, &spec);
+        if (hypervisor_define(svc->hv, &spec, err) < 0 ||
+            record_step(svc, owner, vm, VM_STEP_DEFINED, err) < 0)
+            return -1;
+        if (step_done(svc, vm, "define", err) < 0)
+            return 1;
+    }
+    if (vm->step < VM_STEP_STARTED) {
+        *failed = "start";
+        *attempted = VM_STEP_STARTED;
+        if (start_once(svc, vm->id, err) < 0 ||
+            record_step(svc, owner, vm, VM_STEP_STARTED, err) < 0)
+            return -1;
+        if (step_done(svc, vm, "start", err) < 0)
+            return 1;
+    }
     *failed = "finish";
     vm->status = VM_STATUS_RUNNING;
-    return record_step(svc, owner, vm, VM_STEP_DONE, err);
+    if (record_step(svc, owner, vm, VM_STEP_DONE, err) < 0)
+        return -1;
+    return step_done(svc, vm, "finish", err) < 0 ? 1 : 0;
 }
 
 /* The row, within @limits when they are given. */
@@ -434,22 +488,58 @@ vm_service_create_within(struct vm_service *svc, const char *owner, const struct
                          const struct vm_create_req *req, struct vm *out, struct quota_violation *v,
                          struct st_error *err)
 {
-    struct quota_violation unused;
-    struct st_error cause = {0};
-    struct st_error ignored = {0};
-    struct image image;
     struct vm vm;
-    enum vm_step done = VM_STEP_ROW;
-    const char *failed = "row";
 
     out->id[0] = '\0';
-    if (create_prepare(svc, owner, req, &vm, &image, err) < 0)
+    if (vm_service_create_row(svc, owner, limits, req, &vm, v, err) < 0)
         return -1;
-    if (create_insert(svc, &vm, limits, v ? v : &unused, err) < 0)
+    return vm_service_create_resume(svc, vm.id, out, err);
+}
+
+int
+vm_service_create_row(struct vm_service *svc, const char *owner, const struct quota *limits,
+                      const struct vm_create_req *req, struct vm *out, struct quota_violation *v,
+                      struct st_error *err)
+{
+    struct quota_violation unused;
+    struct image image;
+    struct vm vm;
+
+    if (create_prepare(svc, owner, req, &vm, &image, err) < 0 ||
+        create_insert(svc, &vm, limits, v ? v : &unused, err) < 0)
         return -1;
-    if (create_steps(svc, owner, &vm, &image, &done, &failed, &cause) == 0) {
-        *out = vm;
-        return 0;
+    *out = vm;
+    return 0;
+}
+
+int
+vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
+                         struct st_error *err)
+{
+    struct st_error cause = {0};
+    struct st_error ignored = {0};
+    enum vm_step attempted = VM_STEP_ROW;
+    const char *failed = "row";
+    struct image image;
+    struct vm vm;
+    int rc;
+
+    if (vm_repo_get(svc->vms, NULL, id, &vm, err) < 0)
+        return -1;
+    st_strlcpy(out->id, vm.id, sizeof(out->id));
+    if (vm.status != VM_STATUS_CREATING)
+        return st_error_set(err, ST_ERR_CONFLICT, "VM '%s' is %s, not creating", id,
+                            vm_status_name(vm.status));
+    if (image_repo_get(svc->images, NULL, vm.image_id, &image, &cause) == 0) {
+        rc = create_steps(svc, NULL, &vm, &image, &attempted, &failed, &cause);
+        if (rc == 0) {
+            *out = vm;
+            return 0;
+        }
+        if (rc > 0) {
+            error_pass(err, &cause);
+            return -1;
+        }
     }
     st_error_prefix(&cause, "create failed at step %s", failed);
     /*
@@ -459,12 +549,11 @@ vm_service_create_within(struct vm_service *svc, const char *owner, const struct
      */
     if (cause.code == ST_ERR_NOT_FOUND)
         cause.code = ST_ERR_CONFLICT;
-    vm.step = create_undo(svc, &vm, done);
+    vm.step = create_undo(svc, &vm, attempted);
     vm.status = VM_STATUS_ERROR;
     st_strlcpy(vm.fault, cause.msg, sizeof(vm.fault));
     /* Best effort: the caller gets the cause even if the row cannot say it. */
-    save(svc, owner, &vm, &ignored);
-    st_strlcpy(out->id, vm.id, sizeof(out->id));
+    save(svc, NULL, &vm, &ignored);
     error_pass(err, &cause);
     return -1;
 }
@@ -489,7 +578,7 @@ redefine(struct vm_service *svc, const struct vm *vm, struct st_error *err)
         st_error_prefix(err, "root disk of VM '%s'", vm->id);
         return -1;
     }
-    spec_from_vm(vm, disk.path, &spec);
+    spec_from_vm(svc, vm, disk.path, &spec);
     return hypervisor_define(svc->hv, &spec, err);
 }
 
@@ -577,14 +666,20 @@ vm_service_delete(struct vm_service *svc, const char *owner, const char *id, str
     if (hypervisor_destroy(svc->hv, id, &cause) < 0 && cause.code != ST_ERR_NOT_FOUND &&
         cause.code != ST_ERR_CONFLICT)
         goto fail;
+    if (step_done(svc, &vm, "destroy", err) < 0)
+        return -1;
     failed = "undefine";
     if (hypervisor_undefine(svc->hv, id, &cause) < 0 && cause.code != ST_ERR_NOT_FOUND)
         goto fail;
+    if (step_done(svc, &vm, "undefine", err) < 0)
+        return -1;
     failed = "disk";
     vm_service_disk_vol_name(id, disk_vol);
     if (storage_remove(svc->storage, svc->cfg.disk_pool, disk_vol, &cause) < 0 &&
         cause.code != ST_ERR_NOT_FOUND)
         goto fail;
+    if (step_done(svc, &vm, "disk", err) < 0)
+        return -1;
     failed = "row";
     if (vm_repo_remove(svc->vms, owner, id, &cause) < 0)
         goto fail;

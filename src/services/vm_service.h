@@ -17,10 +17,23 @@
 #include "repositories/vm_repo.h"
 
 struct vm_service_config {
+    const char *instance;     /* recorded in every domain's metadata; may be NULL */
     const char *disk_pool;    /* pool of root disks ("default") */
     const char *image_pool;   /* pool of base images ("images") */
     unsigned stop_timeout_ms; /* graceful stop: wait this long, then destroy */
     unsigned poll_interval_ms;
+};
+
+/*
+ * Called after each step of a create ("disk", "define", "start", "finish")
+ * is recorded, and after each step of a delete ("destroy", "undefine",
+ * "disk") is done.  Returning -1 (with @err filled) stops the work right
+ * there, with nothing undone: the worker uses it to renew its lease and
+ * to stop when the lease was lost.
+ */
+struct vm_step_hook {
+    int (*fn)(void *ctx, const char *vm_id, const char *step, struct st_error *err);
+    void *ctx;
 };
 
 /* Borrowed dependencies; the service owns nothing. */
@@ -31,6 +44,7 @@ struct vm_service {
     struct hypervisor *hv;
     struct storage *storage;
     struct vm_service_config cfg;
+    struct vm_step_hook hook; /* optional: fn NULL for none */
 };
 
 enum vm_action {
@@ -72,6 +86,21 @@ int vm_service_create(struct vm_service *svc, const char *owner, const struct vm
 int vm_service_create_within(struct vm_service *svc, const char *owner, const struct quota *limits,
                              const struct vm_create_req *req, struct vm *out,
                              struct quota_violation *v, struct st_error *err);
+
+/*
+ * The two halves of a create, for the worker: the row alone (status
+ * creating, step row), within @limits as vm_service_create_within(); then
+ * the steps, resumed from the step the row records (a create interrupted
+ * by a crash continues where it was).  A resume that fails undoes
+ * everything the create may have made and leaves the row in `error`; one
+ * stopped by the hook leaves everything for the next attempt.  out->id is
+ * set in every case once the row is found.
+ */
+int vm_service_create_row(struct vm_service *svc, const char *owner, const struct quota *limits,
+                          const struct vm_create_req *req, struct vm *out,
+                          struct quota_violation *v, struct st_error *err);
+int vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
+                             struct st_error *err);
 
 /* One VM, its status merged with what the hypervisor sees. */
 int vm_service_get(struct vm_service *svc, const char *owner, const char *id, struct vm *out,
