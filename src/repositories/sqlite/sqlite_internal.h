@@ -155,7 +155,8 @@ struct sqlite_table_spec {
      * Every column, ", "-separated, in the order the row reader expects
      * them after the marker flag (so column 1 is the first one here) and
      * the insert binder binds them (?1 is the first one here).  "id" comes
-     * first and "created_at" is among them: pages are ordered by both.
+     * first and the order column (below) is among them: pages are ordered
+     * by both.
      */
     const char *cols;
     size_t size; /* of one item, as sqlite_db_list() fills them */
@@ -181,6 +182,8 @@ struct sqlite_table_spec {
      * get and list, though not in remove: "visibility = 'public'".
      */
     const char *shared_where;
+    /* The time column pages are ordered by, before id; NULL is "created_at". */
+    const char *order_col;
 };
 
 /*
@@ -190,7 +193,8 @@ struct sqlite_table_spec {
  *   insert   INSERT INTO <table> (<cols>) VALUES (?1, ..., ?n), bound by the repository
  *   get      by id ?1 within the scope of owner ?2
  *   remove   by id ?1 among the rows of owner ?2 [AND <remove_where>]
- *   list     [scoped by ?1][after the marker ?4]: the queries sqlite_db_list() runs
+ *   list     [scoped by ?1][after the marker ?4]: the queries sqlite_db_list() runs,
+ *            ordered by (<order_col>, id)
  */
 struct sqlite_table {
     struct sqlite_db *db; /* borrowed */

@@ -27,6 +27,12 @@ sqlite_table_col_index(const char *cols, const char *name)
     return -1;
 }
 
+static const char *
+sqlite_table_order_col(const struct sqlite_table_spec *spec)
+{
+    return spec->order_col ? spec->order_col : "created_at";
+}
+
 /* "?1, ?2, ..., ?n" for the @cols of an insert; free() it. */
 static char *
 sqlite_table_placeholders(const char *cols)
@@ -69,11 +75,12 @@ sqlite_table_scope(const struct sqlite_table_spec *spec, int param, bool nullabl
  * marker row itself (flag 1, so a marker naming no row in scope is noticed
  * in the same query), then the page.  The page is ordered again outside
  * because a compound's row order is otherwise unspecified; in the outer
- * ORDER BY, @created_at is the position of created_at and 2 that of id.
+ * ORDER BY, @order_pos is the position of the order column and 2 that of id.
  */
 static char *
-sqlite_table_list_sql(const struct sqlite_table_spec *spec, bool scoped, bool after, int created_at)
+sqlite_table_list_sql(const struct sqlite_table_spec *spec, bool scoped, bool after, int order_pos)
 {
+    const char *order = sqlite_table_order_col(spec);
     ST_AUTOFREE char *scope = scoped ? sqlite_table_scope(spec, 1, false, true) : NULL;
     ST_AUTOFREE char *scope_and = scoped ? st_xasprintf("%s AND ", scope) : st_xstrdup("");
     ST_AUTOFREE char *after_cond = NULL;
@@ -84,9 +91,8 @@ sqlite_table_list_sql(const struct sqlite_table_spec *spec, bool scoped, bool af
     size_t i;
 
     if (after)
-        after_cond =
-            st_xasprintf("(created_at, id) > (SELECT created_at, id FROM %s WHERE %sid = ?4)",
-                         spec->table, scope_and);
+        after_cond = st_xasprintf("(%s, id) > (SELECT %s, id FROM %s WHERE %sid = ?4)", order,
+                                  order, spec->table, scope_and);
     conds[0] = scope;
     conds[1] = spec->list_where;
     conds[2] = after_cond;
@@ -97,13 +103,13 @@ sqlite_table_list_sql(const struct sqlite_table_spec *spec, bool scoped, bool af
         free(where);
         where = next;
     }
-    page = st_xasprintf("SELECT 0, %s FROM %s%s ORDER BY created_at, id LIMIT ?5", spec->cols,
-                        spec->table, where);
+    page = st_xasprintf("SELECT 0, %s FROM %s%s ORDER BY %s, id LIMIT ?5", spec->cols, spec->table,
+                        where, order);
     if (!after)
         return st_steal_ptr(&page);
     return st_xasprintf("SELECT 1, %s FROM %s WHERE %sid = ?4 UNION ALL SELECT * FROM (%s) "
                         "ORDER BY 1 DESC, %d, 2",
-                        spec->cols, spec->table, scope_and, page, created_at);
+                        spec->cols, spec->table, scope_and, page, order_pos);
 }
 
 static int
@@ -111,15 +117,15 @@ sqlite_table_prepare_lists(struct sqlite_table *t, const struct sqlite_table_spe
                            struct st_error *err)
 {
     /* Column 0 is the marker flag, so a column's position is its index + 2. */
-    int created_at = sqlite_table_col_index(spec->cols, "created_at") + 2;
+    int order_pos = sqlite_table_col_index(spec->cols, sqlite_table_order_col(spec)) + 2;
     char *sql;
     size_t i;
     int rc;
 
-    if (sqlite_table_col_index(spec->cols, "id") != 0 || created_at < 2)
-        BUG("a table's columns must start with id and include created_at");
+    if (sqlite_table_col_index(spec->cols, "id") != 0 || order_pos < 2)
+        BUG("a table's columns must start with id and include its order column");
     for (i = 0; i < 4; i++) {
-        sql = sqlite_table_list_sql(spec, i / 2, i % 2, created_at);
+        sql = sqlite_table_list_sql(spec, i / 2, i % 2, order_pos);
         rc = sqlite_db_prepare(t->db, sql, &t->list[i / 2][i % 2], err);
         free(sql);
         if (rc < 0)
