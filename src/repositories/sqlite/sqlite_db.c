@@ -127,6 +127,60 @@ static const char *const sqlite_migrations[] = {
     "CREATE INDEX audit_log_user ON audit_log (user_id);"
     "CREATE INDEX audit_log_target ON audit_log (target_id);"
     "ALTER TABLE images ADD COLUMN visibility TEXT NOT NULL DEFAULT 'private';",
+    /*
+     * 3: durable operations, VM events and idempotency records.  A time of
+     * 0 is "not yet"; step is '' before the first, error and worker_id are
+     * NULL when there is none.  operations_active makes "one queued or
+     * running operation per VM" a constraint rather than a check, and
+     * operations_claim serves the claim's search for the oldest queued
+     * one.  Events carry their VM's owner so that they outlive the VM row.
+     * An idempotency record's status is the answer's HTTP status, 0 while
+     * the first request is still being served.
+     */
+    "CREATE TABLE operations ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  target_id TEXT NOT NULL,"
+    "  owner_id TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  error TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  started_at INTEGER NOT NULL,"
+    "  finished_at INTEGER NOT NULL,"
+    "  worker_id TEXT,"
+    "  lease_expires_at INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX operations_claim ON operations (status, created_at, id);"
+    "CREATE INDEX operations_target ON operations (target_id);"
+    "CREATE INDEX operations_owner_page ON operations (owner_id, created_at, id);"
+    "CREATE INDEX operations_page ON operations (created_at, id);"
+    "CREATE UNIQUE INDEX operations_active ON operations (target_id)"
+    "  WHERE status IN ('queued', 'running');"
+    "CREATE TABLE vm_events ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  vm_id TEXT NOT NULL,"
+    "  owner_id TEXT NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  message TEXT NOT NULL,"
+    "  data TEXT"
+    ");"
+    "CREATE INDEX vm_events_vm ON vm_events (vm_id, at, id);"
+    "CREATE INDEX vm_events_at ON vm_events (at);"
+    "CREATE TABLE idempotency_keys ("
+    "  owner_id TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  request_hash TEXT NOT NULL,"
+    "  status INTEGER NOT NULL,"
+    "  body TEXT,"
+    "  location TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (owner_id, key)"
+    ");"
+    "CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);",
 };
 
 static bool

@@ -11,8 +11,10 @@
 #define STRATUS_REPOSITORIES_SQLITE_DB_H
 
 #include "repositories/audit_repo.h"
+#include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"
 #include "repositories/image_repo.h"
+#include "repositories/op_repo.h"
 #include "repositories/user_repo.h"
 #include "repositories/vm_repo.h"
 
@@ -33,5 +35,7 @@ int image_repo_sqlite_open(struct sqlite_db *db, struct image_repo *out, struct 
 int flavor_repo_sqlite_open(struct sqlite_db *db, struct flavor_repo *out, struct st_error *err);
 int user_repo_sqlite_open(struct sqlite_db *db, struct user_repo *out, struct st_error *err);
 int audit_repo_sqlite_open(struct sqlite_db *db, struct audit_repo *out, struct st_error *err);
+int op_repo_sqlite_open(struct sqlite_db *db, struct op_repo *out, struct st_error *err);
+int event_repo_sqlite_open(struct sqlite_db *db, struct event_repo *out, struct st_error *err);
 
 #endif
