@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 
 #include "repositories/libvirt/libvirt_backend.h"
 #include "repositories/libvirt/libvirt_internal.h"
+#include "support/fault.h"
 #include "support/keeper.h"
 #include "support/tmpdir.h"
 #include "util/ids.h"
@@ -650,6 +652,252 @@ test_storage_libvirt__lost_connection_retries_only_reads(void **state)
     assert_int_equal(storage_info(&f->st, f->pool, "w.qcow2", &out, &err), 0);
 }
 
+/* ---- list_volumes ---- */
+
+static bool
+names_have(char **names, size_t n, const char *want)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (strcmp(names[i], want) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void
+test_storage_libvirt__list_volumes_names_every_volume(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_vol_info out;
+    char **names = (char **)&out;
+    char src[PATH_MAX + 16];
+    size_t n = 9;
+    struct st_error err;
+
+    ensure(f);
+    assert_int_equal(storage_list_volumes(&f->st, f->pool, &names, &n, &err), 0);
+    assert_int_equal(n, 0);
+    storage_names_free(names, n);
+    assert_int_equal(
+        storage_clone_overlay(&f->st, f->pool, "vm-1.qcow2", "/b.img", "raw", GIB, &out, &err), 0);
+    assert_int_equal(
+        storage_clone_overlay(&f->st, f->pool, "a&b<'c'>.qcow2", "/b.img", "raw", GIB, &out, &err),
+        0);
+    snprintf(src, sizeof(src), "%s/x.img", f->import_dir);
+    write_file(src, "x", 1);
+    assert_int_equal(storage_import(&f->st, f->pool, "img-1", src, &out, &err), 0);
+    assert_int_equal(storage_list_volumes(&f->st, f->pool, &names, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_true(names_have(names, n, "vm-1.qcow2"));
+    assert_true(names_have(names, n, "a&b<'c'>.qcow2"));
+    assert_true(names_have(names, n, "img-1"));
+    storage_names_free(names, n);
+    storage_names_free(NULL, 0);
+}
+
+struct refresh_count {
+    pthread_mutex_t lock;
+    char pool[32];
+    int n;
+};
+
+static void
+count_refresh(virConnectPtr conn, virStoragePoolPtr pool, void *opaque)
+{
+    struct refresh_count *c = opaque;
+
+    (void)conn;
+    pthread_mutex_lock(&c->lock);
+    if (strcmp(virStoragePoolGetName(pool), c->pool) == 0)
+        c->n++;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* libvirt's free callback: it holds the counter no more. */
+static void
+free_refresh_count(void *opaque)
+{
+    struct refresh_count *c = opaque;
+
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int
+refreshes(struct refresh_count *c)
+{
+    int n;
+
+    pthread_mutex_lock(&c->lock);
+    n = c->n;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+/*
+ * Listing refreshes the pool first.  The test driver's refresh rescans
+ * nothing (its volumes live in memory), so what is checked here is that
+ * the refresh happens: libvirt reports each one as a pool event.
+ */
+static void
+test_storage_libvirt__list_volumes_refreshes_the_pool(void **state)
+{
+    struct fixture *f = *state;
+    struct refresh_count *c = st_xcalloc(1, sizeof(*c));
+    char **names = NULL;
+    int64_t until;
+    size_t n = 0;
+    int id;
+    struct st_error err;
+
+    pthread_mutex_init(&c->lock, NULL);
+    st_strlcpy(c->pool, f->pool, sizeof(c->pool));
+    ensure(f);
+    id = virConnectStoragePoolEventRegisterAny(keeper, NULL, VIR_STORAGE_POOL_EVENT_ID_REFRESH,
+                                               VIR_STORAGE_POOL_EVENT_CALLBACK(count_refresh), c,
+                                               free_refresh_count);
+    assert_true(id >= 0);
+    assert_int_equal(storage_list_volumes(&f->st, f->pool, &names, &n, &err), 0);
+    storage_names_free(names, n);
+    until = st_monotonic_ms() + 5000;
+    while (refreshes(c) < 1 && st_monotonic_ms() < until)
+        st_sleep_ms(10);
+    n = (size_t)refreshes(c);
+    /* Frees c, now or when a dispatch in progress ends. */
+    assert_int_equal(virConnectStoragePoolEventDeregisterAny(keeper, id), 0);
+    assert_int_equal(n, 1);
+}
+
+static void
+test_storage_libvirt__list_volumes_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct storage_libvirt_config cfg = {.import_dir = f->import_dir};
+    struct storage_vol_info out;
+    struct libvirt_conn *lc;
+    struct storage st;
+    char **names = (char **)&cfg;
+    size_t n = 7;
+    struct st_error err;
+
+    assert_int_equal(storage_list_volumes(&f->st, "no-such-pool", &names, &n, &err), -1);
+    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
+    assert_non_null(strstr(err.msg, "no-such-pool"));
+    assert_ptr_equal(names, (char **)&cfg); /* untouched on failure */
+    assert_int_equal(n, 7);
+
+    /* A read: run again on a new connection after a loss. */
+    ensure(f);
+    assert_int_equal(
+        storage_clone_overlay(&f->st, f->pool, "v.qcow2", "/b.img", "raw", GIB, &out, &err), 0);
+    libvirt_conn_fault_lose(f->lc, 1);
+    assert_int_equal(storage_list_volumes(&f->st, f->pool, &names, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(names[0], "v.qcow2");
+    storage_names_free(names, n);
+
+    lc = libvirt_conn_new(DEAD_URI);
+    assert_int_equal(storage_libvirt_open(lc, &cfg, &st, &err), 0);
+    assert_int_equal(storage_list_volumes(&st, f->pool, &names, &n, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    storage_close(&st);
+    libvirt_conn_close(lc);
+}
+
+/*
+ * Against a real daemon only: set STRATUS_TEST_STORAGE_URI (for example
+ * qemu:///system) to see a file put into the pool's directory behind
+ * libvirt's back listed after the refresh; the test driver cannot show it.
+ * The pool is transient and goes with the test.
+ */
+static void
+test_storage_libvirt__list_volumes_sees_files_made_behind_libvirts_back(void **state)
+{
+    struct fixture *f = *state;
+    const char *uri = getenv("STRATUS_TEST_STORAGE_URI");
+    struct storage_libvirt_config cfg = {.import_dir = f->import_dir};
+    ST_AUTOFREE char *xml = NULL;
+    char path[PATH_MAX + 32], pool[40];
+    virStoragePoolPtr p;
+    virConnectPtr raw;
+    struct libvirt_conn *lc;
+    struct storage st;
+    char **names = NULL;
+    size_t n = 0;
+    struct st_error err;
+
+    if (!uri || !*uri)
+        skip();
+    raw = virConnectOpen(uri);
+    assert_non_null(raw);
+    /* The daemon may run as another user: it must reach the directory. */
+    assert_int_equal(chmod(f->base, 0755), 0);
+    snprintf(pool, sizeof(pool), "st-unit-%u-%d", pool_seq, (int)getpid());
+    xml = st_xasprintf("<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>",
+                       pool, f->pool_dir);
+    p = virStoragePoolCreateXML(raw, xml, 0);
+    assert_non_null(p);
+    lc = libvirt_conn_new(uri);
+    assert_int_equal(storage_libvirt_open(lc, &cfg, &st, &err), 0);
+    snprintf(path, sizeof(path), "%s/behind.raw", f->pool_dir);
+    write_file(path, "data", 4);
+    assert_int_equal(storage_list_volumes(&st, pool, &names, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(names[0], "behind.raw");
+    storage_names_free(names, n);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(storage_list_volumes(&st, pool, &names, &n, &err), 0);
+    assert_int_equal(n, 0);
+    storage_names_free(names, n);
+    storage_close(&st);
+    libvirt_conn_close(lc);
+    virStoragePoolDestroy(p);
+    virStoragePoolFree(p);
+    virConnectClose(raw);
+}
+
+static void
+bare_close(void *self)
+{
+    (void)self;
+}
+
+static void
+test_storage_libvirt__fault_wrapper_forwards_list_volumes(void **state)
+{
+    struct fixture *f = *state;
+    static const struct storage_ops bare_ops = {.close = bare_close};
+    struct storage bare = {.ops = &bare_ops};
+    struct storage_vol_info out;
+    struct fault_storage w, wb;
+    char **names = NULL;
+    size_t n = 0;
+    struct st_error err;
+
+    ensure(f);
+    assert_int_equal(
+        storage_clone_overlay(&f->st, f->pool, "v.qcow2", "/b.img", "raw", GIB, &out, &err), 0);
+    fault_storage_init(&w, &f->st);
+    fault_storage_fail(&w, FAULT_ST_LIST_VOLUMES, 2, ST_ERR_UNAVAILABLE);
+    assert_int_equal(storage_list_volumes(&w.iface, f->pool, &names, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(names[0], "v.qcow2");
+    storage_names_free(names, n);
+    names = NULL;
+    assert_int_equal(storage_list_volumes(&w.iface, f->pool, &names, &n, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, "injected fault: list_volumes call 2"));
+    assert_null(names);
+    assert_int_equal(fault_storage_calls(&w, FAULT_ST_LIST_VOLUMES), 2);
+
+    fault_storage_init(&wb, &bare);
+    assert_int_equal(storage_list_volumes(&wb.iface, f->pool, &names, &n, &err), -1);
+    assert_int_equal(err.code, ST_ERR_UNSUPPORTED);
+    assert_int_equal(fault_storage_calls(&wb, FAULT_ST_LIST_VOLUMES), 1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(test_storage_libvirt__##name, setup, teardown)
 
 int
@@ -673,6 +921,11 @@ main(void)
         T(import_checks_the_file_opened),
         T(import_copies_sparse_files_quickly),
         T(lost_connection_retries_only_reads),
+        T(list_volumes_names_every_volume),
+        T(list_volumes_refreshes_the_pool),
+        T(list_volumes_errors),
+        T(list_volumes_sees_files_made_behind_libvirts_back),
+        T(fault_wrapper_forwards_list_volumes),
     };
 
     return cmocka_run_group_tests(tests, keeper_group_setup, keeper_group_teardown);

@@ -14,8 +14,9 @@
 struct hv_libvirt {
     struct libvirt_conn *lc; /* borrowed */
     char *virt_type;
-    char *console_dir; /* NULL = no serial console */
-    char *emulator;    /* NULL = libvirt's default */
+    char *console_dir;           /* NULL = no serial console */
+    char *emulator;              /* NULL = libvirt's default */
+    struct libvirt_watch *watch; /* NULL until watch() */
 };
 
 enum hv_action {
@@ -92,7 +93,11 @@ hv_lookup(virConnectPtr conn, const char *id, struct st_error *err)
     return dom;
 }
 
-/* The domain XML of @spec; every value escaped.  Caller free()s. */
+/*
+ * The domain XML of @spec; every value escaped.  Caller free()s.  The
+ * metadata element is called "instance" for the VM it describes; the
+ * stratus installation owning the domain is its <installation> child.
+ */
 static char *
 hv_domain_xml(const struct hv_libvirt *hv, const struct hv_domain_spec *spec)
 {
@@ -104,7 +109,16 @@ hv_domain_xml(const struct hv_libvirt *hv, const struct hv_domain_spec *spec)
     ST_AUTOFREE char *format = libvirt_xml_escape(spec->disk_format);
     ST_AUTOFREE char *emulator = NULL;
     ST_AUTOFREE char *console = NULL;
+    ST_AUTOFREE char *installation = NULL;
 
+    if (spec->instance && *spec->instance) {
+        ST_AUTOFREE char *esc = libvirt_xml_escape(spec->instance);
+
+        installation =
+            st_xasprintf("      <" LIBVIRT_STRATUS_NS_PREFIX
+                         ":installation>%s</" LIBVIRT_STRATUS_NS_PREFIX ":installation>\n",
+                         esc);
+    }
     if (hv->emulator) {
         ST_AUTOFREE char *path = libvirt_xml_escape(hv->emulator);
 
@@ -130,6 +144,7 @@ hv_domain_xml(const struct hv_libvirt *hv, const struct hv_domain_spec *spec)
         "      <" LIBVIRT_STRATUS_NS_PREFIX ":id>%s</" LIBVIRT_STRATUS_NS_PREFIX ":id>\n"
         "      <" LIBVIRT_STRATUS_NS_PREFIX ":owner>%s</" LIBVIRT_STRATUS_NS_PREFIX ":owner>\n"
         "      <" LIBVIRT_STRATUS_NS_PREFIX ":name>%s</" LIBVIRT_STRATUS_NS_PREFIX ":name>\n"
+        "%s"
         "    </" LIBVIRT_STRATUS_NS_PREFIX ":instance>\n"
         "  </metadata>\n"
         "  <memory unit='MiB'>%u</memory>\n"
@@ -152,8 +167,8 @@ hv_domain_xml(const struct hv_libvirt *hv, const struct hv_domain_spec *spec)
         "%s"
         "  </devices>\n"
         "</domain>\n",
-        type, id, id, id, owner, name, spec->memory_mib, spec->vcpus, emulator ? emulator : "",
-        format, disk, console ? console : "");
+        type, id, id, id, owner, name, installation ? installation : "", spec->memory_mib,
+        spec->vcpus, emulator ? emulator : "", format, disk, console ? console : "");
 }
 
 struct hv_define_arg {
@@ -383,46 +398,26 @@ hv_state(void *self, const char *id, enum hv_state *out, struct st_error *err)
     return 0;
 }
 
-struct hv_list {
-    struct hv_domain_info *items;
-    size_t count;
-    size_t cap;
-};
+/* Called by hv_domains_each() for every domain; @state < 0 when not known yet. */
+typedef int (*hv_domain_fn)(virDomainPtr dom, int state, void *arg, struct st_error *err);
 
-/*
- * Add @dom when it is a stratus domain.  @state < 0 means unknown: ask the
- * domain itself (one call, only for the few domains in odd states).
- */
-static int
-hv_list_add(struct hv_list *list, virDomainPtr dom, int state, struct st_error *err)
+static bool
+hv_is_stratus(const char *name)
 {
-    const char *name = virDomainGetName(dom);
-    char uuid[VIR_UUID_STRING_BUFLEN];
-    struct hv_domain_info *info;
+    return name && strncmp(name, LIBVIRT_DOMAIN_PREFIX, strlen(LIBVIRT_DOMAIN_PREFIX)) == 0;
+}
 
-    if (!name || strncmp(name, LIBVIRT_DOMAIN_PREFIX, strlen(LIBVIRT_DOMAIN_PREFIX)) != 0)
-        return 0;
-    if (virDomainGetUUIDString(dom, uuid) < 0)
-        return libvirt_error_set(err, "cannot read the UUID of domain '%s'", name);
-    if (state < 0 && virDomainGetState(dom, &state, NULL, 0) < 0) {
-        /* Gone between listing and asking: it is not there any more. */
-        if (libvirt_last_error_code() == VIR_ERR_NO_DOMAIN)
-            return 0;
-        return libvirt_error_set(err, "cannot read the state of domain '%s'", name);
-    }
-    if (list->count == list->cap) {
-        struct hv_domain_info *grown;
+/* @items grown to hold at least one more element of @size; never fails. */
+static void *
+hv_grow(void *items, size_t *cap, size_t size)
+{
+    void *grown;
 
-        list->cap = list->cap ? list->cap * 2 : 64;
-        grown = realloc(list->items, list->cap * sizeof(*grown));
-        if (!grown)
-            BUG("out of memory");
-        list->items = grown;
-    }
-    info = &list->items[list->count++];
-    st_strlcpy(info->id, uuid, sizeof(info->id));
-    info->state = hv_state_from_libvirt(state);
-    return 0;
+    *cap = *cap ? *cap * 2 : 64;
+    grown = realloc(items, *cap * size);
+    if (!grown)
+        BUG("out of memory");
+    return grown;
 }
 
 /*
@@ -430,7 +425,7 @@ hv_list_add(struct hv_list *list, virDomainPtr dom, int state, struct st_error *
  * stays a handful of calls whatever the number of domains.
  */
 static int
-hv_list_by_state(virConnectPtr conn, struct hv_list *list, struct st_error *err)
+hv_each_by_state(virConnectPtr conn, hv_domain_fn fn, void *arg, struct st_error *err)
 {
     static const struct {
         unsigned flag;
@@ -452,7 +447,7 @@ hv_list_by_state(virConnectPtr conn, struct hv_list *list, struct st_error *err)
             return libvirt_error_set(err, "cannot list domains");
         for (i = 0; i < n; i++) {
             if (rc == 0)
-                rc = hv_list_add(list, doms[i], classes[c].state, err);
+                rc = fn(doms[i], classes[c].state, arg, err);
             virDomainFree(doms[i]);
         }
         free(doms);
@@ -460,28 +455,84 @@ hv_list_by_state(virConnectPtr conn, struct hv_list *list, struct st_error *err)
     return rc;
 }
 
+/* Call @fn for every domain with its state, in as few backend calls as the driver allows. */
 static int
-hv_list_all_op(virConnectPtr conn, void *arg, struct st_error *err)
+hv_domains_each(virConnectPtr conn, hv_domain_fn fn, void *arg, struct st_error *err)
 {
-    struct hv_list *list = arg;
     virDomainStatsRecordPtr *records = NULL;
     int i, n, state, rc = 0;
 
-    list->count = 0;
     n = virConnectGetAllDomainStats(conn, VIR_DOMAIN_STATS_STATE, &records, 0);
     if (n < 0) {
         if (libvirt_last_error_code() == VIR_ERR_NO_SUPPORT)
-            return hv_list_by_state(conn, list, err);
+            return hv_each_by_state(conn, fn, arg, err);
         return libvirt_error_set(err, "cannot list domains");
     }
     for (i = 0; i < n && rc == 0; i++) {
         if (virTypedParamsGetInt(records[i]->params, records[i]->nparams, "state.state", &state) !=
             1)
             state = -1;
-        rc = hv_list_add(list, records[i]->dom, state, err);
+        rc = fn(records[i]->dom, state, arg, err);
     }
     virDomainStatsRecordListFree(records);
     return rc;
+}
+
+/*
+ * The state of @dom: @state when known, else asked of the domain itself
+ * (one call, only for the few domains in odd states).  1 with *@out set,
+ * 0 when the domain is gone meanwhile, -1 with @err filled.
+ */
+static int
+hv_dom_state(virDomainPtr dom, const char *name, int state, int *out, struct st_error *err)
+{
+    if (state < 0 && virDomainGetState(dom, &state, NULL, 0) < 0) {
+        if (libvirt_last_error_code() == VIR_ERR_NO_DOMAIN)
+            return 0;
+        return libvirt_error_set(err, "cannot read the state of domain '%s'", name);
+    }
+    *out = state;
+    return 1;
+}
+
+struct hv_list {
+    struct hv_domain_info *items;
+    size_t count;
+    size_t cap;
+};
+
+/* Add @dom to the hv_list @arg when it is a stratus domain. */
+static int
+hv_list_add(virDomainPtr dom, int state, void *arg, struct st_error *err)
+{
+    struct hv_list *list = arg;
+    const char *name = virDomainGetName(dom);
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    struct hv_domain_info *info;
+    int rc;
+
+    if (!hv_is_stratus(name))
+        return 0;
+    if (virDomainGetUUIDString(dom, uuid) < 0)
+        return libvirt_error_set(err, "cannot read the UUID of domain '%s'", name);
+    rc = hv_dom_state(dom, name, state, &state, err);
+    if (rc <= 0)
+        return rc;
+    if (list->count == list->cap)
+        list->items = hv_grow(list->items, &list->cap, sizeof(*list->items));
+    info = &list->items[list->count++];
+    st_strlcpy(info->id, uuid, sizeof(info->id));
+    info->state = hv_state_from_libvirt(state);
+    return 0;
+}
+
+static int
+hv_list_all_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    struct hv_list *list = arg;
+
+    list->count = 0;
+    return hv_domains_each(conn, hv_list_add, list, err);
 }
 
 static int
@@ -491,6 +542,131 @@ hv_list_all(void *self, struct hv_domain_info **out, size_t *n, struct st_error 
 
     if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, LIBVIRT_OP_READ, "list", hv_list_all_op,
                          &list, err) < 0) {
+        free(list.items);
+        return -1;
+    }
+    *out = list.items;
+    *n = list.count;
+    return 0;
+}
+
+/*
+ * The text of the first element called @tag (under any namespace prefix)
+ * in @xml, unescaped into @out; "" when there is none, it is empty, or it
+ * does not fit @out (such a value is not one stratus wrote).  @xml is the
+ * stratus metadata element as libvirt serialises it: elements holding only
+ * escaped text, so every '<' is markup and a text ends at the next one.
+ */
+static void
+hv_meta_text(const char *xml, const char *tag, char *out, size_t size)
+{
+    size_t tlen = strlen(tag), nlen;
+    const char *p = xml, *name, *local, *gt, *end;
+    ST_AUTOFREE char *text = NULL;
+
+    out[0] = '\0';
+    while ((p = strchr(p, '<')) != NULL) {
+        name = ++p;
+        nlen = strcspn(name, " \t\r\n/>");
+        if (nlen == 0 || *name == '?' || *name == '!')
+            continue;
+        local = memchr(name, ':', nlen);
+        local = local ? local + 1 : name;
+        if ((size_t)(name + nlen - local) != tlen || strncmp(local, tag, tlen) != 0)
+            continue;
+        gt = strchr(name + nlen, '>');
+        if (!gt || gt[-1] == '/')
+            return; /* cut short, or <tag/> */
+        end = strchr(gt + 1, '<');
+        if (!end)
+            return;
+        text = st_xcalloc((size_t)(end - gt), 1);
+        memcpy(text, gt + 1, (size_t)(end - gt - 1));
+        libvirt_xml_unescape(text);
+        if (st_strlcpy(out, text, size) < 0)
+            out[0] = '\0';
+        return;
+    }
+}
+
+/*
+ * Owner and installation of @dom from its stratus metadata into @meta
+ * ("" for a domain without).  1 when read, 0 when the domain is gone
+ * meanwhile, -1 with @err filled.
+ */
+static int
+hv_meta_read(virDomainPtr dom, const char *name, struct hv_domain_meta *meta, struct st_error *err)
+{
+    ST_AUTOFREE char *xml = NULL;
+
+    xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, LIBVIRT_STRATUS_NS_URI, 0);
+    if (!xml) {
+        switch (libvirt_last_error_code()) {
+        case VIR_ERR_NO_DOMAIN:
+            return 0;
+        case VIR_ERR_NO_DOMAIN_METADATA:
+            meta->owner_id[0] = '\0';
+            meta->instance[0] = '\0';
+            return 1;
+        default:
+            return libvirt_error_set(err, "cannot read the stratus metadata of domain '%s'", name);
+        }
+    }
+    hv_meta_text(xml, "owner", meta->owner_id, sizeof(meta->owner_id));
+    hv_meta_text(xml, "installation", meta->instance, sizeof(meta->instance));
+    return 1;
+}
+
+struct hv_meta_list {
+    struct hv_domain_meta *items;
+    size_t count;
+    size_t cap;
+};
+
+/* Add @dom with its metadata to the hv_meta_list @arg when it is named like a stratus domain. */
+static int
+hv_meta_add(virDomainPtr dom, int state, void *arg, struct st_error *err)
+{
+    struct hv_meta_list *list = arg;
+    const char *name = virDomainGetName(dom);
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    struct hv_domain_meta meta;
+    int rc;
+
+    if (!hv_is_stratus(name))
+        return 0;
+    if (virDomainGetUUIDString(dom, uuid) < 0)
+        return libvirt_error_set(err, "cannot read the UUID of domain '%s'", name);
+    memset(&meta, 0, sizeof(meta));
+    rc = hv_dom_state(dom, name, state, &state, err);
+    if (rc > 0)
+        rc = hv_meta_read(dom, name, &meta, err);
+    if (rc <= 0)
+        return rc;
+    st_strlcpy(meta.id, uuid, sizeof(meta.id));
+    meta.state = hv_state_from_libvirt(state);
+    if (list->count == list->cap)
+        list->items = hv_grow(list->items, &list->cap, sizeof(*list->items));
+    list->items[list->count++] = meta;
+    return 0;
+}
+
+static int
+hv_list_meta_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    struct hv_meta_list *list = arg;
+
+    list->count = 0;
+    return hv_domains_each(conn, hv_meta_add, list, err);
+}
+
+static int
+hv_list_meta(void *self, struct hv_domain_meta **out, size_t *n, struct st_error *err)
+{
+    struct hv_meta_list list = {0};
+
+    if (libvirt_conn_run(((struct hv_libvirt *)self)->lc, LIBVIRT_OP_READ, "metadata list",
+                         hv_list_meta_op, &list, err) < 0) {
         free(list.items);
         return -1;
     }
@@ -517,6 +693,26 @@ hv_ping(void *self, struct st_error *err)
                             NULL, err);
 }
 
+/*
+ * The watch connects to the URI of the hypervisor's connection holder, on
+ * a connection of its own: a holder belongs to one thread (the caller's).
+ */
+static int
+hv_watch(void *self, hv_event_fn fn, void *ctx, struct st_error *err)
+{
+    struct hv_libvirt *hv = self;
+
+    if (!fn)
+        return st_error_set(err, ST_ERR_INVALID, "watching for domain events needs a callback");
+    if (hv->watch)
+        return st_error_set(err, ST_ERR_CONFLICT,
+                            "the hypervisor is already watching libvirt at "
+                            "'%s' for domain events",
+                            libvirt_conn_uri(hv->lc) ? libvirt_conn_uri(hv->lc) : "(default)");
+    hv->watch = libvirt_watch_start(libvirt_conn_uri(hv->lc), fn, ctx, err);
+    return hv->watch ? 0 : -1;
+}
+
 static void
 hv_close(void *self)
 {
@@ -524,6 +720,7 @@ hv_close(void *self)
 
     if (!hv)
         return;
+    libvirt_watch_stop(hv->watch);
     free(hv->virt_type);
     free(hv->console_dir);
     free(hv->emulator);
@@ -543,7 +740,17 @@ static const struct hypervisor_ops hv_libvirt_ops = {
     .list_all = hv_list_all,
     .ping = hv_ping,
     .close = hv_close,
+    .list_meta = hv_list_meta,
+    .watch = hv_watch,
 };
+
+struct libvirt_watch *
+hypervisor_libvirt_watch(struct hypervisor *h)
+{
+    if (!h || h->ops != &hv_libvirt_ops)
+        return NULL;
+    return ((struct hv_libvirt *)h->self)->watch;
+}
 
 int
 hypervisor_libvirt_open(struct libvirt_conn *conn, const struct hypervisor_libvirt_config *cfg,

@@ -22,6 +22,8 @@
 #define LIBVIRT_KEEPALIVE_COUNT 3
 /* An open gets as long as keepalive gives a call: a hung daemon accepts but never answers. */
 #define LIBVIRT_OPEN_TIMEOUT_S 20
+/* How often a waiting open looks whether its caller gave up. */
+#define LIBVIRT_OPEN_SLICE_MS 100L
 
 struct libvirt_conn {
     char *uri;          /* NULL = libvirt's default URI */
@@ -240,9 +242,12 @@ libvirt_open_main(void *arg)
     return NULL;
 }
 
-/* virConnectOpen() that gives up after LIBVIRT_OPEN_TIMEOUT_S; NULL with @err filled. */
+/*
+ * virConnectOpen() that gives up after LIBVIRT_OPEN_TIMEOUT_S, or as soon
+ * as *@cancel (when not NULL) turns true; NULL with @err filled.
+ */
 static virConnectPtr
-libvirt_open_timed(const char *uri, struct st_error *err)
+libvirt_open_timed(const char *uri, const bool *cancel, struct st_error *err)
 {
     struct libvirt_open_job *job = st_xcalloc(1, sizeof(*job));
     pthread_condattr_t cattr;
@@ -250,6 +255,7 @@ libvirt_open_timed(const char *uri, struct st_error *err)
     pthread_t thread;
     struct timespec deadline;
     virConnectPtr conn;
+    long waited;
     bool done;
 
     pthread_mutex_init(&job->lock, NULL);
@@ -266,19 +272,33 @@ libvirt_open_timed(const char *uri, struct st_error *err)
         return NULL; /* no thread to spare: open in this one */
     }
     pthread_attr_destroy(&attr);
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += LIBVIRT_OPEN_TIMEOUT_S;
     pthread_mutex_lock(&job->lock);
-    while (!job->done && pthread_cond_timedwait(&job->done_cond, &job->lock, &deadline) == 0)
-        ;
+    for (waited = 0; !job->done && waited < LIBVIRT_OPEN_TIMEOUT_S * 1000;
+         waited += LIBVIRT_OPEN_SLICE_MS) {
+        if (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_nsec += LIBVIRT_OPEN_SLICE_MS * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        while (!job->done && pthread_cond_timedwait(&job->done_cond, &job->lock, &deadline) == 0)
+            ;
+    }
     done = job->done;
     job->abandoned = !done;
     pthread_mutex_unlock(&job->lock);
     if (!done) {
-        st_error_set(
-            err, ST_ERR_UNAVAILABLE,
-            "libvirt at '%s' is unreachable: no answer to the connection request within %d s",
-            uri ? uri : "(default)", LIBVIRT_OPEN_TIMEOUT_S);
+        if (cancel && __atomic_load_n(cancel, __ATOMIC_ACQUIRE))
+            st_error_set(err, ST_ERR_UNAVAILABLE,
+                         "the connection to libvirt at '%s' was given up: its user is closing",
+                         uri ? uri : "(default)");
+        else
+            st_error_set(
+                err, ST_ERR_UNAVAILABLE,
+                "libvirt at '%s' is unreachable: no answer to the connection request within %d s",
+                uri ? uri : "(default)", LIBVIRT_OPEN_TIMEOUT_S);
         return NULL;
     }
     conn = job->conn;
@@ -301,33 +321,59 @@ libvirt_conn_closed(virConnectPtr conn, int reason, void *opaque)
 }
 
 /*
- * Open with keepalive on, noting why the connection closes.  Drivers
- * without keepalive (test:///, in-process ones) cannot hang on a peer, so
- * their refusal is no error.  NULL with @err filled.
+ * Drivers without keepalive or close events (test:///, in-process ones)
+ * cannot hang on a peer, so their refusal is no error.
  */
-static virConnectPtr
-libvirt_conn_open(struct libvirt_conn *lc, struct st_error *err)
+virConnectPtr
+libvirt_conn_open_own(const char *uri, virConnectCloseFunc closed, void *opaque, const bool *cancel,
+                      struct st_error *err)
 {
     struct st_error local = {0};
     virConnectPtr conn;
 
+    pthread_once(&libvirt_init_once, libvirt_init);
     libvirt_event_start();
-    conn = libvirt_open_timed(lc->uri, &local);
+    conn = libvirt_open_timed(uri, cancel, &local);
     if (!conn && local.code == ST_ERR_OK)
-        conn = virConnectOpen(lc->uri);
+        conn = virConnectOpen(uri);
     if (!conn) {
         if (local.code == ST_ERR_OK)
-            libvirt_error_set(&local, "libvirt at '%s' is unreachable", libvirt_conn_uri_name(lc));
+            libvirt_error_set(&local, "libvirt at '%s' is unreachable", uri ? uri : "(default)");
         local.code = ST_ERR_UNAVAILABLE;
         if (err)
             *err = local;
         return NULL;
     }
-    __atomic_store_n(&lc->close_reason, -1, __ATOMIC_RELEASE);
-    if (virConnectSetKeepAlive(conn, LIBVIRT_KEEPALIVE_INTERVAL, LIBVIRT_KEEPALIVE_COUNT) < 0 ||
-        virConnectRegisterCloseCallback(conn, libvirt_conn_closed, lc, NULL) < 0)
+    if (virConnectSetKeepAlive(conn, LIBVIRT_KEEPALIVE_INTERVAL, LIBVIRT_KEEPALIVE_COUNT) < 0)
+        virResetLastError();
+    if (virConnectRegisterCloseCallback(conn, closed, opaque, NULL) < 0)
         virResetLastError();
     return conn;
+}
+
+/* Open @lc's connection, noting why it closes.  NULL with @err filled. */
+static virConnectPtr
+libvirt_conn_open(struct libvirt_conn *lc, struct st_error *err)
+{
+    /* Before the open: the callback may fire as soon as it is registered. */
+    __atomic_store_n(&lc->close_reason, -1, __ATOMIC_RELEASE);
+    return libvirt_conn_open_own(lc->uri, libvirt_conn_closed, lc, NULL, err);
+}
+
+void
+libvirt_conn_close_own(virConnectPtr conn, virConnectCloseFunc closed)
+{
+    if (!conn)
+        return;
+    if (virConnectUnregisterCloseCallback(conn, closed) < 0)
+        virResetLastError();
+    virConnectClose(conn);
+}
+
+const char *
+libvirt_conn_uri(const struct libvirt_conn *lc)
+{
+    return lc->uri;
 }
 
 /* A live connection (borrowed from @lc), or NULL with ST_ERR_UNAVAILABLE. */

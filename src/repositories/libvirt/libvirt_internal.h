@@ -66,6 +66,23 @@ enum libvirt_op_kind {
 int libvirt_conn_run(struct libvirt_conn *lc, enum libvirt_op_kind kind, const char *what,
                      libvirt_op_fn op, void *arg, struct st_error *err);
 
+/* The URI @lc connects to; NULL means libvirt's default.  Borrowed from @lc. */
+const char *libvirt_conn_uri(const struct libvirt_conn *lc);
+
+/*
+ * A connection of its own to @uri for a long-lived user in another thread
+ * (the event watch), opened as a holder opens its own: bounded by the same
+ * timeout, keepalive on where the driver has it, with @closed(@opaque)
+ * called from libvirt's event thread when the connection closes (not every
+ * driver reports that: test:/// does not).  Gives up early when *@cancel
+ * (read atomically; NULL = never) turns true.  NULL with @err filled
+ * (ST_ERR_UNAVAILABLE).  Close with libvirt_conn_close_own() and the same
+ * @closed; afterwards @closed is not running and will not be called.
+ */
+virConnectPtr libvirt_conn_open_own(const char *uri, virConnectCloseFunc closed, void *opaque,
+                                    const bool *cancel, struct st_error *err);
+void libvirt_conn_close_own(virConnectPtr conn, virConnectCloseFunc closed);
+
 /*
  * For tests: the @nth op call on @lc from now on (1 = the next) does its
  * work and then fails as if the connection had broken at that moment.
@@ -88,6 +105,43 @@ int libvirt_error_set_at(struct st_error *err, const char *file, int line, const
 
 /* libvirt's last error code of this thread (VIR_ERR_OK when none). */
 int libvirt_last_error_code(void);
+
+/*
+ * The lifecycle events of stratus domains, watched on a connection of
+ * their own by a thread of their own (see libvirt_backend.h for the
+ * contract the hypervisor gives).
+ */
+struct libvirt_watch;
+
+/*
+ * Start watching @uri (NULL = libvirt's default) for lifecycle events of
+ * domains named LIBVIRT_DOMAIN_PREFIX*, calling @fn(@ctx, uuid, event)
+ * from libvirt's event thread.  Returns once the first attempt to connect
+ * and register has finished, successfully or not (an unreachable libvirt
+ * is retried in the background).  NULL with @err filled when no thread
+ * can be started.  Stop with libvirt_watch_stop().
+ */
+struct libvirt_watch *libvirt_watch_start(const char *uri, hv_event_fn fn, void *ctx,
+                                          struct st_error *err);
+
+/*
+ * Stop calling @fn (waiting for a call in progress to return), drop the
+ * connection and join the thread.  NULL-safe.  Never call it from @fn.
+ */
+void libvirt_watch_stop(struct libvirt_watch *w);
+
+/*
+ * What a lifecycle event (virDomainEventType @event with @detail) means
+ * for stratus: true with *@out filled, false for events it ignores.
+ */
+bool libvirt_event_map(int event, int detail, enum hv_event *out);
+
+/* For tests: behave as if the watch connection had closed (libvirtd restart). */
+void libvirt_watch_fault_lose(struct libvirt_watch *w);
+/* For tests: how many times the watch has connected and registered so far. */
+unsigned libvirt_watch_connects(struct libvirt_watch *w);
+/* For tests: the watch of a libvirt hypervisor, NULL before watch() (or for another backend). */
+struct libvirt_watch *hypervisor_libvirt_watch(struct hypervisor *h);
 
 /* Copy of @s with & < > ' " replaced by entities (NULL gives "").  Caller free()s. */
 char *libvirt_xml_escape(const char *s);

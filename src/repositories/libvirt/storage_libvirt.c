@@ -836,6 +836,80 @@ out:
     return rc;
 }
 
+struct st_names_arg {
+    const char *pool;
+    char **names; /* malloc'ed, as storage_names_free() frees them */
+    size_t n;
+};
+
+/* Names of @vols (each freed here) into a new array; *@n counts them.  NULL when none. */
+static char **
+st_vol_names(virStorageVolPtr *vols, int count, size_t *n)
+{
+    char **names = count > 0 ? st_xcalloc((size_t)count, sizeof(*names)) : NULL;
+    const char *name;
+    int i;
+
+    *n = 0;
+    for (i = 0; i < count; i++) {
+        /* Read from the handle itself: it cannot fail on a valid one. */
+        name = virStorageVolGetName(vols[i]);
+        if (name)
+            names[(*n)++] = st_xstrdup(name);
+        virStorageVolFree(vols[i]);
+    }
+    return names;
+}
+
+static int
+st_list_volumes_op(virConnectPtr conn, void *arg, struct st_error *err)
+{
+    struct st_names_arg *a = arg;
+    virStorageVolPtr *vols = NULL;
+    virStoragePoolPtr p;
+    int count, rc = -1;
+
+    /* What an attempt on a connection lost meanwhile left. */
+    storage_names_free(a->names, a->n);
+    a->names = NULL;
+    a->n = 0;
+    p = st_pool_lookup(conn, a->pool, err);
+    if (!p)
+        return -1;
+    /* Files put into the directory behind libvirt's back are volumes only after a refresh. */
+    if (virStoragePoolRefresh(p, 0) < 0) {
+        libvirt_error_set(err, "cannot refresh storage pool '%s'", a->pool);
+        goto out;
+    }
+    count = virStoragePoolListAllVolumes(p, &vols, 0);
+    if (count < 0) {
+        libvirt_error_set(err, "cannot list the volumes of storage pool '%s'", a->pool);
+        goto out;
+    }
+    a->names = st_vol_names(vols, count, &a->n);
+    free(vols);
+    rc = 0;
+out:
+    virStoragePoolFree(p);
+    return rc;
+}
+
+static int
+st_list_volumes(void *self, const char *pool, char ***names, size_t *n, struct st_error *err)
+{
+    struct st_names_arg arg = {.pool = pool};
+
+    /* Refresh and listing change nothing: safe to run again on a new connection. */
+    if (libvirt_conn_run(((struct st_libvirt *)self)->lc, LIBVIRT_OP_READ, "volume list",
+                         st_list_volumes_op, &arg, err) < 0) {
+        storage_names_free(arg.names, arg.n);
+        return -1;
+    }
+    *names = arg.names;
+    *n = arg.n;
+    return 0;
+}
+
 static void
 st_close(void *self)
 {
@@ -854,6 +928,7 @@ static const struct storage_ops st_libvirt_ops = {
     .remove = st_remove,
     .info = st_info,
     .close = st_close,
+    .list_volumes = st_list_volumes,
 };
 
 /* Keep @dir as a canonical absolute path, made so as text (a relative one against the cwd). */

@@ -161,6 +161,24 @@ fhv_ping(void *self, struct st_error *err)
     return hypervisor_ping(w->real, err);
 }
 
+static int
+fhv_list_meta(void *self, struct hv_domain_meta **out, size_t *n, struct st_error *err)
+{
+    struct fault_hypervisor *w = self;
+
+    FAULT_ENTER(&w->plan, FAULT_HV_LIST_META, "list_meta", err);
+    return hypervisor_list_meta(w->real, out, n, err);
+}
+
+static int
+fhv_watch(void *self, hv_event_fn fn, void *ctx, struct st_error *err)
+{
+    struct fault_hypervisor *w = self;
+
+    FAULT_ENTER(&w->plan, FAULT_HV_WATCH, "watch", err);
+    return hypervisor_watch(w->real, fn, ctx, err);
+}
+
 /* The wrapper borrows the real backend; its owner closes it. */
 static void
 fhv_close(void *self)
@@ -181,6 +199,8 @@ static const struct hypervisor_ops fault_hypervisor_ops = {
     .list_all = fhv_list_all,
     .ping = fhv_ping,
     .close = fhv_close,
+    .list_meta = fhv_list_meta,
+    .watch = fhv_watch,
 };
 
 void
@@ -269,6 +289,15 @@ fst_info(void *self, const char *pool, const char *vol, struct storage_vol_info 
     return storage_info(w->real, pool, vol, out, err);
 }
 
+static int
+fst_list_volumes(void *self, const char *pool, char ***names, size_t *n, struct st_error *err)
+{
+    struct fault_storage *w = self;
+
+    FAULT_ENTER(&w->plan, FAULT_ST_LIST_VOLUMES, "list_volumes", err);
+    return storage_list_volumes(w->real, pool, names, n, err);
+}
+
 static void
 fst_close(void *self)
 {
@@ -282,6 +311,7 @@ static const struct storage_ops fault_storage_ops = {
     .remove = fst_remove,
     .info = fst_info,
     .close = fst_close,
+    .list_volumes = fst_list_volumes,
 };
 
 void

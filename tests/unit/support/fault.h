@@ -15,6 +15,12 @@
  * ignores an ACPI request would; use it only on methods without
  * out-parameters.  Each planned fault fires once.
  *
+ * Optional methods are forwarded through the interface's wrappers, so a
+ * real implementation without one gives ST_ERR_UNSUPPORTED through the
+ * wrapper just as it does directly (the call is still counted).  watch()
+ * hands the callback straight to the real backend: events do not pass
+ * through the wrapper.
+ *
  * The wrapper borrows the real implementation: closing the wrapper does
  * nothing; close the real one yourself.  A wrapper must not move in memory
  * while in use (iface.self points at it).
@@ -57,6 +63,8 @@ enum fault_hv_method {
     FAULT_HV_STATE,
     FAULT_HV_LIST_ALL,
     FAULT_HV_PING,
+    FAULT_HV_LIST_META,
+    FAULT_HV_WATCH,
 };
 
 enum fault_storage_method {
@@ -65,6 +73,7 @@ enum fault_storage_method {
     FAULT_ST_IMPORT,
     FAULT_ST_REMOVE,
     FAULT_ST_INFO,
+    FAULT_ST_LIST_VOLUMES,
 };
 
 enum fault_vm_repo_method {
