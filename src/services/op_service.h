@@ -1,0 +1,88 @@
+/*
+ * op_service.h - long work as durable operations: VM create and delete
+ * are queued by the API and done by stratus-worker, step by step, under a
+ * lease; VM events record what happened.
+ *
+ * Returns 0, or -1 with @err filled (codes as in util/err.h).
+ */
+#ifndef STRATUS_SERVICES_OP_SERVICE_H
+#define STRATUS_SERVICES_OP_SERVICE_H
+
+#include "models/operation.h"
+#include "repositories/event_repo.h"
+#include "repositories/op_repo.h"
+#include "services/vm_service.h"
+
+struct op_service_config {
+    int64_t lease_ms;     /* a claim lasts this long unless renewed */
+    int64_t wait_max_ms;  /* ?wait= is cut to this */
+    int64_t wait_poll_ms; /* how often a wait looks again */
+};
+
+/*
+ * For tests only: called after each step of an operation is recorded and
+ * its lease renewed (the crash-after-step knob of stratus-worker).
+ */
+typedef void (*op_step_probe)(const struct operation *op, const char *step);
+
+/* Borrowed dependencies. */
+struct op_service {
+    struct op_repo *ops;
+    struct event_repo *events;
+    struct vm_repo *vms;
+    struct vm_service *vm_svc;
+    struct op_service_config cfg;
+    op_step_probe probe; /* NULL outside tests */
+};
+
+/*
+ * Accept a create: the row (creating, within @limits, see
+ * vm_service_create_row()) and a queued vm.create operation.  *vm and *op
+ * are what was stored.  Quota and validation failures are answered here,
+ * at once; everything after the row is the worker's.
+ */
+int op_service_create_vm(struct op_service *svc, const char *owner, const struct quota *limits,
+                         const struct vm_create_req *req, struct vm *vm, struct operation *op,
+                         struct quota_violation *v, struct st_error *err);
+
+/*
+ * Accept a delete of @id within @owner's scope: a queued vm.delete
+ * operation, then the row marked deleting.  ST_ERR_CONFLICT while another
+ * operation on the VM is queued or running.
+ */
+int op_service_delete_vm(struct op_service *svc, const char *owner, const char *id, struct vm *vm,
+                         struct operation *op, struct st_error *err);
+
+/*
+ * One operation within @owner's scope; with @wait_ms > 0 (cut to
+ * wait_max_ms), wait until it has ended or the time is up, and answer it
+ * as it then is.
+ */
+int op_service_get(struct op_service *svc, const char *owner, const char *id, int64_t wait_ms,
+                   struct operation *out, struct st_error *err);
+
+int op_service_list(struct op_service *svc, const char *owner, const struct op_filter *f,
+                    struct op_list *out, struct st_error *err);
+
+/*
+ * @vm_id's events within @owner's scope.  Events outlive their VM; a VM
+ * with neither a row nor events in scope is ST_ERR_NOT_FOUND.
+ */
+int op_service_events(struct op_service *svc, const char *owner, const char *vm_id,
+                      const struct vm_event_filter *f, struct vm_event_list *out,
+                      struct st_error *err);
+
+/* Append an event for @vm (best effort: a failure is only logged by the caller's log). */
+int op_service_event(struct op_service *svc, const struct vm *vm, enum vm_event_type type,
+                     const char *message, json_t *data, struct st_error *err);
+
+/*
+ * Claim one operation for @worker_id and do it to the end (the worker's
+ * loop body).  *worked is false when nothing was queued.  The operation
+ * ends succeeded or failed, except when its lease was lost on the way:
+ * then another worker has it and this one stops where it is.
+ */
+int op_service_work_one(struct op_service *svc, const char *worker_id, bool *worked,
+                        struct st_error *err);
+
+#endif
