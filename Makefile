@@ -38,6 +38,8 @@ API_LIB_OBJ := $(filter-out $(API_MAIN),$(API_OBJ))
 
 ADMIN_SRC := $(sort $(wildcard app/admin/*.c))
 ADMIN_OBJ := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
+WORKER_SRC := $(sort $(wildcard app/worker/*.c))
+WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 
 SUPPORT_SRC := $(sort $(wildcard tests/unit/support/*.c))
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
@@ -48,7 +50,7 @@ BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all unit asan lint format run test bench clean deps
-all: $(BUILD)/stratus-api $(BUILD)/stratus-admin $(UNIT_BIN)
+all: $(BUILD)/stratus-api $(BUILD)/stratus-admin $(BUILD)/stratus-worker $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -65,6 +67,9 @@ $(BUILD)/stratus-api: $(API_OBJ) $(LIB)
 # stratus-admin shares the API's configuration and composition root, not its main().
 $(BUILD)/stratus-admin: $(ADMIN_OBJ) $(API_LIB_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(ADMIN_OBJ) $(API_LIB_OBJ) $(LIB) $(PKG_LIBS) -lm
+
+$(BUILD)/stratus-worker: $(WORKER_OBJ) $(API_LIB_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(WORKER_OBJ) $(API_LIB_OBJ) $(LIB) $(PKG_LIBS) -lm
 
 # Unit tests link the library, the API's objects but its main(), and the support code.
 $(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB)

@@ -64,6 +64,9 @@ run)
     ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-auto}
     ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-30}
     ST_LOGIN_LOCKOUT_S=${STRATUS_LOGIN_LOCKOUT_S:-900}
+    ST_LEASE_S=${STRATUS_LEASE_S:-30}
+    ST_RECONCILE_INTERVAL_S=${STRATUS_RECONCILE_INTERVAL_S:-60}
+    ST_TEST_HOOKS=false
     ;;
 e2e)
     ST_STATE=$ST_BASE_STATE/e2e
@@ -73,6 +76,11 @@ e2e)
     ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-5}
     # Short, so the throttling test can see a lockout end.
     ST_LOGIN_LOCKOUT_S=${STRATUS_LOGIN_LOCKOUT_S:-4}
+    # Short, so that crash tests see a dead worker's operation taken again soon.
+    ST_LEASE_S=${STRATUS_LEASE_S:-6}
+    ST_RECONCILE_INTERVAL_S=${STRATUS_RECONCILE_INTERVAL_S:-5}
+    # The worker honours STRATUS_TEST_CRASH_AFTER only with this.
+    ST_TEST_HOOKS=true
     ;;
 bench)
     ST_STATE=$ST_BASE_STATE/bench
@@ -81,6 +89,9 @@ bench)
     ST_VIRT_TYPE=${STRATUS_VIRT_TYPE:-qemu}
     ST_STOP_TIMEOUT_S=${STRATUS_STOP_TIMEOUT_S:-5}
     ST_LOGIN_LOCKOUT_S=${STRATUS_LOGIN_LOCKOUT_S:-900}
+    ST_LEASE_S=${STRATUS_LEASE_S:-30}
+    ST_RECONCILE_INTERVAL_S=${STRATUS_RECONCILE_INTERVAL_S:-60}
+    ST_TEST_HOOKS=false
     ;;
 *)
     echo "env: unknown profile '$ST_PROFILE' (run, e2e or bench)" >&2
@@ -104,6 +115,8 @@ ST_IMPORT=$ST_STATE/import
 ST_NGINX=$ST_STATE/nginx
 ST_API_BIN=${STRATUS_API_BIN:-$ST_ROOT/build/stratus-api}
 ST_ADMIN_BIN=${STRATUS_ADMIN_BIN:-$ST_ROOT/build/stratus-admin}
+ST_WORKER_BIN=${STRATUS_WORKER_BIN:-$ST_ROOT/build/stratus-worker}
+ST_WORKER_CONCURRENCY=${STRATUS_WORKER_CONCURRENCY:-4}
 ST_ADMIN_EMAIL=${STRATUS_ADMIN_EMAIL:-admin@localhost}
 ST_ALLOW_REGISTRATION=${STRATUS_ALLOW_REGISTRATION:-false}
 ST_PASSWORD_HASH=${STRATUS_PASSWORD_HASH:-interactive}

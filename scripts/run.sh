@@ -55,6 +55,7 @@ stop_pidfile() {
 
 stack_stop() {
     stop_pidfile "$ST_RUN/nginx.pid.run"
+    stop_pidfile "$ST_RUN/worker.pid"
     stop_pidfile "$ST_RUN/api.pid"
     rm -f "$ST_SOCKET"
     "$ST_ROOT/scripts/services.sh" stop "$ST_SERVICES_FILE"
@@ -86,6 +87,11 @@ token_keys_file = $ST_STATE/token-keys
 allow_registration = $ST_ALLOW_REGISTRATION
 password_hash = $ST_PASSWORD_HASH
 login_lockout_s = $ST_LOGIN_LOCKOUT_S
+instance = $ST_POOL_PREFIX
+worker_concurrency = $ST_WORKER_CONCURRENCY
+lease_s = $ST_LEASE_S
+reconcile_interval_s = $ST_RECONCILE_INTERVAL_S
+test_hooks = $ST_TEST_HOOKS
 CONF
     mv "$ST_CONF.tmp" "$ST_CONF"
 }
@@ -140,6 +146,16 @@ start_api() {
     echo "$pid" >"$ST_RUN/api.pid"
 }
 
+start_worker() {
+    local pid
+    [ -x "$ST_WORKER_BIN" ] || { log "$ST_WORKER_BIN is missing: run make all"; return 1; }
+    # shellcheck disable=SC2046
+    setsid env $(env | sed -n 's/^\(STRATUS_[A-Za-z0-9_]*\)=.*/-u \1/p') \
+        "$ST_WORKER_BIN" -c "$ST_CONF" >>"$ST_LOG/worker.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$ST_RUN/worker.pid"
+}
+
 start_nginx() {
     local pid
     setsid nginx -p "$ST_NGINX" -c "$ST_NGINX/nginx.conf" -g 'daemon off;' \
@@ -172,7 +188,7 @@ wait_health() {
 
 stack_start() {
     local pid
-    for f in "$ST_RUN/api.pid" "$ST_RUN/nginx.pid.run"; do
+    for f in "$ST_RUN/api.pid" "$ST_RUN/worker.pid" "$ST_RUN/nginx.pid.run"; do
         pid=$(cat "$f" 2>/dev/null || true)
         if pid_alive "$pid"; then
             log "a stack is already running from $ST_STATE (pid $pid); stop it first (scripts/run.sh --profile $ST_PROFILE --stop)"
@@ -189,6 +205,7 @@ stack_start() {
     "$ST_ROOT/scripts/services.sh" start "$ST_SERVICES_FILE"
     bootstrap_admin || { log "cannot create the first admin"; return 1; }
     start_api
+    start_worker
     start_nginx
     wait_health
 }
@@ -217,6 +234,7 @@ foreground)
     echo "  state in $ST_STATE; logs in $ST_LOG; Ctrl-C stops"
     # Stay in front until a signal arrives or a component dies.
     while pid_alive "$(cat "$ST_RUN/api.pid" 2>/dev/null)" &&
+        pid_alive "$(cat "$ST_RUN/worker.pid" 2>/dev/null)" &&
         pid_alive "$(cat "$ST_RUN/nginx.pid.run" 2>/dev/null)"; do
         sleep 1 &
         wait $! || true

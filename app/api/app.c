@@ -115,7 +115,9 @@ open_store(struct app *app, struct st_error *err)
         image_repo_sqlite_open(app->db, &app->images, err) < 0 ||
         flavor_repo_sqlite_open(app->db, &app->flavors, err) < 0 ||
         user_repo_sqlite_open(app->db, &app->users, err) < 0 ||
-        audit_repo_sqlite_open(app->db, &app->audit, err) < 0)
+        audit_repo_sqlite_open(app->db, &app->audit, err) < 0 ||
+        op_repo_sqlite_open(app->db, &app->ops, err) < 0 ||
+        event_repo_sqlite_open(app->db, &app->events, err) < 0)
         return -1;
     return 0;
 }
@@ -249,6 +251,7 @@ wire_services(struct app *app)
         .storage = &app->storage,
         .cfg =
             {
+                .instance = app->cfg.instance,
                 .disk_pool = app->cfg.pool_default,
                 .image_pool = app->cfg.pool_images,
                 .stop_timeout_ms = app->cfg.stop_timeout_s * 1000u,
@@ -262,6 +265,32 @@ wire_services(struct app *app)
         .image_pool = app->cfg.pool_images,
     };
     app->flavor_svc = (struct flavor_service){.flavors = &app->flavors};
+    app->op_svc = (struct op_service){
+        .ops = &app->ops,
+        .events = &app->events,
+        .vms = &app->vms,
+        .vm_svc = &app->vm_svc,
+        .cfg =
+            {
+                .lease_ms = (int64_t)app->cfg.lease_s * 1000,
+                .wait_max_ms = (int64_t)app->cfg.wait_max_s * 1000,
+                .wait_poll_ms = APP_POLL_INTERVAL_MS,
+            },
+        .probe = NULL,
+    };
+    app->reconcile_svc = (struct reconcile_service){
+        .vms = &app->vms,
+        .ops = &app->ops,
+        .events = &app->events,
+        .op_svc = &app->op_svc,
+        .hv = &app->hv,
+        .storage = &app->storage,
+        .instance = app->cfg.instance,
+        .disk_pool = app->cfg.pool_default,
+        .event_retention_ms = (int64_t)app->cfg.event_retention_days * 86400 * 1000,
+        /* Twice a lease: an operation being queued right now is not stale. */
+        .stale_ms = (int64_t)app->cfg.lease_s * 2000,
+    };
     wire_identity(app);
 }
 
@@ -304,6 +333,8 @@ app_close(struct app *app)
     if (app->conn)
         libvirt_conn_close(app->conn);
     app->conn = NULL;
+    event_repo_close(&app->events);
+    op_repo_close(&app->ops);
     audit_repo_close(&app->audit);
     user_repo_close(&app->users);
     flavor_repo_close(&app->flavors);

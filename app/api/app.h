@@ -13,15 +13,19 @@
 
 #include "api/config.h"
 #include "repositories/audit_repo.h"
+#include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"
 #include "repositories/hypervisor.h"
 #include "repositories/image_repo.h"
+#include "repositories/op_repo.h"
 #include "repositories/storage.h"
 #include "repositories/user_repo.h"
 #include "repositories/vm_repo.h"
 #include "services/audit_service.h"
 #include "services/flavor_service.h"
 #include "services/image_service.h"
+#include "services/op_service.h"
+#include "services/reconcile_service.h"
 #include "services/user_service.h"
 #include "services/vm_service.h"
 #include "util/keyring.h"
@@ -37,6 +41,8 @@ struct app {
     struct flavor_repo flavors;
     struct user_repo users;
     struct audit_repo audit;
+    struct op_repo ops;
+    struct event_repo events;
     struct keyring keys;     /* token signing keys, re-read when the file changes */
     int64_t keys_mtime_ns;   /* of the keys file when it was read */
     int64_t keys_checked_ms; /* monotonic: when the file was last looked at */
@@ -49,6 +55,8 @@ struct app {
     struct flavor_service flavor_svc;
     struct user_service user_svc;
     struct audit_service audit_svc;
+    struct op_service op_svc;
+    struct reconcile_service reconcile_svc;
 };
 
 /*

@@ -81,6 +81,14 @@ static const struct key_def keys[] = {
     NUM_KEY(quota_max_disk_gib, KEY_UINT, 0, QUOTA_KEY_MAX, "500"),
     STR_KEY(admin_email, KEY_EMAIL, "admin@localhost"),
     STR_KEY(admin_password_file, KEY_PATH, NULL),
+    STR_KEY(instance, KEY_POOL, "stratus"),
+    NUM_KEY(worker_concurrency, KEY_UINT, 1, 64, "4"),
+    NUM_KEY(lease_s, KEY_UINT, 5, 3600, "30"),
+    NUM_KEY(reconcile_interval_s, KEY_UINT, 1, 86400, "60"),
+    NUM_KEY(event_retention_days, KEY_UINT, 1, 3650, "30"),
+    NUM_KEY(idempotency_ttl_s, KEY_UINT, 60, 7u * 86400, "86400"),
+    NUM_KEY(wait_max_s, KEY_UINT, 1, 60, "30"),
+    STR_KEY(test_hooks, KEY_BOOL, "false"),
 };
 
 #define N_KEYS ST_ARRAY_LEN(keys)

@@ -54,6 +54,15 @@ struct api_config {
     unsigned quota_max_disk_gib;
     char admin_email[ST_EMAIL_BUF];        /* the admin created on first start */
     char admin_password_file[ST_PATH_BUF]; /* where its password is written (0600) */
+    /* Durable operations. */
+    char instance[ST_NAME_BUF];  /* this installation's mark on its domains */
+    unsigned worker_concurrency; /* operations one stratus-worker runs at once */
+    unsigned lease_s;            /* a claimed operation is taken again after this */
+    unsigned reconcile_interval_s;
+    unsigned event_retention_days;
+    unsigned idempotency_ttl_s;
+    unsigned wait_max_s; /* GET /v1/operations/{id}?wait= is cut to this */
+    bool test_hooks;     /* honour STRATUS_TEST_CRASH_AFTER (tests only) */
 };
 
 /*

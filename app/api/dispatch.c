@@ -7,11 +7,15 @@
 
 #include "api/log.h"
 #include "util/mem.h"
+#include "util/secret.h"
 
 static const char *const paging_params[] = {"limit", "marker", NULL};
 static const char *const owned_list_params[] = {"limit", "marker", "owner_id", NULL};
 static const char *const vm_list_params[] = {"limit", "marker", "status", "name", "owner_id", NULL};
 static const char *const audit_params[] = {"limit", "marker", "user_id", "target_id", NULL};
+static const char *const op_list_params[] = {"limit", "marker", "target_id", "status", NULL};
+static const char *const op_get_params[] = {"wait", NULL};
+static const char *const collect_params[] = {"dry_run", NULL};
 
 #define USER ROUTE_AUTH_USER
 #define ADMIN ROUTE_AUTH_ADMIN
@@ -32,6 +36,12 @@ const struct route api_routes[] = {
     ACTION("force-stop"),
     ACTION("pause"),
     ACTION("resume"),
+    {"GET", "/v1/vms/{id}/events", handle_vms_events, ROUTE_BODY_NONE, paging_params, USER},
+    {"GET", "/v1/operations", handle_operations_list, ROUTE_BODY_NONE, op_list_params, USER},
+    {"GET", "/v1/operations/{id}", handle_operations_get, ROUTE_BODY_NONE, op_get_params, USER},
+    {"GET", "/v1/admin/orphans", handle_orphans_list, ROUTE_BODY_NONE, NULL, ADMIN},
+    {"POST", "/v1/admin/orphans/collect", handle_orphans_collect, ROUTE_BODY_EMPTY, collect_params,
+     ADMIN},
     {"GET", "/v1/images", handle_images_list, ROUTE_BODY_NONE, owned_list_params, USER},
     {"POST", "/v1/images", handle_images_create, ROUTE_BODY_REQUIRED, NULL, USER},
     {"GET", "/v1/images/{id}", handle_images_get, ROUTE_BODY_NONE, NULL, USER},
@@ -93,6 +103,23 @@ api_list_scope(const struct api_call *call, char out[ST_ID_BUF], const char **sc
     for (i = 0; i < ST_ID_BUF; i++)
         out[i] = (char)tolower((unsigned char)owner[i]);
     *scope = out;
+    return 0;
+}
+
+int
+api_uuid_param(const struct api_call *call, const char *name, char out[ST_ID_BUF],
+               struct st_error *err)
+{
+    const char *v = http_query_get(call->query, name);
+    size_t i;
+
+    out[0] = '\0';
+    if (!v)
+        return 0;
+    if (!st_uuid_valid(v))
+        return st_error_set(err, ST_ERR_INVALID, "%s '%.64s' is not a UUID", name, v);
+    for (i = 0; i < ST_ID_BUF; i++)
+        out[i] = (char)tolower((unsigned char)v[i]);
     return 0;
 }
 
@@ -298,6 +325,127 @@ prepare(struct api_call *call, struct route_match *match, struct principal *who,
     return 0;
 }
 
+#define IDEM_WAIT_MS 15000
+#define IDEM_POLL_MS 100
+
+/* SHA-256 of what makes two requests the same request. */
+static void
+idem_hash(const struct http_request *req, char out[ST_HASH_HEX_BUF])
+{
+    char *head = st_xasprintf("%s %s?%s\n", req->method, req->path, req->query);
+    size_t hlen = strlen(head);
+    char *all = st_xcalloc(hlen + req->body_len + 1, 1);
+
+    memcpy(all, head, hlen);
+    if (req->body_len)
+        memcpy(all + hlen, req->body, req->body_len);
+    secret_sha256_hex(all, hlen + req->body_len, out);
+    free(all);
+    free(head);
+}
+
+/* Answer with what the first request with this key got. */
+static void
+idem_replay(struct api_call *call, const struct idem_record *rec)
+{
+    struct http_response *resp = call->resp;
+
+    resp->status = rec->status;
+    resp->content_type = rec->status >= 400 ? "application/problem+json" : "application/json";
+    free(resp->body);
+    resp->body = rec->body ? st_xstrdup(rec->body) : NULL;
+    resp->body_len = rec->body ? strlen(rec->body) : 0;
+    if (!resp->body)
+        resp->content_type = NULL;
+    if (rec->location)
+        http_response_header(resp, "Location", rec->location);
+    http_response_header(resp, "Idempotent-Replayed", "true");
+}
+
+/*
+ * An Idempotency-Key on a POST: 1 when the request was answered here (a
+ * replay, a reused key, a duplicate still running), 0 when the handler
+ * should run and api_idem_end() store its answer.
+ */
+static int
+idem_start(struct api_call *call, bool *recorded)
+{
+    const struct http_request *req = call->req;
+    struct app *app = call->app;
+    enum idem_begin_result res = IDEM_NEW;
+    char hash[ST_HASH_HEX_BUF];
+    struct st_error err = {0};
+    struct idem_record rec;
+    int64_t deadline = st_monotonic_ms() + IDEM_WAIT_MS;
+    char *detail;
+
+    *recorded = false;
+    if (!req->idempotency_key || strcmp(req->method, "POST") != 0 || !call->who)
+        return 0;
+    if (!idem_key_valid(req->idempotency_key)) {
+        st_error_set(&err, ST_ERR_INVALID,
+                     "Idempotency-Key must be 1 to 255 printable characters without spaces");
+        api_fail(call, &err);
+        return 1;
+    }
+    idem_hash(req, hash);
+    for (;;) {
+        memset(&rec, 0, sizeof(rec));
+        if (event_repo_idem_begin(
+                &app->events, call->who->user_id, req->idempotency_key, hash, st_now_ms(),
+                st_now_ms() + (int64_t)app->cfg.idempotency_ttl_s * 1000, &res, &rec, &err) < 0) {
+            api_fail(call, &err);
+            return 1;
+        }
+        if (res != IDEM_IN_PROGRESS || st_monotonic_ms() >= deadline)
+            break;
+        /* A duplicate sent while the first is served waits for its answer. */
+        st_sleep_ms(IDEM_POLL_MS);
+    }
+    switch (res) {
+    case IDEM_NEW:
+        *recorded = true;
+        return 0;
+    case IDEM_DONE:
+        idem_replay(call, &rec);
+        break;
+    case IDEM_MISMATCH:
+        detail = st_xasprintf("Idempotency-Key '%.64s' was used with a different request",
+                              req->idempotency_key);
+        http_problem_status(call->resp, req->request_id, 422, detail);
+        free(detail);
+        break;
+    case IDEM_IN_PROGRESS:
+        st_error_set(&err, ST_ERR_CONFLICT,
+                     "a request with Idempotency-Key '%.64s' is still being served: retry",
+                     req->idempotency_key);
+        api_fail(call, &err);
+        break;
+    }
+    idem_record_release(&rec);
+    return 1;
+}
+
+/* Keep the answer for retries; a 5xx is forgotten so that a retry runs again. */
+static void
+idem_end(struct api_call *call)
+{
+    const struct http_response *resp = call->resp;
+    struct st_error err = {0};
+    int rc;
+
+    if (resp->status >= 500)
+        rc = event_repo_idem_forget(&call->app->events, call->who->user_id,
+                                    call->req->idempotency_key, &err);
+    else
+        rc = event_repo_idem_finish(&call->app->events, call->who->user_id,
+                                    call->req->idempotency_key, resp->status, resp->body,
+                                    http_response_get_header(resp, "Location"), &err);
+    if (rc < 0)
+        api_log(API_LOG_ERROR, "idempotency record of request %s not stored: %s",
+                call->req->request_id, err.msg);
+}
+
 static bool
 method_mutates(const char *method)
 {
@@ -354,6 +502,7 @@ api_dispatch(struct app *app, const struct http_request *req, struct http_respon
     struct principal who;
     struct st_error err;
     json_t *body = NULL;
+    bool idem = false;
 
     memset(&err, 0, sizeof(err));
     memset(&match, 0, sizeof(match));
@@ -361,7 +510,7 @@ api_dispatch(struct app *app, const struct http_request *req, struct http_respon
         api_log(API_LOG_DEBUG, "storage pools still not ready: %s", err.msg);
     /* Before any route: a login must sign with the key that is current now. */
     app_refresh_keys(app);
-    if (prepare(&call, &match, &who, &query, &body) == 0) {
+    if (prepare(&call, &match, &who, &query, &body) == 0 && idem_start(&call, &idem) == 0) {
         call.match = &match;
         call.body = body;
         call.query = &query;
@@ -370,6 +519,8 @@ api_dispatch(struct app *app, const struct http_request *req, struct http_respon
             st_error_set(&err, ST_ERR_INTERNAL, "the handler set no response");
             api_fail(&call, &err);
         }
+        if (idem)
+            idem_end(&call);
     }
     if (method_mutates(req->method))
         audit(&call, &match);

@@ -55,6 +55,9 @@ int api_list_scope(const struct api_call *call, char out[ST_ID_BUF], const char 
 /* ?limit= and ?marker= into *limit and marker (lower case; "" when absent). */
 int api_paging(const struct api_call *call, unsigned *limit, char marker[ST_ID_BUF],
                struct st_error *err);
+/* An optional UUID query parameter @name into @out (lower case; "" when absent). */
+int api_uuid_param(const struct api_call *call, const char *name, char out[ST_ID_BUF],
+                   struct st_error *err);
 /* 201 with Location: @collection/@id and @doc as the body (stolen). */
 void api_created(struct api_call *call, const char *collection, const char *id, json_t *doc);
 /* {"items": @items (stolen), "next_marker": @last_id or null} */
@@ -87,6 +90,12 @@ void handle_api_keys_create(struct api_call *call);
 void handle_api_keys_list(struct api_call *call);
 void handle_api_keys_delete(struct api_call *call);
 void handle_audit_list(struct api_call *call);
+
+void handle_operations_list(struct api_call *call);
+void handle_operations_get(struct api_call *call);
+void handle_vms_events(struct api_call *call);
+void handle_orphans_list(struct api_call *call);
+void handle_orphans_collect(struct api_call *call);
 
 void handle_health(struct api_call *call);
 void handle_version(struct api_call *call);

@@ -1,6 +1,5 @@
 #include "api/handlers.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,23 +217,6 @@ handle_api_keys_delete(struct api_call *call)
     http_response_empty(call->resp, 204);
 }
 
-/* An optional UUID query parameter into @out (lower case; "" when absent). */
-static int
-uuid_param(const struct api_call *call, const char *name, char out[ST_ID_BUF], struct st_error *err)
-{
-    const char *v = http_query_get(call->query, name);
-    size_t i;
-
-    out[0] = '\0';
-    if (!v)
-        return 0;
-    if (!st_uuid_valid(v))
-        return st_error_set(err, ST_ERR_INVALID, "%s '%.64s' is not a UUID", name, v);
-    for (i = 0; i < ST_ID_BUF; i++)
-        out[i] = (char)tolower((unsigned char)v[i]);
-    return 0;
-}
-
 void
 handle_audit_list(struct api_call *call)
 {
@@ -248,8 +230,8 @@ handle_audit_list(struct api_call *call)
     memset(&list, 0, sizeof(list));
     memset(&err, 0, sizeof(err));
     if (api_paging(call, &filter.limit, filter.marker, &err) < 0 ||
-        uuid_param(call, "user_id", filter.user_id, &err) < 0 ||
-        uuid_param(call, "target_id", filter.target_id, &err) < 0 ||
+        api_uuid_param(call, "user_id", filter.user_id, &err) < 0 ||
+        api_uuid_param(call, "target_id", filter.target_id, &err) < 0 ||
         audit_service_list(&call->app->audit_svc, &filter, &list, &err) < 0) {
         api_fail(call, &err);
         return;

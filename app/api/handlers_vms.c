@@ -1,8 +1,28 @@
 #include "api/handlers.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "services/op_service.h"
 #include "services/vm_service.h"
+#include "util/mem.h"
+
+/*
+ * 202: the VM as it is now with its operation inside, and where to follow
+ * the operation.
+ */
+static void
+api_accepted(struct api_call *call, const struct vm *vm, const struct operation *op)
+{
+    json_t *doc = vm_to_json(vm);
+    char *location = st_xasprintf("/v1/operations/%s", op->id);
+
+    json_object_set_new(doc, "operation", operation_to_json(op));
+    http_response_json(call->resp, 202, doc);
+    http_response_header(call->resp, "Location", location);
+    memcpy(call->target_id, vm->id, ST_ID_BUF);
+    free(location);
+}
 
 /* 403 naming the quota, its limit and the use that a create would pass. */
 static void
@@ -66,6 +86,7 @@ handle_vms_create(struct api_call *call)
     struct quota_violation violation = {0};
     struct vm_create_req req;
     struct quota_usage unused;
+    struct operation op;
     struct quota limits;
     struct st_error err;
     struct vm vm;
@@ -79,19 +100,15 @@ handle_vms_create(struct api_call *call)
         api_fail(call, &err);
         return;
     }
-    if (vm_service_create_within(&call->app->vm_svc, call->who->user_id, &limits, &req, &vm,
-                                 &violation, &err) < 0) {
-        if (violation.quota) {
+    if (op_service_create_vm(&call->app->op_svc, call->who->user_id, &limits, &req, &vm, &op,
+                             &violation, &err) < 0) {
+        if (violation.quota)
             quota_problem(call, &err, &violation);
-            return;
-        }
-        /* The row in `error` stays visible: point the client at it. */
-        json_t *extra = vm.id[0] ? json_pack("{s:s}", "vm_id", vm.id) : NULL;
-
-        http_problem(call->resp, call->req->request_id, &err, extra);
+        else
+            api_fail(call, &err);
         return;
     }
-    api_created(call, "/v1/vms", vm.id, vm_to_json(&vm));
+    api_accepted(call, &vm, &op);
 }
 
 void
@@ -146,14 +163,28 @@ fail:
 void
 handle_vms_delete(struct api_call *call)
 {
+    struct operation op;
     struct st_error err;
+    struct vm vm;
 
     memset(&err, 0, sizeof(err));
-    if (vm_service_delete(&call->app->vm_svc, api_scope(call), call->match->ids[0], &err) < 0) {
+    if (op_service_delete_vm(&call->app->op_svc, api_scope(call), call->match->ids[0], &vm, &op,
+                             &err) < 0) {
         api_fail(call, &err);
         return;
     }
-    http_response_empty(call->resp, 204);
+    api_accepted(call, &vm, &op);
+}
+
+/* The VM's history is best effort: the action itself has happened. */
+static void
+action_event(struct api_call *call, const char *action, const struct vm *vm)
+{
+    struct st_error ignored = {0};
+    char *message = st_xasprintf("%s: now %s", action, vm_status_name(vm->status));
+
+    op_service_event(&call->app->op_svc, vm, VM_EVENT_STATE_CHANGE, message, NULL, &ignored);
+    free(message);
 }
 
 void
@@ -176,5 +207,6 @@ handle_vms_action(struct api_call *call)
         api_fail(call, &err);
         return;
     }
+    action_event(call, name, &vm);
     http_response_json(call->resp, 200, vm_to_json(&vm));
 }

@@ -32,6 +32,7 @@ static const struct problem_kind {
     {ST_ERR_OK, 405, "method_not_allowed", "Method not allowed"},
     {ST_ERR_OK, 413, "payload_too_large", "Payload too large"},
     {ST_ERR_OK, 415, "unsupported_media_type", "Unsupported media type"},
+    {ST_ERR_OK, 422, "idempotency_key_reused", "Idempotency key reused"},
 };
 
 static const struct problem_kind *
@@ -80,6 +81,7 @@ http_reason(int status)
         {405, "Method Not Allowed"},
         {409, "Conflict"},
         {413, "Content Too Large"},
+        {202, "Accepted"},
         {415, "Unsupported Media Type"},
         {422, "Unprocessable Content"},
         {429, "Too Many Requests"},
@@ -132,7 +134,15 @@ http_request_release(struct http_request *req)
     free(req->body);
     free(req->authorization);
     free(req->client_addr);
+    free(req->idempotency_key);
     memset(req, 0, sizeof(*req));
+}
+
+void
+http_request_set_idempotency_key(struct http_request *req, const char *key)
+{
+    free(req->idempotency_key);
+    req->idempotency_key = key ? st_xstrdup(key) : NULL;
 }
 
 void

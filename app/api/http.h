@@ -32,8 +32,9 @@ struct http_request {
     /* Declared length; when larger than the limit the body is not read. */
     unsigned long long content_length;
     char request_id[HTTP_REQUEST_ID_MAX + 1];
-    char *authorization; /* the Authorization header; NULL when absent */
-    char *client_addr;   /* the peer as nginx saw it; NULL when unknown */
+    char *authorization;   /* the Authorization header; NULL when absent */
+    char *client_addr;     /* the peer as nginx saw it; NULL when unknown */
+    char *idempotency_key; /* the Idempotency-Key header; NULL when absent */
 };
 
 /*
@@ -48,6 +49,8 @@ void http_request_release(struct http_request *req);
 /* Set (copy) the Authorization header and the client address; NULL clears. */
 void http_request_set_auth(struct http_request *req, const char *authorization,
                            const char *client_addr);
+/* Set (copy) the Idempotency-Key header; NULL clears. */
+void http_request_set_idempotency_key(struct http_request *req, const char *key);
 
 /* True for 1..64 characters of [A-Za-z0-9._-]. */
 bool http_request_id_valid(const char *s);

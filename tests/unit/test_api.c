@@ -39,6 +39,7 @@ struct api_fx {
     char flavor_id[ST_ID_BUF];
     char admin_auth[AUTH_BUF]; /* "Bearer <token>" of an admin */
     const char *auth;          /* what send_raw() sends: admin_auth unless a test says otherwise */
+    const char *idem_key;      /* an Idempotency-Key to send, or NULL */
 };
 
 /* One exchange; resp and doc are released by reply_release(). */
@@ -164,6 +165,7 @@ send_raw(struct api_fx *fx, const char *method, const char *uri, const char *cty
     memset(r, 0, sizeof(*r));
     http_request_init(&r->req, method, uri, ctype, body, n);
     http_request_set_auth(&r->req, fx->auth, "127.0.0.1");
+    http_request_set_idempotency_key(&r->req, fx->idem_key);
     http_response_init(&r->resp);
     api_dispatch(&fx->app, &r->req, &r->resp);
     if (r->resp.body)
@@ -175,6 +177,22 @@ static int
 send_json(struct api_fx *fx, const char *method, const char *uri, const char *body, struct reply *r)
 {
     return send_raw(fx, method, uri, body ? "application/json" : NULL, body, -1, r);
+}
+
+/* Do every queued operation, as stratus-worker would. */
+static void
+run_ops(struct api_fx *fx)
+{
+    struct st_error err = {0};
+    bool worked = true;
+    int n = 0;
+
+    while (worked) {
+        if (op_service_work_one(&fx->app.op_svc, "test-worker", &worked, &err) < 0)
+            fail_msg("worker: %s", err.msg);
+        if (++n > 100)
+            fail_msg("operations keep coming");
+    }
 }
 
 static const char *
@@ -361,10 +379,11 @@ test_api__tenants_are_isolated(void **state)
     snprintf(body, sizeof(body),
              "{\"name\":\"a-vm\",\"image_id\":\"%s\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}",
              fx->image_id);
-    if (send_json(fx, "POST", "/v1/vms", body, &r) != 201)
+    if (send_json(fx, "POST", "/v1/vms", body, &r) != 202)
         fail_msg("create: %d %s", r.resp.status, r.resp.body);
     snprintf(vm_id, sizeof(vm_id), "%s", member(&r, "id"));
     reply_release(&r);
+    run_ops(fx);
 
     fx->auth = b_auth;
     snprintf(uri, sizeof(uri), "/v1/vms/%s", vm_id);
@@ -399,7 +418,10 @@ test_api__tenants_are_isolated(void **state)
     assert_string_equal(member(&r, "status"), "running");
     reply_release(&r);
     fx->auth = fx->admin_auth;
-    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 204);
+    assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 202);
+    reply_release(&r);
+    run_ops(fx);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 404);
     reply_release(&r);
 }
 
@@ -422,8 +444,9 @@ test_api__quota_is_a_403_naming_the_limit(void **state)
     snprintf(body, sizeof(body),
              "{\"name\":\"one\",\"image_id\":\"%s\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}",
              fx->image_id);
-    assert_int_equal(send_json(fx, "POST", "/v1/vms", body, &r), 201);
+    assert_int_equal(send_json(fx, "POST", "/v1/vms", body, &r), 202);
     reply_release(&r);
+    run_ops(fx);
     snprintf(body, sizeof(body),
              "{\"name\":\"two\",\"image_id\":\"%s\",\"vcpus\":1,\"memory_mib\":64,\"disk_gib\":1}",
              fx->image_id);
@@ -511,10 +534,59 @@ test_api__mutations_are_audited(void **state)
 }
 
 static void
+test_api__idempotency_keys(void **state)
+{
+    struct api_fx *fx = *state;
+    char body[300], other[300], id[ST_ID_BUF], first_rid[80];
+    struct reply r;
+
+    make_image_and_flavor(fx);
+    snprintf(body, sizeof(body), "{\"name\":\"once\",\"image_id\":\"%s\",\"flavor_id\":\"%s\"}",
+             fx->image_id, fx->flavor_id);
+    snprintf(other, sizeof(other), "{\"name\":\"twice\",\"image_id\":\"%s\",\"flavor_id\":\"%s\"}",
+             fx->image_id, fx->flavor_id);
+    fx->idem_key = "create-once-1";
+    assert_int_equal(send_json(fx, "POST", "/v1/vms", body, &r), 202);
+    snprintf(id, sizeof(id), "%s", member(&r, "id"));
+    reply_release(&r);
+    /* The retry gets the same answer, and no second VM. */
+    assert_int_equal(send_json(fx, "POST", "/v1/vms", body, &r), 202);
+    assert_string_equal(member(&r, "id"), id);
+    assert_string_equal(http_response_get_header(&r.resp, "Idempotent-Replayed"), "true");
+    assert_non_null(http_response_get_header(&r.resp, "Location"));
+    reply_release(&r);
+    /* The same key with another body is refused. */
+    send_json(fx, "POST", "/v1/vms", other, &r);
+    assert_problem(&r, 422);
+    reply_release(&r);
+    fx->idem_key = "has space";
+    send_json(fx, "POST", "/v1/vms", other, &r);
+    assert_problem(&r, 400);
+    reply_release(&r);
+    fx->idem_key = NULL;
+    run_ops(fx);
+    assert_int_equal(send_json(fx, "GET", "/v1/vms", NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 1);
+    reply_release(&r);
+    /* A failure is remembered as well: the retry of a refused request is refused alike. */
+    fx->idem_key = "bad-one";
+    assert_int_equal(send_json(fx, "POST", "/v1/vms", "{\"name\":\"x\"}", &r), 400);
+    snprintf(first_rid, sizeof(first_rid), "%s", member(&r, "request_id"));
+    reply_release(&r);
+    /* The very answer of the first one, its request_id too. */
+    assert_int_equal(send_json(fx, "POST", "/v1/vms", "{\"name\":\"x\"}", &r), 400);
+    assert_string_equal(r.resp.content_type, "application/problem+json");
+    assert_string_equal(member(&r, "request_id"), first_rid);
+    assert_string_equal(http_response_get_header(&r.resp, "Idempotent-Replayed"), "true");
+    reply_release(&r);
+    fx->idem_key = NULL;
+}
+
+static void
 test_api__vm_lifecycle(void **state)
 {
     struct api_fx *fx = *state;
-    char body[300], uri[128], vm_id[ST_ID_BUF], location[64];
+    char body[300], uri[160], vm_id[ST_ID_BUF], location[64], op_uri[80];
     static const struct {
         const char *action;
         const char *status;
@@ -529,13 +601,37 @@ test_api__vm_lifecycle(void **state)
     make_image_and_flavor(fx);
     snprintf(body, sizeof(body), "{\"name\":\"web-01\",\"image_id\":\"%s\",\"flavor_id\":\"%s\"}",
              fx->image_id, fx->flavor_id);
-    if (send_json(fx, "POST", "/v1/vms", body, &r) != 201)
+    if (send_json(fx, "POST", "/v1/vms", body, &r) != 202)
         fail_msg("vm create: %d %s", r.resp.status, r.resp.body);
     snprintf(vm_id, sizeof(vm_id), "%s", member(&r, "id"));
     snprintf(location, sizeof(location), "/v1/vms/%s", vm_id);
-    assert_string_equal(http_response_get_header(&r.resp, "Location"), location);
-    assert_string_equal(member(&r, "status"), "running");
+    /* Accepted: the VM is being made; the operation says how far it is. */
+    assert_string_equal(member(&r, "status"), "creating");
     assert_string_equal(member(&r, "name"), "web-01");
+    snprintf(op_uri, sizeof(op_uri), "/v1/operations/%s",
+             json_string_value(json_object_get(json_object_get(r.doc, "operation"), "id")));
+    assert_string_equal(http_response_get_header(&r.resp, "Location"), op_uri);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r.doc, "operation"), "status")),
+        "queued");
+    reply_release(&r);
+    /* Waiting on a queued operation that nobody works on returns it unfinished. */
+    snprintf(uri, sizeof(uri), "%s?wait=1", op_uri);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    assert_string_equal(member(&r, "status"), "queued");
+    reply_release(&r);
+    run_ops(fx);
+    assert_int_equal(send_json(fx, "GET", op_uri, NULL, &r), 200);
+    assert_string_equal(member(&r, "status"), "succeeded");
+    assert_string_equal(member(&r, "kind"), "vm.create");
+    assert_string_equal(member(&r, "target_id"), vm_id);
+    reply_release(&r);
+    snprintf(uri, sizeof(uri), "/v1/operations?target_id=%s&status=succeeded", vm_id);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(r.doc, "items")), 1);
+    reply_release(&r);
+    assert_int_equal(send_json(fx, "GET", location, NULL, &r), 200);
+    assert_string_equal(member(&r, "status"), "running");
     reply_release(&r);
 
     assert_int_equal(send_json(fx, "GET", "/v1/vms", NULL, &r), 200);
@@ -570,12 +666,22 @@ test_api__vm_lifecycle(void **state)
     assert_int_equal(send_json(fx, "DELETE", uri, NULL, &r), 409);
     reply_release(&r);
 
-    assert_int_equal(send_json(fx, "DELETE", location, NULL, &r), 204);
-    assert_null(r.resp.body);
+    assert_int_equal(send_json(fx, "DELETE", location, NULL, &r), 202);
+    assert_string_equal(member(&r, "status"), "deleting");
     reply_release(&r);
+    /* One operation per VM at a time. */
+    assert_int_equal(send_json(fx, "DELETE", location, NULL, &r), 409);
+    reply_release(&r);
+    run_ops(fx);
     assert_int_equal(send_json(fx, "GET", location, NULL, &r), 404);
     assert_problem(&r, 404);
     reply_release(&r);
+    /* Its history outlives it. */
+    snprintf(uri, sizeof(uri), "%s/events", location);
+    assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
+    assert_true(json_array_size(json_object_get(r.doc, "items")) >= 4);
+    reply_release(&r);
+    snprintf(uri, sizeof(uri), "/v1/images/%s", fx->image_id);
 
     assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
     assert_string_equal(member(&r, "id"), fx->image_id);
@@ -895,6 +1001,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_api__tenants_are_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api__quota_is_a_403_naming_the_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api__mutations_are_audited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api__idempotency_keys, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

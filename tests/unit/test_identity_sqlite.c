@@ -656,7 +656,7 @@ test_identity_sqlite__audit_concurrent_appends(void **state)
 }
 
 static void
-test_identity_sqlite__schema_version_2(void **state)
+test_identity_sqlite__schema_is_current(void **state)
 {
     struct identity *fx = *state;
     struct st_error err = {0};
@@ -664,7 +664,7 @@ test_identity_sqlite__schema_version_2(void **state)
     int version = -1;
 
     assert_st_ok(sqlite_db_schema_version(fx->db, &version, &err), err);
-    assert_int_equal(version, 2);
+    assert_int_equal(version, 3);
     assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
                                        "AND name IN ('users_page', 'api_keys_user_page', "
                                        "'login_failures_email_at', 'audit_log_user', "
@@ -675,9 +675,9 @@ test_identity_sqlite__schema_version_2(void **state)
     again = sqlite_db_open(fx->path, &err);
     assert_non_null(again);
     assert_st_ok(sqlite_db_schema_version(again, &version, &err), err);
-    assert_int_equal(version, 2);
+    assert_int_equal(version, 3);
     sqlite_db_close(again);
-    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM schema_version"), 3);
 }
 
 /* Migration 1 exactly as released: what a database made by the first version holds. */
@@ -729,7 +729,7 @@ test_identity_sqlite__migration_from_version_1(void **state)
     if (!db)
         fail_msg("open a version 1 database: %s", err.msg);
     assert_st_ok(sqlite_db_schema_version(db, &version, &err), err);
-    assert_int_equal(version, 2);
+    assert_int_equal(version, 3);
     assert_int_equal(raw_int(path, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      1700000000000);
 
@@ -751,7 +751,7 @@ test_identity_sqlite__migration_from_version_1(void **state)
     db = sqlite_db_open(path, &err);
     assert_non_null(db);
     sqlite_db_close(db);
-    assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 3);
 }
 
 int
@@ -767,7 +767,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_identity_sqlite__audit_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identity_sqlite__audit_concurrent_appends, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_identity_sqlite__schema_version_2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identity_sqlite__schema_is_current, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identity_sqlite__migration_from_version_1, setup,
                                         teardown),
     };

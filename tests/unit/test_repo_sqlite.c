@@ -1016,8 +1016,8 @@ test_repo_sqlite__migrations_once(void **state)
     int version = -1;
 
     assert_int_equal(sqlite_db_schema_version(fx->db, &version, &err), 0);
-    assert_int_equal(version, 2);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(version, 3);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 3);
     applied_at = raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1");
     assert_true(applied_at > 0);
     assert_string_equal(sqlite3_db_filename(raw, "main"), fx->path);
@@ -1035,7 +1035,7 @@ test_repo_sqlite__migrations_once(void **state)
     fx->db = sqlite_db_open(fx->path, &err);
     assert_non_null(fx->db);
     sqlite_db_close(sqlite_db_open(fx->path, &err));
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 3);
     assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      applied_at);
     assert_int_equal(vm_repo_sqlite_open(fx->db, &fx->vms, &err), 0);
@@ -1100,7 +1100,7 @@ test_repo_sqlite__concurrent_open(void **state)
         assert_int_equal(WEXITSTATUS(status), 0);
     }
     raw = raw_open(path);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 3);
     assert_int_equal(raw_int(raw, "SELECT count(*) FROM sqlite_master WHERE name = 'vms'"), 1);
     sqlite3_close(raw);
 }
