@@ -5,6 +5,9 @@
 #  2. bench_list against qemu:///system with 1 000 defined, shut-off domains
 #  3. wrk through nginx (bench profile: port 18081, own state and pools) with
 #     1 000 VMs: GET /v1/vms?limit=1000 and GET /v1/vms/{id}
+#  4. durable operations: in process (accept cost, creates and deletes a
+#     second for one worker, test driver), then through nginx the latency of
+#     the 202 and the tiny guest's time from POST to running and to booted
 #
 # Figures only: nothing here fails on timing.
 set -uo pipefail
@@ -12,6 +15,7 @@ umask 022
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BENCH=$ROOT/build/bench/bench_list
+BENCH_OPS=$ROOT/build/bench/bench_ops
 WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
 
 # shellcheck source=scripts/env.sh
@@ -66,3 +70,21 @@ wrk_line() {
 }
 wrk_line "GET /v1/vms?limit=1000" "$ST_URL/v1/vms?limit=1000"
 wrk_line "GET /v1/vms/{id}" "$ST_URL/v1/vms/$id"
+
+echo
+echo "== operations, in process (libvirt test driver)"
+"$BENCH_OPS" 500
+
+echo "-- through nginx and stratus-worker (qemu:///system, TCG)"
+"$BENCH" --unseed "$ST_DB" qemu:///system
+seeded=
+# The seeded rows go too, so the worker does not find 1 000 vanished domains.
+sqlite3 "$ST_DB" "DELETE FROM vms WHERE owner_id = '00000000-0000-4000-8000-000000000001'"
+guest=$(tests/e2e/build-guest.sh) || { echo "bench: cannot build the test guest"; exit 1; }
+cp "$guest" "$ST_IMPORT/bench-guest.qcow2"
+chmod 644 "$ST_IMPORT/bench-guest.qcow2"
+image=$(curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d "{\"name\":\"bench-guest\",\"source_path\":\"$ST_IMPORT/bench-guest.qcow2\",\"format\":\"qcow2\"}" \
+    "$ST_URL/v1/images" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])') ||
+    { echo "bench: cannot register the test guest"; exit 1; }
+python3 bench/bench_http_ops.py "$ST_URL" "$token" "$image" "$ST_CONSOLE" 30
