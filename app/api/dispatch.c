@@ -327,6 +327,12 @@ prepare(struct api_call *call, struct route_match *match, struct principal *who,
 
 #define IDEM_WAIT_MS 15000
 #define IDEM_POLL_MS 100
+/*
+ * An answer still missing this long after its request began never comes
+ * (nginx gives up on a request after 300 s): the worker serving it died, and
+ * the key is free again.
+ */
+#define IDEM_ABANDONED_MS 310000
 
 /* SHA-256 of what makes two requests the same request. */
 static void
@@ -397,9 +403,16 @@ idem_start(struct api_call *call, bool *recorded)
             api_fail(call, &err);
             return 1;
         }
+        if (res == IDEM_IN_PROGRESS && rec.created_at < st_now_ms() - IDEM_ABANDONED_MS &&
+            event_repo_idem_forget(&app->events, call->who->user_id, req->idempotency_key, &err) ==
+                0) {
+            idem_record_release(&rec);
+            continue;
+        }
         if (res != IDEM_IN_PROGRESS || st_monotonic_ms() >= deadline)
             break;
         /* A duplicate sent while the first is served waits for its answer. */
+        idem_record_release(&rec);
         st_sleep_ms(IDEM_POLL_MS);
     }
     switch (res) {

@@ -30,9 +30,9 @@ struct event_repo_ops {
     /*
      * Mandatory. Look up (@owner, @key), in one write transaction: when
      * absent or expired (before @now_ms), record it as in progress with
-     * @hash and @expires_at and answer IDEM_NEW; otherwise IDEM_DONE or
-     * IDEM_MISMATCH (hash differs) with *out filled (release with
-     * idem_record_release()), or IDEM_IN_PROGRESS.
+     * @hash and @expires_at and answer IDEM_NEW; otherwise IDEM_DONE,
+     * IDEM_MISMATCH (hash differs) or IDEM_IN_PROGRESS, with *out filled
+     * (release with idem_record_release()).
      */
     int (*idem_begin)(void *self, const char *owner, const char *key, const char *hash,
                       int64_t now_ms, int64_t expires_at, enum idem_begin_result *result,

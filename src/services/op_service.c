@@ -1,5 +1,6 @@
 #include "services/op_service.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -206,6 +207,24 @@ op_subject(struct op_service *svc, const struct operation *op, struct vm *vm)
     memcpy(vm->owner_id, op->owner_id, ST_ID_BUF);
 }
 
+/* Fail an operation that no attempt could finish; a create is undone. */
+static int
+op_give_up(struct op_service *svc, const struct operation *op, const char *worker_id,
+           struct st_error *err)
+{
+    struct st_error ignored = {0};
+    char why[ST_FAULT_BUF];
+    struct vm vm;
+
+    snprintf(why, sizeof(why), "%s given up after %u attempts, the last at step '%s'",
+             op_kind_name(op->kind), op->attempts - 1, op->step[0] ? op->step : "none");
+    if (op->kind == OP_KIND_VM_CREATE)
+        vm_service_create_abandon(svc->vm_svc, op->target_id, why, &ignored);
+    op_subject(svc, op, &vm);
+    note(svc, &vm, VM_EVENT_ERROR, why, json_pack("{s:s}", "operation_id", op->id));
+    return op_repo_finish(svc->ops, op->id, worker_id, OP_STATUS_FAILED, why, st_now_ms(), err);
+}
+
 int
 op_service_work_one(struct op_service *svc, const char *worker_id, bool *worked,
                     struct st_error *err)
@@ -222,6 +241,8 @@ op_service_work_one(struct op_service *svc, const char *worker_id, bool *worked,
     if (!claimed)
         return 0;
     *worked = true;
+    if (op.attempts > OP_MAX_ATTEMPTS)
+        return op_give_up(svc, &op, worker_id, err);
     rc = op_execute(svc, &op, worker_id, &cause);
     if (rc > 0)
         return 0;

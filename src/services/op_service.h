@@ -13,6 +13,12 @@
 #include "repositories/op_repo.h"
 #include "services/vm_service.h"
 
+/*
+ * An operation claimed this often has killed its worker each time (or lost
+ * every lease): it is given up, a create undone, rather than taken again.
+ */
+#define OP_MAX_ATTEMPTS 5
+
 struct op_service_config {
     int64_t lease_ms;     /* a claim lasts this long unless renewed */
     int64_t wait_max_ms;  /* ?wait= is cut to this */
@@ -80,7 +86,8 @@ int op_service_event(struct op_service *svc, const struct vm *vm, enum vm_event_
  * Claim one operation for @worker_id and do it to the end (the worker's
  * loop body).  *worked is false when nothing was queued.  The operation
  * ends succeeded or failed, except when its lease was lost on the way:
- * then another worker has it and this one stops where it is.
+ * then another worker has it and this one stops where it is.  One claimed
+ * for more than OP_MAX_ATTEMPTS times fails without being run again.
  */
 int op_service_work_one(struct op_service *svc, const char *worker_id, bool *worked,
                         struct st_error *err);

@@ -138,6 +138,9 @@ backend_view_read(struct reconcile_service *svc, struct backend_view *v, struct 
     memset(v, 0, sizeof(*v));
     if (hypervisor_list_meta(svc->hv, &v->doms, &v->ndoms, err) < 0)
         return -1;
+    /* The id is the first member: sorted by it, a row finds its domain in O(log n). */
+    if (v->ndoms)
+        qsort(v->doms, v->ndoms, sizeof(*v->doms), id_cmp);
     if (storage_list_volumes(svc->storage, svc->disk_pool, &v->vols, &v->nvols, err) < 0) {
         backend_view_release(v);
         return -1;
@@ -230,15 +233,18 @@ reconcile_collect(struct reconcile_service *svc, bool dry_run, struct orphan_lis
     return 0;
 }
 
+static const struct hv_domain_meta *
+find_domain(const struct backend_view *v, const char *id)
+{
+    if (!v->ndoms)
+        return NULL;
+    return bsearch(id, v->doms, v->ndoms, sizeof(*v->doms), id_cmp);
+}
+
 static bool
 has_domain(const struct backend_view *v, const char *id)
 {
-    size_t i;
-
-    for (i = 0; i < v->ndoms; i++)
-        if (strcmp(v->doms[i].id, id) == 0)
-            return true;
-    return false;
+    return find_domain(v, id) != NULL;
 }
 
 /* Settled rows (not being made or removed) whose domain is gone: say so once. */
@@ -256,6 +262,10 @@ mark_vanished(struct reconcile_service *svc, const struct backend_view *v, struc
             vm->status == VM_STATUS_ERROR || has_domain(v, vm->id) ||
             strcmp(vm->fault, VANISHED_FAULT) == 0)
             continue;
+        /* Written over a fresh copy: the pass's own may be seconds old. */
+        if (vm_repo_get(svc->vms, NULL, vm->id, vm, &ignored) < 0 ||
+            vm->status == VM_STATUS_DELETING || vm->status == VM_STATUS_ERROR)
+            continue;
         st_strlcpy(vm->fault, VANISHED_FAULT, sizeof(vm->fault));
         vm->updated_at = st_now_ms();
         if (vm_repo_update(svc->vms, NULL, vm, &ignored) < 0)
@@ -264,6 +274,67 @@ mark_vanished(struct reconcile_service *svc, const struct backend_view *v, struc
                          "the domain vanished outside stratus: the VM shows missing", NULL,
                          &ignored);
         r->vanished++;
+    }
+}
+
+static bool
+hv_status(enum hv_state state, enum vm_status *out)
+{
+    switch (state) {
+    case HV_STATE_RUNNING:
+    case HV_STATE_BLOCKED:
+        *out = VM_STATUS_RUNNING;
+        return true;
+    case HV_STATE_PAUSED:
+        *out = VM_STATUS_PAUSED;
+        return true;
+    case HV_STATE_SHUTOFF:
+    case HV_STATE_CRASHED:
+        *out = VM_STATUS_STOPPED;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/*
+ * Settled rows whose stored status the hypervisor contradicts (a change
+ * whose event was missed, say while libvirtd was away): the hypervisor is
+ * right, and the row and the history say so.
+ */
+static void
+sync_states(struct reconcile_service *svc, const struct backend_view *v, struct vm *rows, size_t n)
+{
+    struct st_error ignored = {0};
+    struct operation op;
+    enum vm_status now;
+    char message[96];
+    size_t i, j;
+
+    for (i = 0; i < n; i++) {
+        struct vm *vm = &rows[i];
+
+        if (vm->step != VM_STEP_DONE ||
+            (vm->status != VM_STATUS_RUNNING && vm->status != VM_STATUS_STOPPED &&
+             vm->status != VM_STATUS_PAUSED))
+            continue;
+        for (j = 0; j < v->ndoms && strcmp(v->doms[j].id, vm->id) != 0; j++)
+            ;
+        if (j == v->ndoms || !hv_status(v->doms[j].state, &now) || now == vm->status ||
+            op_repo_active_for(svc->ops, vm->id, &op, &ignored) == 0)
+            continue;
+        if (vm_repo_get(svc->vms, NULL, vm->id, vm, &ignored) < 0 || now == vm->status ||
+            vm->step != VM_STEP_DONE ||
+            (vm->status != VM_STATUS_RUNNING && vm->status != VM_STATUS_STOPPED &&
+             vm->status != VM_STATUS_PAUSED))
+            continue;
+        snprintf(message, sizeof(message), "%s -> %s (found by reconciliation)",
+                 vm_status_name(vm->status), vm_status_name(now));
+        vm->status = now;
+        vm->updated_at = st_now_ms();
+        if (vm_repo_update(svc->vms, NULL, vm, &ignored) == 0)
+            op_service_event(svc->op_svc, vm, VM_EVENT_STATE_CHANGE, message,
+                             json_pack("{s:s}", "status", vm_status_name(now)), &ignored);
     }
 }
 
@@ -280,8 +351,9 @@ requeue_stale(struct reconcile_service *svc, const struct vm *rows, size_t n,
     for (i = 0; i < n; i++) {
         const struct vm *vm = &rows[i];
 
+        /* A delete that failed says so in its fault: it waits for the user to retry it. */
         if ((vm->status != VM_STATUS_CREATING && vm->status != VM_STATUS_DELETING) ||
-            vm->updated_at > before)
+            vm->updated_at > before || vm->fault[0])
             continue;
         if (op_repo_active_for(svc->ops, vm->id, &op, &local) == 0 ||
             local.code != ST_ERR_NOT_FOUND)
@@ -328,6 +400,7 @@ reconcile_run(struct reconcile_service *svc, struct reconcile_report *out, struc
             r.orphan_disks++;
     }
     mark_vanished(svc, &v, rows, n, &r);
+    sync_states(svc, &v, rows, n);
     requeue_stale(svc, rows, n, &r);
     free(ids);
     free(rows);

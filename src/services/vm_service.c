@@ -558,6 +558,21 @@ vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
     return -1;
 }
 
+int
+vm_service_create_abandon(struct vm_service *svc, const char *id, const char *why,
+                          struct st_error *err)
+{
+    struct vm vm;
+
+    if (vm_repo_get(svc->vms, NULL, id, &vm, err) < 0)
+        return -1;
+    /* Whatever any attempt got to: undo all of it. */
+    vm.step = create_undo(svc, &vm, VM_STEP_STARTED);
+    vm.status = VM_STATUS_ERROR;
+    st_strlcpy(vm.fault, why, sizeof(vm.fault));
+    return save(svc, NULL, &vm, err);
+}
+
 static bool
 resize_requested(const struct vm *vm, const struct vm_patch_req *req)
 {

@@ -101,6 +101,9 @@ int vm_service_create_row(struct vm_service *svc, const char *owner, const struc
                           struct quota_violation *v, struct st_error *err);
 int vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
                              struct st_error *err);
+/* Give a create up: undo whatever it made and leave the row in `error` saying @why. */
+int vm_service_create_abandon(struct vm_service *svc, const char *id, const char *why,
+                              struct st_error *err);
 
 /* One VM, its status merged with what the hypervisor sees. */
 int vm_service_get(struct vm_service *svc, const char *owner, const char *id, struct vm *out,

@@ -619,6 +619,9 @@ test_ops_sqlite__idem_new_in_progress_done(void **state)
         event_repo_idem_begin(&fx->events, OWNER_A, "key-1", HASH_1, 1100, 90100, &res, &rec, &err),
         err);
     assert_int_equal(res, IDEM_IN_PROGRESS);
+    /* Said with when it began, so an abandoned one can be told apart. */
+    assert_int_equal(rec.created_at, 1000);
+    idem_record_release(&rec);
     assert_st_ok(
         event_repo_idem_begin(&fx->events, OWNER_B, "key-1", HASH_2, 1100, 90100, &res, &rec, &err),
         err);

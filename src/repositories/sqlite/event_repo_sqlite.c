@@ -260,7 +260,7 @@ event_sqlite_idem_begin(void *self, const char *owner, const char *key, const ch
     if (sqlite_db_commit(r->db, err) < 0)
         goto fail;
     *result = answer;
-    if (answer == IDEM_DONE || answer == IDEM_MISMATCH)
+    if (answer != IDEM_NEW)
         *out = found; /* the strings go with it */
     else
         idem_record_release(&found);
