@@ -219,7 +219,9 @@ open_store(struct fixture *fx, struct st_error *err)
         return -1;
     if (vm_repo_sqlite_open(fx->db, &fx->vms_real, err) < 0 ||
         image_repo_sqlite_open(fx->db, &fx->images, err) < 0 ||
-        flavor_repo_sqlite_open(fx->db, &fx->flavors, err) < 0)
+        flavor_repo_sqlite_open(fx->db, &fx->flavors, err) < 0 ||
+        op_repo_sqlite_open(fx->db, &fx->ops, err) < 0 ||
+        event_repo_sqlite_open(fx->db, &fx->events, err) < 0)
         return -1;
     return 0;
 }
@@ -256,6 +258,7 @@ make_pools(struct fixture *fx, struct st_error *err)
     rnd[8] = '\0';
     snprintf(fx->image_pool, sizeof(fx->image_pool), "st-images-%s", rnd);
     snprintf(fx->disk_pool, sizeof(fx->disk_pool), "st-default-%s", rnd);
+    snprintf(fx->instance, sizeof(fx->instance), "st-test-%s", rnd);
     if (make_dir(pools, err) < 0 || make_dir(images, err) < 0 || make_dir(disks, err) < 0)
         return -1;
     if (storage_ensure_pool(&fx->storage_real, fx->image_pool, images, err) < 0 ||
@@ -276,6 +279,7 @@ wire_services(struct fixture *fx)
     fx->vm_svc.flavors = &fx->flavors;
     fx->vm_svc.hv = &fx->hv.iface;
     fx->vm_svc.storage = &fx->storage.iface;
+    fx->vm_svc.cfg.instance = fx->instance;
     fx->vm_svc.cfg.disk_pool = fx->disk_pool;
     fx->vm_svc.cfg.image_pool = fx->image_pool;
     fx->vm_svc.cfg.stop_timeout_ms = FIXTURE_STOP_TIMEOUT_MS;
@@ -287,6 +291,32 @@ wire_services(struct fixture *fx)
     fx->image_svc.image_pool = fx->image_pool;
 
     fx->flavor_svc.flavors = &fx->flavors;
+
+    fx->op_svc = (struct op_service){
+        .ops = &fx->ops,
+        .events = &fx->events,
+        .vms = &fx->vms.iface,
+        .vm_svc = &fx->vm_svc,
+        .cfg =
+            {
+                .lease_ms = FIXTURE_LEASE_MS,
+                .wait_max_ms = FIXTURE_WAIT_MAX_MS,
+                .wait_poll_ms = FIXTURE_POLL_INTERVAL_MS,
+            },
+        .probe = NULL,
+    };
+    fx->reconcile_svc = (struct reconcile_service){
+        .vms = &fx->vms.iface,
+        .ops = &fx->ops,
+        .events = &fx->events,
+        .op_svc = &fx->op_svc,
+        .hv = &fx->hv.iface,
+        .storage = &fx->storage.iface,
+        .instance = fx->instance,
+        .disk_pool = fx->disk_pool,
+        .event_retention_ms = FIXTURE_EVENT_RETENTION_MS,
+        .stale_ms = FIXTURE_STALE_MS,
+    };
 }
 
 static int
@@ -364,6 +394,25 @@ remove_domains(struct fixture *fx)
     }
 }
 
+/* Destroy and undefine what is left of this installation without a row (a test's orphans). */
+static void
+remove_instance_domains(struct fixture *fx)
+{
+    struct st_error ignored = {0};
+    struct hv_domain_meta *doms = NULL;
+    size_t n = 0, i;
+
+    if (hypervisor_list_meta(&fx->hv_real, &doms, &n, &ignored) < 0)
+        return;
+    for (i = 0; i < n; i++) {
+        if (strcmp(doms[i].instance, fx->instance) != 0)
+            continue;
+        hypervisor_destroy(&fx->hv_real, doms[i].id, &ignored);
+        hypervisor_undefine(&fx->hv_real, doms[i].id, &ignored);
+    }
+    free(doms);
+}
+
 static void
 remove_pool(virConnectPtr conn, const char *name)
 {
@@ -394,9 +443,13 @@ fixture_free(struct fixture *fx)
         return;
     if (fx->vms_real.ops && fx->hv_real.ops)
         remove_domains(fx);
+    if (fx->hv_real.ops && fx->instance[0])
+        remove_instance_domains(fx);
     vm_repo_close(&fx->vms_real);
     image_repo_close(&fx->images);
     flavor_repo_close(&fx->flavors);
+    op_repo_close(&fx->ops);
+    event_repo_close(&fx->events);
     sqlite_db_close(fx->db);
     if (fx->raw && fx->raw->conn) {
         remove_pool(fx->raw->conn, fx->image_pool);

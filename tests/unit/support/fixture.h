@@ -2,17 +2,23 @@
  * fixture.h - a complete, private stratus for one service test.
  *
  * fixture_new() makes a mkdtemp() directory, opens the real SQLite store in
- * it with the VM, image and flavor repositories, opens libvirt's
+ * it with the VM, image, flavor, operation and event repositories, opens libvirt's
  * test:///default driver through the libvirt backend, makes two storage
  * pools with random names (so fixtures never share volumes) whose target
  * directories lie in the temp dir, and registers one raw image through the
- * real image service.  The services see the VM repository, the hypervisor
+ * real image service.  The VM, operation and reconcile services name the
+ * fixture's own installation ("st-test-<random>"), so domains of other
+ * fixtures sharing test:///default are never this one's orphans; the
+ * operation service holds leases of FIXTURE_LEASE_MS and the reconcile
+ * service requeues rows untouched for FIXTURE_STALE_MS, so that tests can
+ * wait them out.  The services see the VM repository, the hypervisor
  * and the storage through fault wrappers (support/fault.h), so a test can
  * count calls and inject failures; the unwrapped `*_real` members act
  * "behind the service's back".
  *
- * fixture_free() destroys and undefines the domains of every VM row left,
- * removes the pools and deletes the directory.
+ * fixture_free() destroys and undefines the domains of every VM row left
+ * and every other domain of the fixture's installation, removes the pools
+ * and deletes the directory.
  *
  * Support code is also linked into programs without cmocka: report
  * failures through struct st_error, never through cmocka asserts.
@@ -26,6 +32,8 @@
 #include "repositories/sqlite/sqlite_db.h"
 #include "services/flavor_service.h"
 #include "services/image_service.h"
+#include "services/op_service.h"
+#include "services/reconcile_service.h"
 #include "services/vm_service.h"
 #include "support/fault.h"
 
@@ -35,6 +43,10 @@
 
 #define FIXTURE_STOP_TIMEOUT_MS 300
 #define FIXTURE_POLL_INTERVAL_MS 10
+#define FIXTURE_LEASE_MS 50
+#define FIXTURE_WAIT_MAX_MS 2000
+#define FIXTURE_STALE_MS 50
+#define FIXTURE_EVENT_RETENTION_MS ((int64_t)86400 * 1000)
 
 struct fixture_raw_conn; /* the fixture's own libvirt connection, for teardown */
 
@@ -43,11 +55,14 @@ struct fixture {
     char import_dir[ST_PATH_BUF]; /* <dir>/import: storage_import() accepts only files here */
     char image_pool[ST_NAME_BUF]; /* "st-images-<random>" */
     char disk_pool[ST_NAME_BUF];  /* "st-default-<random>" */
+    char instance[ST_NAME_BUF];   /* "st-test-<random>": the installation the services name */
 
     struct sqlite_db *db;
     struct vm_repo vms_real;
     struct image_repo images;
     struct flavor_repo flavors;
+    struct op_repo ops;
+    struct event_repo events;
     struct libvirt_conn *conn;
     struct hypervisor hv_real;
     struct storage storage_real;
@@ -60,6 +75,8 @@ struct fixture {
     struct vm_service vm_svc;
     struct image_service image_svc;
     struct flavor_service flavor_svc;
+    struct op_service op_svc;               /* over ops, events and the wrapped VM repository */
+    struct reconcile_service reconcile_svc; /* over the wrapped repository and backends */
 
     struct image image; /* registered by fixture_new(): raw, 1 MiB */
 };
