@@ -52,7 +52,8 @@ all_rows(struct reconcile_service *svc, struct vm **rows, size_t *n, struct st_e
         if (!grown)
             BUG("out of memory");
         all = grown;
-        memcpy(all + count, page.items, page.count * sizeof(*all));
+        if (page.count)
+            memcpy(all + count, page.items, page.count * sizeof(*all));
         count += page.count;
         if (!page.more || page.count == 0) {
             vm_list_release(&page);
@@ -253,6 +254,8 @@ mark_vanished(struct reconcile_service *svc, const struct backend_view *v, struc
               size_t n, struct reconcile_report *r)
 {
     struct st_error ignored = {0};
+    struct st_error gone = {0};
+    enum hv_state state;
     size_t i;
 
     for (i = 0; i < n; i++) {
@@ -262,9 +265,14 @@ mark_vanished(struct reconcile_service *svc, const struct backend_view *v, struc
             vm->status == VM_STATUS_ERROR || has_domain(v, vm->id) ||
             strcmp(vm->fault, VANISHED_FAULT) == 0)
             continue;
-        /* Written over a fresh copy: the pass's own may be seconds old. */
+        /*
+         * Written over a fresh copy: the pass's own may be seconds old, and
+         * a create may have made its domain after the listing.  The
+         * hypervisor is asked once more before anything is said.
+         */
         if (vm_repo_get(svc->vms, NULL, vm->id, vm, &ignored) < 0 ||
-            vm->status == VM_STATUS_DELETING || vm->status == VM_STATUS_ERROR)
+            vm->status == VM_STATUS_DELETING || vm->status == VM_STATUS_ERROR ||
+            hypervisor_state(svc->hv, vm->id, &state, &gone) == 0 || gone.code != ST_ERR_NOT_FOUND)
             continue;
         st_strlcpy(vm->fault, VANISHED_FAULT, sizeof(vm->fault));
         vm->updated_at = st_now_ms();
@@ -302,31 +310,37 @@ hv_status(enum hv_state state, enum vm_status *out)
  * whose event was missed, say while libvirtd was away): the hypervisor is
  * right, and the row and the history say so.
  */
+static bool
+settled(const struct vm *vm)
+{
+    return vm->step == VM_STEP_DONE &&
+           (vm->status == VM_STATUS_RUNNING || vm->status == VM_STATUS_STOPPED ||
+            vm->status == VM_STATUS_PAUSED);
+}
+
 static void
 sync_states(struct reconcile_service *svc, const struct backend_view *v, struct vm *rows, size_t n)
 {
     struct st_error ignored = {0};
+    const struct hv_domain_meta *d;
+    enum hv_state state;
     struct operation op;
     enum vm_status now;
     char message[96];
-    size_t i, j;
+    size_t i;
 
     for (i = 0; i < n; i++) {
         struct vm *vm = &rows[i];
 
-        if (vm->step != VM_STEP_DONE ||
-            (vm->status != VM_STATUS_RUNNING && vm->status != VM_STATUS_STOPPED &&
-             vm->status != VM_STATUS_PAUSED))
+        d = find_domain(v, vm->id);
+        if (!settled(vm) || !d || !hv_status(d->state, &now) || now == vm->status ||
+            op_repo_active_for(svc->ops, vm->id, &op, &ignored) == 0 ||
+            ignored.code != ST_ERR_NOT_FOUND)
             continue;
-        for (j = 0; j < v->ndoms && strcmp(v->doms[j].id, vm->id) != 0; j++)
-            ;
-        if (j == v->ndoms || !hv_status(v->doms[j].state, &now) || now == vm->status ||
-            op_repo_active_for(svc->ops, vm->id, &op, &ignored) == 0)
-            continue;
-        if (vm_repo_get(svc->vms, NULL, vm->id, vm, &ignored) < 0 || now == vm->status ||
-            vm->step != VM_STEP_DONE ||
-            (vm->status != VM_STATUS_RUNNING && vm->status != VM_STATUS_STOPPED &&
-             vm->status != VM_STATUS_PAUSED))
+        /* The listing and the pass's rows may both be old: ask both again. */
+        if (vm_repo_get(svc->vms, NULL, vm->id, vm, &ignored) < 0 || !settled(vm) ||
+            hypervisor_state(svc->hv, vm->id, &state, &ignored) < 0 || !hv_status(state, &now) ||
+            now == vm->status)
             continue;
         snprintf(message, sizeof(message), "%s -> %s (found by reconciliation)",
                  vm_status_name(vm->status), vm_status_name(now));
@@ -450,8 +464,8 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
         *err = local;
         return -1;
     }
-    /* Work under way owns the row; and only settled VMs change on their own. */
-    if (op_repo_active_for(svc->ops, id, &op, &local) == 0)
+    /* Work under way owns the row (and when that cannot be told, so does the next pass). */
+    if (op_repo_active_for(svc->ops, id, &op, &local) == 0 || local.code != ST_ERR_NOT_FOUND)
         return 0;
     if (vm.step != VM_STEP_DONE ||
         (vm.status != VM_STATUS_RUNNING && vm.status != VM_STATUS_STOPPED &&

@@ -527,6 +527,12 @@ vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
     if (vm_repo_get(svc->vms, NULL, id, &vm, err) < 0)
         return -1;
     st_strlcpy(out->id, vm.id, sizeof(out->id));
+    /* Finished by an attempt that died before it could say so: nothing is left to do. */
+    if (vm.step == VM_STEP_DONE && vm.status != VM_STATUS_ERROR &&
+        vm.status != VM_STATUS_DELETING) {
+        *out = vm;
+        return 0;
+    }
     if (vm.status != VM_STATUS_CREATING)
         return st_error_set(err, ST_ERR_CONFLICT, "VM '%s' is %s, not creating", id,
                             vm_status_name(vm.status));

@@ -656,6 +656,38 @@ create_resumes_after(struct fixture *fx, unsigned k)
 }
 
 static void
+test_op_service__create_resumes_after_stop_at_finish(void **state)
+{
+    create_resumes_after(*state, 4);
+}
+
+/* w1 made the VM but could not record the end: w2 finds it done, not failed. */
+static void
+test_op_service__create_taken_over_after_a_lost_finish_succeeds(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct lossy_ops lossy;
+    bool worked = false;
+    struct operation op;
+    struct vm vm, row;
+
+    accept_create(fx, "lost-create-finish", &vm, &op);
+    lossy_init(&lossy, &fx->ops, 0);
+    lossy.fail_finish = true;
+    fx->op_svc.ops = &lossy.iface;
+    assert_st_err(op_service_work_one(&fx->op_svc, "w1", &worked, &err), err, ST_ERR_CONFLICT,
+                  "was lost");
+    fx->op_svc.ops = &fx->ops;
+    assert_true(worked);
+    take_over(fx, op.id);
+    row = stored(fx, vm.id);
+    assert_int_equal(row.status, VM_STATUS_RUNNING);
+    assert_domain_state(fx, vm.id, HV_STATE_RUNNING);
+    assert_no_orphans(fx);
+}
+
+static void
 test_op_service__create_resumes_after_stop_at_disk(void **state)
 {
     create_resumes_after(*state, 1);
@@ -763,6 +795,8 @@ main(void)
         T(test_op_service__create_resumes_after_stop_at_disk),
         T(test_op_service__create_resumes_after_stop_at_define),
         T(test_op_service__create_resumes_after_stop_at_start),
+        T(test_op_service__create_resumes_after_stop_at_finish),
+        T(test_op_service__create_taken_over_after_a_lost_finish_succeeds),
         T(test_op_service__delete_resumes_after_stop_at_destroy),
         T(test_op_service__delete_resumes_after_stop_at_undefine),
         T(test_op_service__delete_resumes_after_stop_at_disk),

@@ -521,10 +521,28 @@ test_reconcile_service__undefined_event_marks_the_vm_once(void **state)
     assert_int_equal(count_events(fx, vm.id, VM_EVENT_WARNING, ""), 1);
 }
 
+/* An installation with no VM at all has nothing to reconcile, and says so. */
+static void
+test_reconcile_service__no_rows_at_all(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct reconcile_report r;
+    struct orphan_list list;
+
+    assert_st_ok(reconcile_find_orphans(&fx->reconcile_svc, &list, &err), err);
+    assert_int_equal(list.count, 0);
+    orphan_list_release(&list);
+    assert_st_ok(reconcile_run(&fx->reconcile_svc, &r, &err), err);
+    assert_int_equal(r.vanished + r.requeued + r.orphan_domains + r.orphan_disks, 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_reconcile_service__no_rows_at_all, fixture_setup,
+                                        fixture_teardown),
 #define T(name) cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
         T(test_reconcile_service__finds_only_this_installations_orphans),
         T(test_reconcile_service__collect_removes_orphans_unless_dry_run),
