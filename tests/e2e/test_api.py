@@ -9,7 +9,13 @@ Standard library only.  Prints one line per check and ends with
 
     tests/e2e/test_api.py [scenario ...]   # badinput lifecycle failure workers libvirtd
                                            # libvirtd_hang signals auth tenancy quota
-                                           # throttle audit
+                                           # throttle audit operations crash reconcile
+                                           # idempotency poweroff concurrency
+
+POST /v1/vms and DELETE /v1/vms/{id} answer 202 with an operation that
+stratus-worker carries out; the scenarios follow it with GET
+/v1/operations/{id}?wait=N.  Some stop the stack's worker (pid in
+<E2E_STATE>/run/worker.pid) and start it again the way scripts/run.sh does.
 
 Every request is sent as the bootstrap admin (its password is in
 <E2E_STATE>/admin-password) unless a scenario says otherwise.
@@ -326,22 +332,241 @@ def import_image(tag, token=None, visibility=None):
     return image_id
 
 
+# --- operations: creates and deletes are queued, a worker does them ----------
+
+OP_KEYS = ("id", "kind", "target_id", "owner_id", "status", "step", "error", "created_at",
+           "started_at", "finished_at", "attempts")
+OP_STATUSES = ("queued", "running", "succeeded", "failed")
+OP_DONE = ("succeeded", "failed")
+EVENT_KEYS = ("id", "vm_id", "at", "type", "message", "data")
+EVENT_TYPES = ("STATE_CHANGE", "INFO", "WARNING", "ERROR")
+RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"
+VANISHED_FAULT = "its domain vanished outside stratus"
+
+
+def is_op(op, kind=None, target=None):
+    """Whether @op is an operation document (of @kind, on @target)."""
+    return (isinstance(op, dict) and all(k in op for k in OP_KEYS)
+            and isinstance(op["id"], str) and len(op["id"]) == 36
+            and op["kind"] in ("vm.create", "vm.delete") and (kind is None or op["kind"] == kind)
+            and isinstance(op["target_id"], str) and (target is None or op["target_id"] == target)
+            and isinstance(op["owner_id"], str) and op["status"] in OP_STATUSES
+            and isinstance(op["attempts"], int) and isinstance(op["created_at"], str)
+            and re.fullmatch(RFC3339, op["created_at"]) is not None)
+
+
+def accepted(r, kind, vm_status, vm_id=None):
+    """Whether @r is a 202 with the VM (in @vm_status), its queued or running
+    operation of @kind on it, and Location: /v1/operations/{op id}."""
+    j = r.json if isinstance(r.json, dict) else {}
+    op = j.get("operation")
+    return (r.status == 202 and isinstance(j.get("id"), str) and len(j["id"]) == 36
+            and (vm_id is None or j["id"] == vm_id) and j.get("status") == vm_status
+            and is_op(op, kind, j["id"]) and op["status"] in ("queued", "running")
+            and op["owner_id"] == j.get("owner_id")
+            and r.header("Location") == f"/v1/operations/{op['id']}")
+
+
+def get_op(op_id, wait=None, token=None):
+    q = f"?wait={wait}" if wait is not None else ""
+    return request("GET", f"/v1/operations/{op_id}{q}", token=token,
+                   timeout=(wait or 0) + 60)
+
+
+def wait_op(op_id, token=None, bound=90):
+    """GET /v1/operations/{id}?wait=30 until the operation has ended, for at
+    most @bound seconds; the last answer."""
+    deadline = time.time() + bound
+    while True:
+        w = int(max(0, min(30, deadline - time.time())))
+        r = get_op(op_id, wait=w, token=token)
+        if (r.status != 200 or not isinstance(r.json, dict) or r.json.get("status") in OP_DONE
+                or time.time() >= deadline):
+            return r
+        if w == 0:
+            time.sleep(0.5)
+
+
+def op_succeeded(r):
+    return (r.status == 200 and is_op(r.json) and r.json["status"] == "succeeded"
+            and r.json.get("error") is None and isinstance(r.json.get("finished_at"), str))
+
+
+def submit_create(body, token=None, headers=None, what="POST /v1/vms"):
+    """POST /v1/vms, which must answer 202: (vm id, operation)."""
+    r = request("POST", "/v1/vms", body, timeout=120, token=token, headers=headers)
+    check(f"{what} answers 202 with the VM (creating), its vm.create operation and a Location",
+          accepted(r, "vm.create", "creating"), repr(r))
+    cleanup_vms.append(r.json["id"])
+    return r.json["id"], r.json["operation"]
+
+
+def create_vm(body, token=None, what="POST /v1/vms"):
+    """Create a VM and wait for its operation: the VM (GET) once it runs."""
+    vm_id, op = submit_create(body, token=token, what=what)
+    o = wait_op(op["id"], token=token)
+    check(f"the create operation {op['id'][:8]} succeeds", op_succeeded(o)
+          and o.json["target_id"] == vm_id and o.json["attempts"] >= 1, repr(o))
+    g = request("GET", f"/v1/vms/{vm_id}", token=token)
+    check("... and the VM is running", g.status == 200 and g.json.get("status") == "running",
+          repr(g))
+    return g.json
+
+
+def submit_delete(vm_id, token=None, what=None):
+    """DELETE /v1/vms/{id}, which must answer 202: the operation."""
+    r = request("DELETE", f"/v1/vms/{vm_id}", timeout=120, token=token)
+    check(f"{what or 'DELETE VM ' + vm_id[:8]} answers 202 with the VM (deleting), its "
+          f"vm.delete operation and a Location", accepted(r, "vm.delete", "deleting", vm_id),
+          repr(r))
+    return r.json["operation"]
+
+
+def delete_vm(vm_id, token=None, what=None):
+    """Delete a VM and wait for its operation; then GET answers 404."""
+    op = submit_delete(vm_id, token=token, what=what)
+    o = wait_op(op["id"], token=token)
+    check(f"the delete operation {op['id'][:8]} succeeds", op_succeeded(o), repr(o))
+    g = request("GET", f"/v1/vms/{vm_id}", token=token)
+    check("... and GET the VM answers 404 (problem)", g.status == 404 and is_problem(g), repr(g))
+    if vm_id in cleanup_vms:
+        cleanup_vms.remove(vm_id)
+    return o.json
+
+
+def vm_events(vm_id, token=None):
+    """(last answer, every event of the VM or None), page by page (bounded)."""
+    items, marker = [], None
+    for _ in range(50):
+        r = request("GET", f"/v1/vms/{vm_id}/events?limit=100"
+                    + (f"&marker={marker}" if marker else ""), token=token)
+        if r.status != 200 or not isinstance(r.json, dict) or not isinstance(
+                r.json.get("items"), list):
+            return r, None
+        items += r.json["items"]
+        marker = r.json.get("next_marker")
+        if not marker:
+            break
+    return r, items
+
+
+def is_event(e, vm_id):
+    return (isinstance(e, dict) and all(k in e for k in EVENT_KEYS) and e["vm_id"] == vm_id
+            and e["type"] in EVENT_TYPES and isinstance(e["message"], str)
+            and isinstance(e["at"], str) and re.fullmatch(RFC3339, e["at"]) is not None)
+
+
+def wait_event(vm_id, pred, timeout, token=None):
+    """(seconds, the first event matching @pred, every event) within @timeout."""
+    t0 = time.time()
+    items = None
+    while True:
+        _, items = vm_events(vm_id, token=token)
+        hit = next((e for e in items or [] if pred(e)), None)
+        if hit is not None or time.time() - t0 >= timeout:
+            return time.time() - t0, hit, items
+        time.sleep(0.25)
+
+
+def orphans():
+    """(answer, items) of GET /v1/admin/orphans."""
+    r = request("GET", "/v1/admin/orphans")
+    j = r.json if isinstance(r.json, dict) else {}
+    items = j.get("items") if r.status == 200 and isinstance(j.get("items"), list) else None
+    return r, items
+
+
+# --- the stack's stratus-worker ------------------------------------------------
+
+WORKER_BIN = os.environ.get("E2E_WORKER_BIN", os.path.join(ROOT, "build", "stratus-worker"))
+WORKER_PIDFILE = os.path.join(STATE, "run", "worker.pid")
+WORKER_LOG = os.path.join(STATE, "log", "worker.log")
+CRASH_LOG = os.path.join(STATE, "log", "worker-crash.log")
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUS_")}
+    env.update(extra)
+    return env
+
+
+def stack_worker_pid():
+    """The pid in worker.pid when it is a live stratus-worker, else None."""
+    try:
+        with open(WORKER_PIDFILE) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if not pid_gone(pid) and proc_comm(pid) == "stratus-worker" else None
+
+
+def stop_stack_worker():
+    """SIGTERM to the stack's worker; it lets work under way end, then exits."""
+    pid = stack_worker_pid()
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 60
+    while time.time() < deadline and not pid_gone(pid):
+        time.sleep(0.1)
+    check(f"the stack's stratus-worker ({pid}) exits on SIGTERM", pid_gone(pid))
+
+
+def start_stack_worker():
+    """Start the worker as scripts/run.sh does (setsid, clean STRATUS_*
+    environment, same binary, config and log) and record it in worker.pid."""
+    if stack_worker_pid() is not None:
+        return
+    p = subprocess.run(["sh", "-c", 'setsid "$0" -c "$1" >>"$2" 2>&1 </dev/null & echo $!',
+                        WORKER_BIN, os.path.join(STATE, "stratus.conf"), WORKER_LOG],
+                       env=clean_env(), capture_output=True, text=True, timeout=30)
+    pid = int(p.stdout.strip()) if p.stdout.strip().isdigit() else None
+    check("a stratus-worker is started again", pid is not None, p.stdout + p.stderr)
+    with open(WORKER_PIDFILE + ".tmp", "w") as f:
+        f.write(f"{pid}\n")
+    os.replace(WORKER_PIDFILE + ".tmp", WORKER_PIDFILE)
+    deadline = time.time() + 5
+    while time.time() < deadline and proc_comm(pid) != "stratus-worker" and not pid_gone(pid):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    check(f"... and runs (pid {pid})", stack_worker_pid() == pid,
+          f"comm {proc_comm(pid)!r}, gone {pid_gone(pid)}")
+
+
+def start_crash_worker(where):
+    """A worker that exits hard (137) right after step @where ("kind:step")."""
+    log = open(CRASH_LOG, "ab")
+    try:
+        return subprocess.Popen([WORKER_BIN, "-c", os.path.join(STATE, "stratus.conf")],
+                                env=clean_env(STRATUS_TEST_CRASH_AFTER=where),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def end_crash_worker(p):
+    """Make sure a crash worker that did not crash is gone (it is ours)."""
+    if p is not None and p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
 # --- (a) lifecycle --------------------------------------------------------
 
 def scenario_lifecycle():
     tag = uuid.uuid4().hex[:8]
     image_id = import_image(tag)
-    r = request("POST", "/v1/vms", {"name": f"life-{tag}", "image_id": image_id, "vcpus": 1,
-                                     "memory_mib": 256, "disk_gib": 1}, timeout=120)
-    check("POST /v1/vms answers 201 with a Location", r.status == 201 and isinstance(r.json, dict)
-          and r.header("Location") == f"/v1/vms/{r.json.get('id')}", repr(r))
-    vm_id = r.json["id"]
-    cleanup_vms.append(vm_id)
+    vm = create_vm({"name": f"life-{tag}", "image_id": image_id, "vcpus": 1,
+                    "memory_mib": 256, "disk_gib": 1})
+    vm_id = vm["id"]
     dom = f"stratus-{vm_id}"
-    r = wait_vm(vm_id, "running")
-    check("the VM becomes running", r.json.get("status") == "running", repr(r))
-    check("the VM shows what was asked", r.json.get("vcpus") == 1 and r.json.get("memory_mib") == 256
-          and r.json.get("disk_gib") == 1 and r.json.get("image_id") == image_id, repr(r))
+    check("the VM shows what was asked", vm.get("vcpus") == 1 and vm.get("memory_mib") == 256
+          and vm.get("disk_gib") == 1 and vm.get("image_id") == image_id, repr(vm))
     check(f"libvirt has domain {dom}", dom in (domains() or set()))
     rc, xml = virsh("dumpxml", dom)
     disks = re.findall(r"<source file='([^']+)'", xml)
@@ -380,17 +605,13 @@ def scenario_lifecycle():
     check("GET shows the new name", r.status == 200 and r.json.get("name") == f"renamed-{tag}",
           repr(r))
 
-    r = request("DELETE", f"/v1/vms/{vm_id}", timeout=120)
-    check("DELETE answers 204", r.status == 204 and not r.body, repr(r))
-    r = request("GET", f"/v1/vms/{vm_id}")
-    check("GET after DELETE answers 404 (problem)", r.status == 404 and is_problem(r), repr(r))
+    delete_vm(vm_id)
     doms = domains()
     check("no domain is left", doms is not None and dom not in doms, repr(doms))
     check("no disk file is left", not os.path.exists(disk) and not files_with(vm_id),
           repr(files_with(vm_id)))
     log = os.path.join(CONSOLE_DIR, vm_id + ".log")
     check("no console log is left", not os.path.exists(log), log)
-    cleanup_vms.remove(vm_id)
     r = request("DELETE", f"/v1/vms/{vm_id}")
     check("a second DELETE answers 404 (problem)", r.status == 404 and is_problem(r), repr(r))
 
@@ -415,12 +636,16 @@ def failure_create():
     tag = uuid.uuid4().hex[:8]
     image_id = import_image("f" + tag)
     before = domains() or set()
-    r = request("POST", "/v1/vms", {"name": f"fail-{tag}", "image_id": image_id, "vcpus": 1,
-                                     "memory_mib": 2097152, "disk_gib": 1}, timeout=120)
-    check("the failing create answers an error problem", r.status >= 400 and is_problem(r), repr(r))
-    vm_id = (r.json or {}).get("vm_id")
-    check("the problem names the VM (vm_id)", isinstance(vm_id, str) and len(vm_id) == 36, repr(r))
-    cleanup_vms.append(vm_id)
+    vm_id, op = submit_create({"name": f"fail-{tag}", "image_id": image_id, "vcpus": 1,
+                               "memory_mib": 2097152, "disk_gib": 1},
+                              what="POST /v1/vms with 2 TiB of RAM")
+    o = wait_op(op["id"])
+    j = o.json if isinstance(o.json, dict) else {}
+    check("its operation ends failed", o.status == 200 and is_op(j, "vm.create", vm_id)
+          and j["status"] == "failed" and isinstance(j.get("finished_at"), str), repr(o))
+    check("... with an error naming the start step", isinstance(j.get("error"), str)
+          and "start" in j["error"].lower(), repr(j.get("error")))
+    print(f"       operation error: {str(j.get('error'))[:200]} (step {j.get('step')})")
     g = request("GET", f"/v1/vms/{vm_id}")
     fault = json.dumps(g.json.get("fault")) if g.status == 200 else ""
     check("GET shows status error", g.status == 200 and g.json.get("status") == "error", repr(g))
@@ -431,11 +656,10 @@ def failure_create():
     check("no domain is left", doms is not None and f"stratus-{vm_id}" not in doms
           and doms <= before, repr(doms))
     check("no disk file is left", not files_with(vm_id), repr(files_with(vm_id)))
-    d = request("DELETE", f"/v1/vms/{vm_id}", timeout=120)
-    check("DELETE of the failed VM answers 204", d.status == 204, repr(d))
-    g = request("GET", f"/v1/vms/{vm_id}")
-    check("the row is gone (404)", g.status == 404 and is_problem(g), repr(g))
-    cleanup_vms.remove(vm_id)
+    _, evs = vm_events(vm_id)
+    check("the VM's events have an ERROR entry", any(
+        e.get("type") == "ERROR" for e in evs or []), repr(evs))
+    delete_vm(vm_id, what="DELETE of the failed VM")
 
 
 # --- (c) bad input --------------------------------------------------------
@@ -528,6 +752,21 @@ def scenario_badinput():
         ("encoded NUL in query", "GET", "/v1/vms?limit=%00", None, None),
         ("bad percent escape", "GET", "/v1/vms?limit=%zz", None, None),
         ("repeated query param", "GET", "/v1/vms?limit=1&limit=2", None, None),
+        ("operation id not a UUID", "GET", "/v1/operations/not-a-uuid", None, None),
+        ("operation unknown", "GET", f"/v1/operations/{rid}", None, None),
+        ("wait not a number", "GET", f"/v1/operations/{rid}?wait=abc", None, None),
+        ("wait over 60", "GET", f"/v1/operations/{rid}?wait=61", None, None),
+        ("wait negative", "GET", f"/v1/operations/{rid}?wait=-1", None, None),
+        ("wait empty", "GET", f"/v1/operations/{rid}?wait=", None, None),
+        ("operation status unknown", "GET", "/v1/operations?status=bogus", None, None),
+        ("operation target not a UUID", "GET", "/v1/operations?target_id=zzz", None, None),
+        ("operations unknown param", "GET", "/v1/operations?kind=vm.create", None, None),
+        ("events of an unknown VM", "GET", f"/v1/vms/{rid}/events", None, None),
+        ("events limit not a number", "GET", f"/v1/vms/{rid}/events?limit=abc", None, None),
+        ("events marker not a UUID", "GET", f"/v1/vms/{rid}/events?marker=zzz", None, None),
+        ("orphans with a query", "GET", "/v1/admin/orphans?dry_run=true", None, None),
+        ("collect dry_run bogus", "POST", "/v1/admin/orphans/collect?dry_run=maybe", None, None),
+        ("collect with members", "POST", "/v1/admin/orphans/collect", b'{"dry_run":true}', J),
     ]
     for name, method, path, body, ctype in cases:
         try:
@@ -998,13 +1237,8 @@ def signals_hup():
 def signals_term():
     tag = uuid.uuid4().hex[:8]
     image_id = import_image("s" + tag)
-    r = request("POST", "/v1/vms", {"name": f"drain-{tag}", "image_id": image_id, "vcpus": 1,
-                                     "memory_mib": 256, "disk_gib": 1}, timeout=120)
-    check("POST /v1/vms answers 201", r.status == 201 and isinstance(r.json, dict), repr(r))
-    vm_id = r.json["id"]
-    cleanup_vms.append(vm_id)
-    r = wait_vm(vm_id, "running")
-    check("the VM becomes running", r.json.get("status") == "running", repr(r))
+    vm_id = create_vm({"name": f"drain-{tag}", "image_id": image_id, "vcpus": 1,
+                       "memory_mib": 256, "disk_gib": 1})["id"]
     master, workers = api_workers()
 
     # A connection a worker has accepted while its request is still arriving:
@@ -1071,9 +1305,7 @@ def scenario_signals():
             up, why = restart_stack()
             check("the stack starts again (scripts/run.sh --detach)", up, why)
     if vm_id:
-        d = request("DELETE", f"/v1/vms/{vm_id}", timeout=120)
-        check("DELETE of the drained VM answers 204", d.status == 204, repr(d))
-        cleanup_vms.remove(vm_id)
+        delete_vm(vm_id, what="DELETE of the drained VM")
 
 
 # --- (g) authentication -----------------------------------------------------
@@ -1085,6 +1317,9 @@ def protected_routes(rid):
               ("GET", f"/v1/vms/{rid}", None), ("PATCH", f"/v1/vms/{rid}", b),
               ("DELETE", f"/v1/vms/{rid}", None)]
     routes += [("POST", f"/v1/vms/{rid}/{a}", None) for a in ACTIONS]
+    routes += [("GET", f"/v1/vms/{rid}/events", None), ("GET", "/v1/operations", None),
+               ("GET", f"/v1/operations/{rid}", None), ("GET", "/v1/admin/orphans", None),
+               ("POST", "/v1/admin/orphans/collect", None)]
     routes += [("GET", "/v1/images", None), ("POST", "/v1/images", b),
                ("GET", f"/v1/images/{rid}", None), ("DELETE", f"/v1/images/{rid}", None),
                ("GET", "/v1/flavors", None), ("POST", "/v1/flavors", b),
@@ -1336,6 +1571,9 @@ def scenario_auth():
 
     # Admin-only routes.
     for method, path, body in (("GET", "/v1/users", None), ("GET", "/v1/audit", None),
+                               ("GET", "/v1/admin/orphans", None),
+                               ("POST", "/v1/admin/orphans/collect", None),
+                               ("POST", "/v1/admin/orphans/collect?dry_run=true", None),
                                ("POST", "/v1/flavors", {"name": f"f-{tag}", "vcpus": 1,
                                                         "memory_mib": 128, "disk_gib": 1}),
                                ("DELETE", f"/v1/flavors/{rid}", None),
@@ -1405,15 +1643,15 @@ def scenario_tenancy():
     r = request("GET", f"/v1/images/{img}", token=a["token"])
     check("A's image is private and A's", r.status == 200 and r.json.get("visibility") == "private"
           and r.json.get("owner_id") == a["id"], repr(r))
-    r = request("POST", "/v1/vms", {"name": f"ten-{tag}", "image_id": img, "vcpus": 1,
-                                     "memory_mib": 256, "disk_gib": 1}, timeout=120,
-                token=a["token"])
-    check("A creates a VM (201), owned by A", r.status == 201 and isinstance(r.json, dict)
+    vm, op = submit_create({"name": f"ten-{tag}", "image_id": img, "vcpus": 1,
+                            "memory_mib": 256, "disk_gib": 1}, token=a["token"],
+                           what="A's POST /v1/vms")
+    check("... owned by A", op.get("owner_id") == a["id"], repr(op))
+    o = wait_op(op["id"], token=a["token"])
+    check("A's create operation succeeds", op_succeeded(o), repr(o))
+    r = request("GET", f"/v1/vms/{vm}", token=a["token"])
+    check("A's VM is running, owned by A", r.status == 200 and r.json.get("status") == "running"
           and r.json.get("owner_id") == a["id"], repr(r))
-    vm = r.json["id"]
-    cleanup_vms.append(vm)
-    r = wait_vm(vm, "running", token=a["token"])
-    check("A's VM becomes running", r.json.get("status") == "running", repr(r))
     r = request("POST", "/v1/users/me/api-keys", {"name": f"a-{tag}"}, token=a["token"])
     check("A makes an API key (201)", r.status == 201 and isinstance(r.json.get("key"), str),
           repr(r))
@@ -1425,6 +1663,9 @@ def scenario_tenancy():
              ("GET", "/v1/images/{}", img, None),
              ("GET", "/v1/users/{}", a["id"], None),
              ("GET", "/v1/users/{}/quota", a["id"], None),
+             ("GET", "/v1/vms/{}/events", vm, None),
+             ("GET", "/v1/operations/{}", op["id"], None),
+             ("GET", "/v1/operations/{}?wait=1", op["id"], None),
              ("PATCH", "/v1/vms/{}", vm, {"name": f"hijack-{tag}"}),
              ("PATCH", "/v1/users/{}", a["id"], {"nickname": f"hijack-{tag}"})]
     cases += [("POST", f"/v1/vms/{{}}/{act}", vm, None) for act in ACTIONS]
@@ -1436,7 +1677,7 @@ def scenario_tenancy():
                        pattern.format(rid), body, bt)
     steal = {"name": f"steal-{tag}", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
     ra = request("POST", "/v1/vms", dict(steal, image_id=img), token=bt, timeout=120)
-    if ra.status == 201 and isinstance(ra.json, dict):
+    if ra.status in (201, 202) and isinstance(ra.json, dict):
         cleanup_vms.append(ra.json.get("id"))
     rr = request("POST", "/v1/vms", dict(steal, image_id=rid), token=bt, timeout=120)
     da = str((ra.json or {}).get("detail")).replace(img, "ID")
@@ -1447,7 +1688,9 @@ def scenario_tenancy():
           f"A's image {ra!r}; random {rr!r}")
 
     for path, their in (("/v1/vms?limit=200", vm), ("/v1/images?limit=200", img),
-                        ("/v1/users/me/api-keys", key_id)):
+                        ("/v1/users/me/api-keys", key_id),
+                        (f"/v1/operations?target_id={vm}", op["id"]),
+                        ("/v1/operations?limit=200", op["id"])):
         r = request("GET", path, token=bt)
         got = ids_of(r)
         check(f"B: GET {path} answers 200 without A's id", got is not None and their not in got,
@@ -1488,11 +1731,18 @@ def scenario_tenancy():
           and (r.json.get("usage") or {}).get("vms") == 1, repr(r))
     action(vm, "stop", "stopped")
     action(vm, "start", "running")
-    r = request("DELETE", f"/v1/vms/{vm}", timeout=120)
-    check("the admin deletes A's VM (204)", r.status == 204, repr(r))
-    cleanup_vms.remove(vm)
+    r = request("GET", f"/v1/operations/{op['id']}")
+    check("the admin can GET A's operation", r.status == 200 and is_op(r.json, "vm.create", vm)
+          and r.json.get("owner_id") == a["id"], repr(r))
+    dop = delete_vm(vm, what="the admin's DELETE of A's VM")
+    check("... the delete operation is A's", dop.get("owner_id") == a["id"], repr(dop))
     r = request("GET", f"/v1/vms/{vm}", token=a["token"])
     check("... A sees it gone (404)", r.status == 404 and is_problem(r), repr(r))
+    r = request("GET", f"/v1/operations/{dop['id']}", token=a["token"])
+    check("... A can GET the delete operation", r.status == 200
+          and r.json.get("status") == "succeeded", repr(r))
+    r = request("GET", f"/v1/operations/{dop['id']}", token=bt)
+    check("... B cannot (404, problem)", r.status == 404 and is_problem(r), repr(r))
     r = request("DELETE", f"/v1/images/{img}", timeout=60)
     check("the admin deletes A's image (204)", r.status == 204, repr(r))
     cleanup_images.remove(img)
@@ -1512,18 +1762,16 @@ def scenario_tenancy():
           and r.json.get("visibility") == "public", repr(r))
     r = request("GET", "/v1/images?limit=200", token=bt)
     check("... and in B's list", r.status == 200 and pub in ids_of(r), repr(r))
-    r = request("POST", "/v1/vms", {"name": f"pub-{tag}", "image_id": pub, "vcpus": 1,
-                                     "memory_mib": 128, "disk_gib": 1}, token=bt, timeout=120)
-    check("B creates a small VM on it (201), owned by B", r.status == 201
-          and isinstance(r.json, dict) and r.json.get("owner_id") == b["id"], repr(r))
-    bvm = r.json["id"]
-    cleanup_vms.append(bvm)
+    bvm, bop = submit_create({"name": f"pub-{tag}", "image_id": pub, "vcpus": 1,
+                              "memory_mib": 128, "disk_gib": 1}, token=bt,
+                             what="B's POST /v1/vms on it")
+    check("... owned by B", bop.get("owner_id") == b["id"], repr(bop))
     r = request("DELETE", f"/v1/images/{pub}", token=bt)
     check("B may not delete the public image while its VM uses it (403, problem)",
           r.status == 403 and full_problem(r), repr(r))
-    r = request("DELETE", f"/v1/vms/{bvm}", token=bt, timeout=120)
-    check("B deletes its VM (204)", r.status == 204, repr(r))
-    cleanup_vms.remove(bvm)
+    o = wait_op(bop["id"], token=bt)
+    check("B's create operation succeeds", op_succeeded(o), repr(o))
+    delete_vm(bvm, token=bt, what="B's DELETE of its VM")
     r = request("DELETE", f"/v1/images/{pub}", token=bt)
     check("B may not delete the public image, unused either (403, problem)",
           r.status == 403 and full_problem(r), repr(r))
@@ -1578,15 +1826,20 @@ def scenario_quota():
         t.start()
     for t in threads:
         t.join(max(1, t0 + 660 - time.time()))
-    created = [r.json["id"] for r in results if isinstance(r, Resp) and r.status == 201
-               and isinstance(r.json, dict) and isinstance(r.json.get("id"), str)]
+    took = time.time() - t0
+    good = [r for r in results if isinstance(r, Resp) and r.status == 202
+            and isinstance(r.json, dict) and isinstance(r.json.get("id"), str)]
+    created = [r.json["id"] for r in good]
     cleanup_vms.extend(created)
     refused = [r for r in results if isinstance(r, Resp) and r.status == 403]
-    print(f"       {n} concurrent creates in {time.time() - t0:.1f} s: "
+    print(f"       {n} concurrent creates in {took:.1f} s: "
           f"{sorted((r.status if isinstance(r, Resp) else repr(r)) for r in results)}")
-    check(f"exactly {cap} creates answer 201 and {n - cap} answer 403",
+    check(f"exactly {cap} creates answer 202 and {n - cap} answer 403",
           len(created) == cap and len(refused) == n - cap,
-          repr([r for r in results if not (isinstance(r, Resp) and r.status in (201, 403))]))
+          repr([r for r in results if not (isinstance(r, Resp) and r.status in (202, 403))]))
+    check("... each 202 with the VM (creating), its operation and a Location",
+          all(accepted(r, "vm.create", "creating") for r in good),
+          repr([r for r in good if not accepted(r, "vm.create", "creating")]))
 
     def over(r):
         j = r.json if isinstance(r.json, dict) else {}
@@ -1601,6 +1854,10 @@ def scenario_quota():
         j = refused[0].json
         print(f"       e.g. {j.get('type')}: in_use {j.get('in_use')}, "
               f"requested {j.get('requested')}: {j.get('detail')}")
+    for r in good:
+        o = wait_op(r.json["operation"]["id"], token=u["token"])
+        check(f"the create operation of VM {r.json['id'][:8]} succeeds", op_succeeded(o),
+              repr(o))
     r = request("GET", "/v1/users/me/quota", token=u["token"])
     check(f"usage shows {cap} VMs", r.status == 200 and r.json.get("usage") == {
         "vms": cap, "vcpus": cap, "memory_mib": cap * mem, "disk_gib": cap}, repr(r))
@@ -1612,10 +1869,13 @@ def scenario_quota():
     check(f"libvirt has exactly {cap} new stratus-* domains, the created ones",
           new == {f"stratus-{v}" for v in created}, repr(sorted(new)))
 
-    for vm in created:
-        r = request("DELETE", f"/v1/vms/{vm}", token=u["token"], timeout=120)
-        check(f"DELETE VM {vm[:8]} answers 204", r.status == 204, repr(r))
+    dops = [submit_delete(vm, token=u["token"]) for vm in created]
+    for vm, op in zip(created, dops):
+        o = wait_op(op["id"], token=u["token"])
+        check(f"the delete operation of VM {vm[:8]} succeeds", op_succeeded(o), repr(o))
         cleanup_vms.remove(vm)
+    r = request("GET", "/v1/vms?limit=100", token=u["token"])
+    check("the user's list is empty", r.status == 200 and ids_of(r) == set(), repr(r))
     r = request("GET", "/v1/users/me/quota", token=u["token"])
     check("usage drops to 0", r.status == 200 and r.json.get("usage") == NO_USAGE, repr(r))
     doms = domains() or set()
@@ -1785,6 +2045,764 @@ def scenario_audit():
           f"exit {rc}: {out}")
 
 
+# --- (l) operations: 202, long polls, lists, conflicts, events ------------------
+
+def parse_time(text):
+    """An RFC 3339 time as seconds since the epoch, or None."""
+    try:
+        from datetime import datetime
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def op_ids(r):
+    return [i.get("id") for i in (r.json or {}).get("items", [])] if r.status == 200 else None
+
+
+def scenario_operations():
+    tag = uuid.uuid4().hex[:8]
+    a = new_user("ops-a")
+    b = new_user("ops-b")
+    at, bt = a["token"], b["token"]
+    img = import_image("o" + tag, token=at)
+
+    # The 202 and what it holds.
+    r = request("POST", "/v1/vms", {"name": f"ops-{tag}", "image_id": img, "vcpus": 1,
+                                     "memory_mib": 128, "disk_gib": 1}, token=at, timeout=120)
+    check("POST /v1/vms answers 202 with the VM (creating), its operation and a Location",
+          accepted(r, "vm.create", "creating"), repr(r))
+    vm_id, op = r.json["id"], r.json["operation"]
+    cleanup_vms.append(vm_id)
+    print(f"       202 operation: {json.dumps(op)}")
+    check("... the VM is the one asked for, owned by A", r.json.get("name") == f"ops-{tag}"
+          and r.json.get("owner_id") == a["id"] and r.json.get("image_id") == img, repr(r))
+    check("... the operation: A's, on the VM, no error, not finished",
+          op["owner_id"] == a["id"] and op["target_id"] == vm_id and op["error"] is None
+          and op["finished_at"] is None, repr(op))
+    g = request("GET", r.header("Location"), token=at)
+    check("GET the Location answers 200 with that operation", g.status == 200
+          and is_op(g.json, "vm.create", vm_id) and g.json["id"] == op["id"], repr(g))
+
+    # ?wait= returns as the operation ends, not at the bound.
+    t0 = time.time()
+    w = get_op(op["id"], wait=30, token=at)
+    got = time.time()
+    fin = parse_time((w.json or {}).get("finished_at")) if isinstance(w.json, dict) else None
+    print(f"       ?wait=30 answered after {got - t0:.1f} s, "
+          f"{(got - fin) if fin else float('nan'):.2f} s after finished_at")
+    check("GET ?wait=30 answers the operation succeeded", op_succeeded(w)
+          and w.json["id"] == op["id"], repr(w))
+    check("... started_at and finished_at are RFC 3339 times, attempts >= 1",
+          re.fullmatch(RFC3339, str(w.json.get("started_at"))) is not None
+          and re.fullmatch(RFC3339, str(w.json.get("finished_at"))) is not None
+          and w.json["attempts"] >= 1, repr(w.json))
+    check("... well before the bound (under 25 s) and within 2 s of finished_at",
+          got - t0 < 25 and fin is not None and got - fin < 2,
+          f"{got - t0:.1f} s; finished_at {w.json.get('finished_at')}")
+    t0 = time.time()
+    w2 = get_op(op["id"], wait=30, token=at)
+    secs = time.time() - t0
+    check("?wait=30 on an ended operation answers at once (under 2 s), unchanged",
+          w2.status == 200 and w2.json == w.json and secs < 2, f"{secs:.1f} s: {w2!r}")
+    g = request("GET", f"/v1/vms/{vm_id}", token=at)
+    check("the VM is running", g.status == 200 and g.json.get("status") == "running", repr(g))
+
+    # Lists.
+    r = request("GET", f"/v1/operations?target_id={vm_id}", token=at)
+    check("GET /v1/operations?target_id=<VM> lists its create operation only",
+          op_ids(r) == [op["id"]] and is_op(r.json["items"][0], "vm.create", vm_id), repr(r))
+    r = request("GET", f"/v1/operations?target_id={vm_id}&status=succeeded", token=at)
+    check("... &status=succeeded lists it", op_ids(r) == [op["id"]], repr(r))
+    for st in ("queued", "running", "failed"):
+        r = request("GET", f"/v1/operations?target_id={vm_id}&status={st}", token=at)
+        check(f"... &status={st} lists nothing", op_ids(r) == [], repr(r))
+    r = request("GET", "/v1/operations?status=succeeded&limit=200", token=at)
+    check("GET /v1/operations?status=succeeded (A) has it; every item succeeded and A's",
+          op_ids(r) is not None and op["id"] in op_ids(r)
+          and all(i.get("status") == "succeeded" and i.get("owner_id") == a["id"]
+                  for i in r.json["items"]), repr(r))
+    r = request("GET", "/v1/operations?status=bogus", token=at)
+    check("?status=bogus answers 400 (problem)", r.status == 400 and is_problem(r), repr(r))
+
+    # Another user: nothing of A's.
+    for path in (f"/v1/operations/{op['id']}", f"/v1/operations/{op['id']}?wait=5"):
+        t0 = time.time()
+        r = request("GET", path, token=bt)
+        check(f"B: GET {path.replace(op['id'], '{A op}')} answers 404 (problem) at once",
+              r.status == 404 and full_problem(r) and time.time() - t0 < 3, repr(r))
+    r = request("GET", f"/v1/operations?target_id={vm_id}", token=bt)
+    check("B: GET /v1/operations?target_id=<A's VM> lists nothing", op_ids(r) == [], repr(r))
+    r = request("GET", "/v1/operations?limit=200", token=bt)
+    check("B: GET /v1/operations lists none of A's", op_ids(r) is not None
+          and op["id"] not in op_ids(r), repr(r))
+    r = request("GET", f"/v1/operations/{op['id']}")
+    check("the admin: GET A's operation answers 200", r.status == 200
+          and r.json.get("id") == op["id"], repr(r))
+
+    # Actions, then the events so far.
+    action(vm_id, "stop", "stopped", token=at)
+    action(vm_id, "start", "running", token=at)
+    r, evs = vm_events(vm_id, token=at)
+    check("GET /v1/vms/{id}/events answers 200 with items", evs is not None, repr(r))
+    print(f"       events: {[(e.get('type'), e.get('message')) for e in evs]}")
+    check("... every item is an event of the VM (id, vm_id, at, type, message, data)",
+          evs and all(is_event(e, vm_id) for e in evs), repr(evs))
+
+    def find(events, etype, message):
+        return next((e for e in events if e.get("type") == etype and e.get("message") == message),
+                    None)
+
+    want = [("INFO", "create accepted"), ("STATE_CHANGE", "created: running"),
+            ("STATE_CHANGE", "stop: now stopped"), ("STATE_CHANGE", "start: now running")]
+    hits = [find(evs, t, m) for t, m in want]
+    check("... create accepted (INFO), created: running, stop: now stopped, start: now "
+          "running (STATE_CHANGE)", all(hits), repr([w for w, h in zip(want, hits) if not h]))
+    times = [parse_time(h["at"]) for h in hits]
+    check("... in that order", all(x is not None for x in times) and times == sorted(times),
+          repr([h["at"] for h in hits]))
+    check("... create accepted names the operation",
+          (hits[0].get("data") or {}).get("operation_id") == op["id"], repr(hits[0]))
+    # The stop and start went through the API: nothing happened behind its back.
+    behind = [e for e in evs if "seen by the hypervisor" in str(e.get("message"))]
+    soft_check("... and no event says the API's own stop/start was seen by the hypervisor "
+               "(behind stratus's back)", not behind,
+               repr([(e["at"], e["message"]) for e in behind]))
+    r1 = request("GET", f"/v1/vms/{vm_id}/events?limit=2", token=at)
+    page1 = (r1.json or {}).get("items") if r1.status == 200 else None
+    marker = (r1.json or {}).get("next_marker") if r1.status == 200 else None
+    check("events ?limit=2: the first 2, and a next_marker", page1 is not None
+          and [e["id"] for e in page1] == [e["id"] for e in evs[:2]] and bool(marker), repr(r1))
+    r2 = request("GET", f"/v1/vms/{vm_id}/events?limit=2&marker={marker}", token=at)
+    check("... the next page follows on", r2.status == 200
+          and [e["id"] for e in r2.json.get("items", [])] == [e["id"] for e in evs[2:4]],
+          repr(r2))
+    r = request("GET", f"/v1/vms/{vm_id}/events", token=bt)
+    check("B: GET A's VM's events answers 404 (problem)", r.status == 404 and full_problem(r),
+          repr(r))
+
+    # With no worker the delete stays queued: ?wait=1, the cut to 30 s, a second DELETE.
+    stop_stack_worker()
+    try:
+        dop = submit_delete(vm_id, token=at)
+        t0 = time.time()
+        w = get_op(dop["id"], wait=1, token=at)
+        secs = time.time() - t0
+        print(f"       ?wait=1 on the queued delete answered after {secs:.2f} s")
+        check("?wait=1 on a queued operation answers it queued after about 1 s",
+              w.status == 200 and is_op(w.json, "vm.delete", vm_id)
+              and w.json["status"] == "queued" and w.json["finished_at"] is None
+              and 0.9 <= secs < 4, f"{secs:.2f} s: {w!r}")
+        r = request("DELETE", f"/v1/vms/{vm_id}", token=at)
+        check("a second DELETE while one is queued answers 409 (problem)",
+              r.status == 409 and full_problem(r), repr(r))
+        r = request("GET", f"/v1/operations?target_id={vm_id}&status=queued", token=at)
+        check("?target_id=<VM>&status=queued lists just the delete", op_ids(r) == [dop["id"]],
+              repr(r))
+        r = request("GET", f"/v1/operations?target_id={vm_id}", token=at)
+        check("?target_id=<VM> lists the create and the delete",
+              op_ids(r) is not None and sorted(op_ids(r)) == sorted([op["id"], dop["id"]]),
+              repr(r))
+        r = request("GET", f"/v1/operations/{dop['id']}", token=bt)
+        check("B: GET A's queued operation answers 404 (problem)",
+              r.status == 404 and full_problem(r), repr(r))
+        g = request("GET", f"/v1/vms/{vm_id}", token=at)
+        check("the VM shows deleting meanwhile", g.status == 200
+              and g.json.get("status") == "deleting", repr(g))
+        t0 = time.time()
+        w = get_op(dop["id"], wait=60, token=at)
+        secs = time.time() - t0
+        print(f"       ?wait=60 on the queued delete answered after {secs:.1f} s")
+        check("?wait=60 is cut to 30 s: the queued operation comes back after about 30 s",
+              w.status == 200 and w.json.get("status") == "queued" and 28 <= secs < 40,
+              f"{secs:.1f} s: {w!r}")
+    finally:
+        start_stack_worker()
+    o = wait_op(dop["id"], token=at)
+    check("once a worker runs again, the delete succeeds", op_succeeded(o)
+          and o.json["kind"] == "vm.delete", repr(o))
+    g = request("GET", f"/v1/vms/{vm_id}", token=at)
+    check("... and the VM is gone (404)", g.status == 404 and is_problem(g), repr(g))
+    cleanup_vms.remove(vm_id)
+
+    # The events outlive the VM, for its owner only.
+    r, evs2 = vm_events(vm_id, token=at)
+    check("after the delete A still reads the VM's events (200)", evs2 is not None, repr(r))
+    print(f"       events after delete: {[(e.get('type'), e.get('message')) for e in evs2]}")
+    acc, gone = find(evs2, "INFO", "delete accepted"), find(evs2, "STATE_CHANGE", "deleted")
+    check("... with delete accepted (INFO) and deleted (STATE_CHANGE), after the others",
+          acc is not None and gone is not None
+          and times[-1] <= parse_time(acc["at"]) <= parse_time(gone["at"])
+          and {e["id"] for e in evs} <= {e["id"] for e in evs2}, repr(evs2))
+    check("... delete accepted names the delete operation",
+          (acc.get("data") or {}).get("operation_id") == dop["id"], repr(acc))
+    r = request("GET", f"/v1/vms/{vm_id}/events", token=bt)
+    check("B: the deleted VM's events answer 404 (problem)", r.status == 404 and full_problem(r),
+          repr(r))
+    r = request("GET", f"/v1/operations/{dop['id']}", token=bt)
+    check("B: the ended delete operation answers 404 (problem)",
+          r.status == 404 and full_problem(r), repr(r))
+    r = request("DELETE", f"/v1/images/{img}", token=at, timeout=60)
+    check("A deletes its image (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (m) a worker dies after each step; another finishes the operation ---------
+
+CREATE_STEPS = ("disk", "define", "start", "finish")
+DELETE_STEPS = ("destroy", "undefine", "disk")
+
+
+def crash_case(kind, step, submit):
+    """With the stack's worker stopped, a crash worker takes the operation that
+    submit() queues and exits after @step; a normal worker then finishes it."""
+    where = f"{kind}:{step}"
+    stop_stack_worker()
+    cw = None
+    t0 = time.time()
+    try:
+        cw = start_crash_worker(where)
+        op = submit()
+        try:
+            rc = cw.wait(60)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(f"{where}: the crash worker exits with status 137", rc == 137,
+              f"exit {rc}; see {CRASH_LOG}")
+        r = get_op(op["id"])
+        check(f"{where}: the operation is left running at step {step}", r.status == 200
+              and r.json.get("status") == "running" and r.json.get("step") == step, repr(r))
+    finally:
+        end_crash_worker(cw)
+        start_stack_worker()
+    t1 = time.time()
+    o = wait_op(op["id"], bound=75)
+    j = o.json if isinstance(o.json, dict) else {}
+    print(f"       {where}: crashed after {t1 - t0:.1f} s; taken again and finished "
+          f"{time.time() - t1:.1f} s after the restart (attempts {j.get('attempts')}, "
+          f"step {j.get('step')})")
+    check(f"{where}: after a normal worker starts it ends succeeded, attempts >= 2",
+          op_succeeded(o) and j["attempts"] >= 2, repr(o))
+    return j
+
+
+def no_orphan_of(vm_id):
+    r, items = orphans()
+    check("GET /v1/admin/orphans answers 200 with items", items is not None, repr(r))
+    check("... none of them this VM's", not [i for i in items if i.get("vm_id") == vm_id],
+          repr(items))
+
+
+def scenario_crash():
+    """Each case runs on (a failed case does not end the scenario; it still counts)."""
+    tag = uuid.uuid4().hex[:8]
+    img = import_image("c" + tag)
+    made = []
+    broken = []
+    for step in CREATE_STEPS:
+        box = {}
+
+        def submit(step=step, box=box):
+            vm_id, op = submit_create({"name": f"crash-{step}-{tag}", "image_id": img,
+                                       "vcpus": 1, "memory_mib": 128, "disk_gib": 1},
+                                      what=f"vm.create:{step}: POST /v1/vms")
+            box["vm"] = vm_id
+            return op
+
+        try:
+            crash_case("vm.create", step, submit)
+        except Fail:
+            broken.append(f"vm.create:{step}")
+        vm_id = box.get("vm")
+        if vm_id is None:
+            continue
+        made.append(vm_id)
+        try:
+            g = request("GET", f"/v1/vms/{vm_id}")
+            check(f"vm.create:{step}: the VM is running", g.status == 200
+                  and g.json.get("status") == "running", repr(g))
+            rc, out = virsh("domstate", f"stratus-{vm_id}")
+            check("... libvirt runs its domain", rc == 0 and out.strip() == "running",
+                  out.strip())
+            disks = files_with(vm_id)
+            check("... its disk file is in the default pool", len(disks) == 1
+                  and disks[0] == os.path.join(POOLS_DIR, "default", f"vm-{vm_id}.qcow2"),
+                  repr(disks))
+            no_orphan_of(vm_id)
+        except Fail:
+            broken.append(f"vm.create:{step} (after)")
+    for step, vm_id in zip(DELETE_STEPS, made):
+        try:
+            crash_case("vm.delete", step, lambda vm_id=vm_id, step=step: submit_delete(
+                vm_id, what=f"vm.delete:{step}: DELETE"))
+        except Fail:
+            broken.append(f"vm.delete:{step}")
+        try:
+            g = request("GET", f"/v1/vms/{vm_id}")
+            check(f"vm.delete:{step}: the row is gone (404)", g.status == 404 and is_problem(g),
+                  repr(g))
+            cleanup_vms.remove(vm_id)
+            doms = domains()
+            check("... no domain is left", doms is not None and f"stratus-{vm_id}" not in doms,
+                  repr(doms))
+            check("... no disk file is left", not files_with(vm_id), repr(files_with(vm_id)))
+            no_orphan_of(vm_id)
+        except Fail:
+            broken.append(f"vm.delete:{step} (after)")
+    for vm_id in made[len(DELETE_STEPS):]:
+        delete_vm(vm_id)
+    print(f"       crash cases that failed: {', '.join(broken) or 'none'}")
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (n) reconcile: orphans, and changes made behind stratus's back ------------
+
+def scenario_reconcile():
+    tag = uuid.uuid4().hex[:8]
+    img = import_image("r" + tag)
+    body = {"image_id": img, "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
+    x = create_vm(dict(body, name=f"rec-x-{tag}"))["id"]
+
+    # An orphan: a domain of this installation, and its disk, with no row.
+    new = str(uuid.uuid4())
+    rc, xml = virsh("dumpxml", "--inactive", f"stratus-{x}")
+    check("virsh dumpxml --inactive of a stratus VM", rc == 0 and "stratus-e2e" in xml
+          and f"vm-{x}.qcow2" in xml, xml[-300:])
+    xml = re.sub(r"<uuid>[^<]*</uuid>", f"<uuid>{new}</uuid>", xml, count=1)
+    xml = re.sub(r"<backingStore.*?</backingStore>|<backingStore/>", "", xml, flags=re.S)
+    xml = xml.replace(x, new)
+    disk = os.path.join(POOLS_DIR, "default", f"vm-{new}.qcow2")
+    check("the copy's disk is vm-<new>.qcow2 in the default pool", f"file='{disk}'" in xml,
+          repr(re.findall(r"<source file='[^']+'", xml)))
+    check("the guest image was built", bool(GUEST) and os.path.isfile(GUEST), GUEST)
+    shutil.copyfile(GUEST, disk)
+    os.chmod(disk, 0o644)
+    dom = f"stratus-{new}"
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as f:
+            f.write(xml)
+        rc, out = virsh("define", f.name)
+        os.unlink(f.name)
+        check(f"virsh define {dom} behind stratus's back", rc == 0, out)
+        r, items = orphans()
+        mine = sorted((i.get("kind"), i.get("name")) for i in items or []
+                      if i.get("vm_id") == new)
+        print(f"       orphans: {json.dumps(r.json)[:400]}")
+        check("GET /v1/admin/orphans lists its domain and its disk",
+              mine == [("disk", f"vm-{new}.qcow2"), ("domain", dom)]
+              and r.json.get("count") == len(items), repr(r))
+        d = next(i for i in items if i.get("vm_id") == new and i.get("kind") == "domain")
+        check("... the domain with the owner its metadata names", d.get("owner_id") == admin_id(),
+              repr(d))
+        r = request("POST", "/v1/admin/orphans/collect?dry_run=true")
+        j = r.json if isinstance(r.json, dict) else {}
+        mine = sorted((i.get("kind"), i.get("name")) for i in j.get("items", [])
+                      if i.get("vm_id") == new)
+        check("a dry-run collect answers 200, dry_run true, listing both", r.status == 200
+              and j.get("dry_run") is True and mine == [("disk", f"vm-{new}.qcow2"),
+                                                        ("domain", dom)]
+              and j.get("count") == len(j.get("items", [])), repr(r))
+        check("... and removes nothing (virsh has the domain, the file is there)",
+              dom in (domains() or set()) and os.path.exists(disk))
+        r = request("POST", "/v1/admin/orphans/collect")
+        j = r.json if isinstance(r.json, dict) else {}
+        mine = sorted((i.get("kind"), i.get("name")) for i in j.get("items", [])
+                      if i.get("vm_id") == new)
+        check("a collect answers 200, dry_run false, listing both", r.status == 200
+              and j.get("dry_run") is False and mine == [("disk", f"vm-{new}.qcow2"),
+                                                         ("domain", dom)], repr(r))
+        doms = domains()
+        check("... the domain is gone (virsh)", doms is not None and dom not in doms)
+        check("... the disk file is gone", not os.path.exists(disk), disk)
+        r, items = orphans()
+        check("... and GET /v1/admin/orphans no longer lists them", items is not None
+              and not [i for i in items if i.get("vm_id") == new], repr(r))
+        g = request("GET", f"/v1/vms/{x}")
+        check("the VM it was copied from is untouched (running)", g.status == 200
+              and g.json.get("status") == "running", repr(g))
+    finally:
+        if dom in (domains() or set()):
+            virsh("destroy", dom)
+            virsh("undefine", dom)
+        if os.path.exists(disk):
+            os.unlink(disk)
+
+    # Stopped behind stratus's back, and started again.
+    _, evs = vm_events(x)
+    seen = {e.get("id") for e in evs or []}
+    t0 = time.time()
+    rc, out = virsh("destroy", f"stratus-{x}")
+    check(f"virsh destroy stratus-{x[:8]}...", rc == 0, out)
+    g = None
+    while time.time() - t0 < 3:
+        g = request("GET", f"/v1/vms/{x}")
+        if g.status == 200 and g.json.get("status") == "stopped":
+            break
+        time.sleep(0.1)
+    check("GET shows stopped within 3 s", g is not None and g.status == 200
+          and g.json.get("status") == "stopped", repr(g))
+    secs, hit, evs = wait_event(x, lambda e: e.get("id") not in seen
+                                and e.get("type") == "STATE_CHANGE"
+                                and "stopped" in str(e.get("message")), 3 - (time.time() - t0))
+    print(f"       {time.time() - t0:.1f} s after the destroy: {hit}")
+    check("... and a new STATE_CHANGE event saying stopped within 3 s", hit is not None,
+          repr([e for e in evs or [] if e.get("id") not in seen]))
+    seen |= {e.get("id") for e in evs or []}
+    rc, out = virsh("start", f"stratus-{x}")
+    check("virsh start it again", rc == 0, out)
+    g = wait_vm(x, "running", timeout=10)
+    check("GET shows running", g.status == 200 and g.json.get("status") == "running", repr(g))
+    secs, hit, _ = wait_event(x, lambda e: e.get("id") not in seen
+                              and e.get("type") == "STATE_CHANGE", 3)
+    print(f"       after virsh start: {hit}")
+
+    # Undefined behind its back: missing, a WARNING, and the delete still works.
+    y = create_vm(dict(body, name=f"rec-y-{tag}"))["id"]
+    _, evs = vm_events(y)
+    seen = {e.get("id") for e in evs or []}
+    ydisk = files_with(y)
+    t0 = time.time()
+    virsh("destroy", f"stratus-{y}")
+    rc, out = virsh("undefine", f"stratus-{y}")
+    check(f"virsh destroy + undefine stratus-{y[:8]}...", rc == 0, out)
+    g = None
+    while time.time() - t0 < 10:
+        g = request("GET", f"/v1/vms/{y}")
+        if (g.status == 200 and g.json.get("status") == "missing"
+                and g.json.get("fault") == VANISHED_FAULT):
+            break
+        time.sleep(0.2)
+    print(f"       {time.time() - t0:.1f} s after the undefine: {g!r}"[:400])
+    check(f"GET shows missing with fault '{VANISHED_FAULT}' within 10 s", g.status == 200
+          and g.json.get("status") == "missing" and g.json.get("fault") == VANISHED_FAULT,
+          repr(g))
+    secs, hit, evs = wait_event(y, lambda e: e.get("id") not in seen
+                                and e.get("type") == "WARNING", max(1, 10 - (time.time() - t0)))
+    print(f"       {time.time() - t0:.1f} s after the undefine: {hit}")
+    check("... and a WARNING event within a reconcile interval or so (10 s)", hit is not None,
+          repr([e for e in evs or [] if e.get("id") not in seen]))
+    delete_vm(y, what="DELETE of the missing VM")
+    check("... its disk file is gone", ydisk and not files_with(y), repr(files_with(y)))
+    delete_vm(x)
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (o) Idempotency-Key ------------------------------------------------------------
+
+def scenario_idempotency():
+    tag = uuid.uuid4().hex[:8]
+    img = import_image("i" + tag)
+    body = {"name": f"idem-{tag}", "image_id": img, "vcpus": 1, "memory_mib": 128,
+            "disk_gib": 1}
+    key = f"e2e-{tag}-{uuid.uuid4()}"
+    hk = {"Idempotency-Key": key}
+
+    def named(name):
+        r = request("GET", f"/v1/vms?name={name}&limit=100")
+        return [i.get("id") for i in r.json.get("items", [])] if r.status == 200 else None
+
+    r1 = request("POST", "/v1/vms", body, headers=hk, timeout=120)
+    check("POST /v1/vms with an Idempotency-Key answers 202",
+          accepted(r1, "vm.create", "creating"), repr(r1))
+    vm1 = r1.json["id"]
+    cleanup_vms.append(vm1)
+    check("... without Idempotent-Replayed", r1.header("Idempotent-Replayed") is None,
+          repr(r1.headers))
+    r2 = request("POST", "/v1/vms", body, headers=hk, timeout=120)
+    check("the same POST again: the same status and body (same VM id), Idempotent-Replayed: true",
+          r2.status == r1.status and r2.json == r1.json
+          and r2.header("Idempotent-Replayed") == "true"
+          and r2.header("Location") == r1.header("Location"), f"{r2!r} {r2.headers}")
+    o = wait_op(r1.json["operation"]["id"])
+    check("the create succeeds", op_succeeded(o), repr(o))
+    r3 = request("POST", "/v1/vms", body, headers=hk, timeout=120)
+    check("... and a third time, after it ended: the first answer again", r3.status == r1.status
+          and r3.json == r1.json and r3.header("Idempotent-Replayed") == "true", repr(r3))
+    check(f"there is one VM named idem-{tag}", named(f"idem-{tag}") == [vm1],
+          repr(named(f"idem-{tag}")))
+    other = dict(body, name=f"idem-other-{tag}")
+    r = request("POST", "/v1/vms", other, headers=hk, timeout=120)
+    check("the same key with another body answers 422 (problem)", r.status == 422
+          and full_problem(r), repr(r))
+    check("... and makes no VM", named(f"idem-other-{tag}") == [], repr(named(f"idem-other-{tag}")))
+
+    # Concurrent duplicates.
+    n = 5
+    key2 = f"e2e-c-{tag}-{uuid.uuid4()}"
+    body2 = dict(body, name=f"idem-c-{tag}")
+    results = [None] * n
+    gate = threading.Barrier(n)
+
+    def post(i):
+        try:
+            gate.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            results[i] = request("POST", "/v1/vms", body2, headers={"Idempotency-Key": key2},
+                                 timeout=120)
+        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
+            results[i] = e
+
+    ts = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(150)
+    resps = [r for r in results if isinstance(r, Resp)]
+    ids = {(r.json or {}).get("id") for r in resps if isinstance(r.json, dict)}
+    for i in ids:
+        if isinstance(i, str) and i not in cleanup_vms:
+            cleanup_vms.append(i)
+    shown = [(r.status, r.header("Idempotent-Replayed")) if isinstance(r, Resp) else repr(r)
+             for r in results]
+    print(f"       {n} concurrent (status, Idempotent-Replayed): {shown}")
+    check(f"{n} concurrent POSTs with one key: all answer 202 with the same VM id",
+          len(resps) == n and all(accepted(r, "vm.create", "creating") for r in resps)
+          and len(ids) == 1, repr(results))
+    check("... the same body each time; all but the first say Idempotent-Replayed: true",
+          all(r.json == resps[0].json for r in resps)
+          and sum(r.header("Idempotent-Replayed") == "true" for r in resps) == n - 1,
+          repr([r.header("Idempotent-Replayed") for r in resps]))
+    vm2 = ids.pop()
+    check(f"there is one VM named idem-c-{tag}", named(f"idem-c-{tag}") == [vm2],
+          repr(named(f"idem-c-{tag}")))
+
+    # Keys the API refuses, and the longest it takes.
+    for what, k in (("with a space", "has space"), ("of 300 characters", "k" * 300),
+                    ("of 256 characters", "k" * 256)):
+        name = f"idem-bad-{uuid.uuid4().hex[:8]}"
+        r = request("POST", "/v1/vms", dict(body, name=name), headers={"Idempotency-Key": k},
+                    timeout=120)
+        if r.status == 202 and isinstance(r.json, dict):
+            cleanup_vms.append(r.json["id"])
+        check(f"an Idempotency-Key {what} answers 400 (problem)", r.status == 400
+              and full_problem(r), repr(r))
+        check("... and makes no VM", named(name) == [], repr(named(name)))
+    r = request("POST", "/v1/vms", dict(body, name=f"idem-255-{tag}"),
+                headers={"Idempotency-Key": "k" * 255}, timeout=120)
+    check("an Idempotency-Key of 255 characters is taken (202)",
+          accepted(r, "vm.create", "creating"), repr(r))
+    vm3 = r.json["id"]
+    cleanup_vms.append(vm3)
+    for vm in (vm2, vm3):
+        ops = request("GET", f"/v1/operations?target_id={vm}")
+        for op_id in op_ids(ops) or []:
+            wait_op(op_id)
+    for vm in (vm1, vm2, vm3):
+        delete_vm(vm)
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (p) the guest powers itself off -------------------------------------------------
+
+def scenario_poweroff():
+    tag = uuid.uuid4().hex[:8]
+    img = import_image("p" + tag)
+    vm_id = create_vm({"name": f"off-{tag}", "image_id": img, "vcpus": 1, "memory_mib": 256,
+                       "disk_gib": 1})["id"]
+    line = wait_new_boot(vm_id, "")
+    check("the guest boots (marker in the console log)", line is not None)
+    time.sleep(3)  # acpid starts right after the marker
+    _, evs = vm_events(vm_id)
+    seen = {e.get("id") for e in evs or []}
+    t0 = time.time()
+    rc, out = virsh("shutdown", f"stratus-{vm_id}")
+    check("virsh shutdown (an ACPI power button press) behind stratus's back", rc == 0, out)
+    g = None
+    while time.time() - t0 < 15:
+        g = request("GET", f"/v1/vms/{vm_id}")
+        if g.status == 200 and g.json.get("status") == "stopped":
+            break
+        time.sleep(0.2)
+    print(f"       stopped {time.time() - t0:.1f} s after the shutdown request")
+    check("GET shows stopped within 15 s", g.status == 200
+          and g.json.get("status") == "stopped", repr(g))
+    check("... the guest powered itself off (console log)",
+          "STRATUS-GUEST-POWEROFF" in console_log(vm_id))
+    secs, hit, evs = wait_event(vm_id, lambda e: e.get("id") not in seen
+                                and e.get("type") == "STATE_CHANGE"
+                                and "stopped" in str(e.get("message")), 5)
+    print(f"       {hit}")
+    check("... and a STATE_CHANGE event says it stopped", hit is not None,
+          repr([e for e in evs or [] if e.get("id") not in seen]))
+    delete_vm(vm_id)
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (q) 50 concurrent creates ------------------------------------------------------
+
+def status_counts(items):
+    out = {}
+    for i in items:
+        out[i.get("status")] = out.get(i.get("status"), 0) + 1
+    return out
+
+
+def wait_ops_ended(op_ids_, token, bound):
+    """{op id: operation} once none is queued or running, or at @bound seconds."""
+    want = set(op_ids_)
+    t0 = time.time()
+    said = t0
+    seen = {}
+    while True:
+        items, marker = [], None
+        for _ in range(20):
+            r = request("GET", "/v1/operations?limit=1000" + (f"&marker={marker}" if marker
+                                                               else ""), token=token)
+            if not (r.status == 200 and isinstance((r.json or {}).get("items"), list)):
+                check("GET /v1/operations answers 200", False, repr(r))
+            items += r.json["items"]
+            marker = r.json.get("next_marker")
+            if not marker:
+                break
+        seen = {i["id"]: i for i in items if i.get("id") in want}
+        if (len(seen) == len(want) and all(i.get("status") in OP_DONE for i in seen.values())
+                or time.time() - t0 >= bound):
+            return seen
+        if time.time() - said >= 30:
+            said = time.time()
+            print(f"       ... {said - t0:.0f} s: {status_counts(seen.values())}, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+        time.sleep(2)
+
+
+CONCURRENCY_BOUND = 420  # seconds for 50 creates (or deletes) of TCG guests on a small host
+
+
+def scenario_concurrency():
+    tag = uuid.uuid4().hex[:8]
+    n = 50
+    u = new_user("conc")
+    ut = u["token"]
+    quota = {"max_vms": 60, "max_vcpus": 64, "max_memory_mib": 65536, "max_disk_gib": 500}
+    r = request("PATCH", f"/v1/users/{u['id']}", {"quota": quota})
+    check("the admin raises the user's quota (max_vms 60)", r.status == 200
+          and r.json.get("quota") == quota, repr(r))
+    img = import_image("n" + tag, token=ut)
+
+    results = [None] * n
+    gate = threading.Barrier(n)
+    probes = []          # (path, seconds, status or exception)
+    stop = threading.Event()
+    known = []
+
+    def create(i):
+        try:
+            gate.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            results[i] = request("POST", "/v1/vms", {"name": f"c{tag}-{i}", "image_id": img,
+                                                     "vcpus": 1, "memory_mib": 64,
+                                                     "disk_gib": 1}, timeout=120, token=ut)
+            if results[i].status == 202 and isinstance(results[i].json, dict):
+                known.append(results[i].json["id"])
+        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
+            results[i] = e
+
+    def probe():
+        k = 0
+        while not stop.is_set() and k < 5000:
+            path = "/v1/vms?limit=100" if k % 2 == 0 or not known else f"/v1/vms/{known[0]}"
+            k += 1
+            t0 = time.time()
+            try:
+                s = request("GET", path, token=ut, timeout=30).status
+            except Exception as e:  # noqa: BLE001
+                s = repr(e)
+            probes.append((path, time.time() - t0, s))
+            stop.wait(0.2)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    t0 = time.time()
+    ts = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(max(1, t0 + 150 - time.time()))
+    took = time.time() - t0
+    good = [r for r in results if isinstance(r, Resp) and accepted(r, "vm.create", "creating")]
+    vms = [r.json["id"] for r in good]
+    cleanup_vms.extend(vms)
+    statuses = {}
+    for r in results:
+        k = r.status if isinstance(r, Resp) else type(r).__name__
+        statuses[k] = statuses.get(k, 0) + 1
+    print(f"       {n} concurrent creates answered in {took:.1f} s: {statuses}")
+    check(f"all {n} concurrent POSTs answer 202 (no 5xx)", len(good) == n,
+          repr([r for r in results if not (isinstance(r, Resp) and r.status == 202)][:5]))
+    ops = {r.json["operation"]["id"]: r.json["id"] for r in good}
+    ended = wait_ops_ended(ops, ut, CONCURRENCY_BOUND)
+    stop.set()
+    prober.join(40)
+    print(f"       operations {time.time() - t0:.1f} s after the first POST: "
+          f"{status_counts(ended.values())}")
+    secs = sorted(p[1] for p in probes)
+    bad = [p for p in probes if p[2] != 200 or p[1] > 30]
+    if secs:
+        print(f"       {len(probes)} GETs meanwhile: median {secs[len(secs) // 2]:.2f} s, "
+              f"max {secs[-1]:.2f} s; not 200: {[p for p in probes if p[2] != 200][:5]}")
+    check("GET /v1/vms and GET /v1/vms/{id} answer 200 within 30 s throughout",
+          probes and not bad, repr(bad[:5]))
+    check(f"every create operation has ended (none queued or running after "
+          f"{CONCURRENCY_BOUND} s)",
+          len(ended) == len(ops) and all(o.get("status") in OP_DONE for o in ended.values()),
+          repr([o for o in ended.values() if o.get("status") not in OP_DONE][:5]))
+    failed_ = [o for o in ended.values() if o.get("status") == "failed"]
+    check("... each succeeded, or failed with an error", all(
+        isinstance(o.get("error"), str) and o["error"] for o in failed_), repr(failed_[:5]))
+    if failed_:
+        print(f"       e.g. failed: {failed_[0].get('error')}")
+    twice = sorted((o.get("attempts"), o["id"][:8]) for o in ended.values()
+                   if o.get("attempts") != 1)
+    soft_check("... each taken once (attempts 1): no worker died, so no lease may have run out "
+               "under a live one", not twice, f"{len(twice)} of {len(ended)}: {twice[:10]}")
+    r = request("GET", "/v1/vms?limit=100", token=ut)
+    check(f"the user's list has the {n} VMs", r.status == 200 and ids_of(r) == set(vms), repr(r))
+
+    t1 = time.time()
+    dops = {}
+    for vm in vms:
+        r = request("DELETE", f"/v1/vms/{vm}", token=ut, timeout=120)
+        if accepted(r, "vm.delete", "deleting", vm):
+            dops[r.json["operation"]["id"]] = vm
+        else:
+            soft_check(f"DELETE VM {vm[:8]} answers 202", False, repr(r))
+    check(f"all {len(vms)} DELETEs answer 202", len(dops) == len(vms), f"{len(dops)} of {len(vms)}")
+    ended = wait_ops_ended(dops, ut, CONCURRENCY_BOUND)
+    print(f"       deletes ended {time.time() - t1:.1f} s after the first DELETE")
+    check("every delete operation succeeds", len(ended) == len(dops) and all(
+        o.get("status") == "succeeded" for o in ended.values()),
+        repr([o for o in ended.values() if o.get("status") != "succeeded"][:5]))
+    twice = sorted((o.get("attempts"), o["id"][:8]) for o in ended.values()
+                   if o.get("attempts") != 1)
+    soft_check("... each taken once (attempts 1)", not twice,
+               f"{len(twice)} of {len(ended)}: {twice[:10]}")
+    for o in ended.values():
+        if o.get("status") == "succeeded" and dops[o["id"]] in cleanup_vms:
+            cleanup_vms.remove(dops[o["id"]])
+    r = request("GET", "/v1/vms?limit=100", token=ut)
+    check("the user has no VM left", r.status == 200 and ids_of(r) == set(), repr(r))
+    doms = domains()
+    left = [d for d in doms or [] if d[len("stratus-"):] in set(vms)]
+    check("no stratus domain of the user is left", doms is not None and not left, repr(left))
+    check("no disk file of the user's VMs is left",
+          not [v for v in vms if files_with(v)], repr([v for v in vms if files_with(v)][:5]))
+    r = request("DELETE", f"/v1/images/{img}", token=ut, timeout=60)
+    check("the user deletes its image (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
 SCENARIOS = {
     "badinput": scenario_badinput,
     "lifecycle": scenario_lifecycle,
@@ -1798,15 +2816,46 @@ SCENARIOS = {
     "quota": scenario_quota,
     "throttle": scenario_throttle,
     "audit": scenario_audit,
+    "operations": scenario_operations,
+    "crash": scenario_crash,
+    "reconcile": scenario_reconcile,
+    "idempotency": scenario_idempotency,
+    "poweroff": scenario_poweroff,
+    "concurrency": scenario_concurrency,
 }
 
 
 def cleanup():
-    for vm_id in list(cleanup_vms):
-        try:
-            request("DELETE", f"/v1/vms/{vm_id}", timeout=120)
-        except Exception:  # noqa: BLE001
-            pass
+    if cleanup_vms:
+        print(f"--- cleanup: {len(cleanup_vms)} VMs left by failed scenarios", flush=True)
+    try:
+        start_stack_worker()  # a scenario that failed may have left it stopped
+    except Exception as e:  # noqa: BLE001
+        soft_check("the stack's worker runs for the cleanup", False, repr(e))
+    deadline = time.time() + 300
+    pending = list(cleanup_vms)
+    for _ in range(3):  # a VM whose create is still under way answers 409: wait, retry
+        ops, retry = [], []
+        for vm_id in pending:
+            try:
+                r = request("DELETE", f"/v1/vms/{vm_id}", timeout=120)
+                if r.status == 202 and isinstance(r.json, dict):
+                    ops.append(r.json["operation"]["id"])
+                elif r.status == 409:
+                    retry.append(vm_id)
+                    for st in ("queued", "running"):
+                        o = request("GET", f"/v1/operations?target_id={vm_id}&status={st}")
+                        ops += op_ids(o) or []
+            except Exception:  # noqa: BLE001
+                pass
+        for op_id in ops:
+            try:
+                wait_op(op_id, bound=max(1, deadline - time.time()))
+            except Exception:  # noqa: BLE001
+                pass
+        pending = retry
+        if not pending or time.time() >= deadline:
+            break
     for image_id in cleanup_images:
         try:
             r = request("DELETE", f"/v1/images/{image_id}", timeout=60)
