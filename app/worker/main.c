@@ -21,15 +21,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/app.h"
 #include "api/config.h"
 #include "api/log.h"
+#include "repositories/sqlite/sqlite_db.h"
 #include "util/mem.h"
 
 #define IDLE_POLL_MS 200
 #define EVENT_QUEUE_MAX 1024
+/*
+ * An event is applied this long after it came: an action of the API's own
+ * (a stop, a start) has saved its row by then, so only changes nobody asked
+ * stratus for are recorded as seen by the hypervisor.
+ */
+#define EVENT_SETTLE_MS 500
 
 static volatile sig_atomic_t worker_stop;
 static int wake_pipe[2] = {-1, -1};
@@ -49,6 +57,7 @@ struct event_queue {
     struct {
         char id[ST_ID_BUF];
         enum hv_event event;
+        int64_t at; /* monotonic ms */
     } items[EVENT_QUEUE_MAX];
     size_t count;
     size_t dropped;
@@ -65,6 +74,7 @@ on_hv_event(void *ctx, const char *id, enum hv_event event)
     if (q->count < EVENT_QUEUE_MAX) {
         st_strlcpy(q->items[q->count].id, id, ST_ID_BUF);
         q->items[q->count].event = event;
+        q->items[q->count].at = st_monotonic_ms();
         q->count++;
     } else {
         q->dropped++; /* the next reconcile pass catches up */
@@ -89,11 +99,117 @@ crash_probe(const struct operation *op, const char *step)
     }
 }
 
+/*
+ * A step may take longer than a lease (a slow libvirtd, a loaded host): while
+ * a runner holds an operation, its heartbeat renews the lease every third of
+ * it, over a connection of its own (SQLite connections stay in one thread).
+ */
+struct heartbeat {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool quit;
+    char op_id[ST_ID_BUF]; /* "" while the runner holds nothing */
+    struct sqlite_db *db;
+    struct op_repo ops;
+};
+
 struct runner {
     pthread_t thread;
     const struct api_config *cfg;
     char worker_id[ST_WORKER_ID_BUF];
+    struct heartbeat hb;
 };
+
+/* A lost lease is noticed by the runner at its next step; here it is only said. */
+static void
+heartbeat_renew(struct runner *r, const char *id, int64_t lease_ms)
+{
+    struct st_error err = {0};
+
+    if (op_repo_renew(&r->hb.ops, id, r->worker_id, st_now_ms() + lease_ms, NULL, &err) < 0)
+        api_log(API_LOG_WARN, "worker %s: lease of operation %s not renewed: %s", r->worker_id, id,
+                err.msg);
+}
+
+static void *
+heartbeat_main(void *arg)
+{
+    struct runner *r = arg;
+    struct heartbeat *hb = &r->hb;
+    int64_t lease_ms = (int64_t)r->cfg->lease_s * 1000;
+    char id[ST_ID_BUF];
+    struct timespec until;
+
+    pthread_mutex_lock(&hb->lock);
+    while (!hb->quit) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)(lease_ms / 3000);
+        until.tv_nsec += (long)(lease_ms / 3 % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&hb->wake, &hb->lock, &until);
+        if (hb->quit || !hb->op_id[0])
+            continue;
+        memcpy(id, hb->op_id, ST_ID_BUF);
+        pthread_mutex_unlock(&hb->lock);
+        heartbeat_renew(r, id, lease_ms);
+        pthread_mutex_lock(&hb->lock);
+    }
+    pthread_mutex_unlock(&hb->lock);
+    return NULL;
+}
+
+/* The op_service's holding callback: what the heartbeat keeps alive. */
+static void
+heartbeat_hold(void *ctx, const struct operation *op)
+{
+    struct heartbeat *hb = ctx;
+
+    pthread_mutex_lock(&hb->lock);
+    if (op)
+        memcpy(hb->op_id, op->id, ST_ID_BUF);
+    else
+        hb->op_id[0] = '\0';
+    pthread_mutex_unlock(&hb->lock);
+}
+
+static int
+heartbeat_start(struct runner *r, struct st_error *err)
+{
+    struct heartbeat *hb = &r->hb;
+
+    pthread_mutex_init(&hb->lock, NULL);
+    pthread_cond_init(&hb->wake, NULL);
+    hb->db = sqlite_db_open(r->cfg->database, err);
+    if (!hb->db || op_repo_sqlite_open(hb->db, &hb->ops, err) < 0)
+        goto fail;
+    if (pthread_create(&hb->thread, NULL, heartbeat_main, r) != 0) {
+        st_error_set(err, ST_ERR_INTERNAL, "cannot start a heartbeat thread");
+        goto fail;
+    }
+    return 0;
+
+fail:
+    op_repo_close(&hb->ops);
+    sqlite_db_close(hb->db);
+    hb->db = NULL;
+    return -1;
+}
+
+static void
+heartbeat_stop(struct heartbeat *hb)
+{
+    pthread_mutex_lock(&hb->lock);
+    hb->quit = true;
+    pthread_cond_signal(&hb->wake);
+    pthread_mutex_unlock(&hb->lock);
+    pthread_join(hb->thread, NULL);
+    op_repo_close(&hb->ops);
+    sqlite_db_close(hb->db);
+}
 
 static void *
 runner_main(void *arg)
@@ -103,12 +219,14 @@ runner_main(void *arg)
     struct app app;
     bool worked;
 
-    if (app_open(&app, r->cfg, &err) < 0) {
+    if (app_open(&app, r->cfg, &err) < 0 || heartbeat_start(r, &err) < 0) {
         api_log(API_LOG_ERROR, "worker %s cannot start: %s", r->worker_id, err.msg);
+        app_close(&app);
         return NULL;
     }
     if (r->cfg->test_hooks)
         app.op_svc.probe = crash_probe;
+    app.op_svc.hold = (struct op_holding){.fn = heartbeat_hold, .ctx = &r->hb};
     while (!worker_stop) {
         memset(&err, 0, sizeof(err));
         if (!app.pools_ready && app_ensure_pools(&app, &err) < 0) {
@@ -122,6 +240,7 @@ runner_main(void *arg)
             st_sleep_ms(IDLE_POLL_MS);
         }
     }
+    heartbeat_stop(&r->hb);
     app_close(&app);
     return NULL;
 }
@@ -144,34 +263,42 @@ reconcile(struct app *app)
             r.keys_pruned);
 }
 
-static void
+/*
+ * Apply the events that have settled; returns how many milliseconds until
+ * the oldest one left does (-1 when none is left).
+ */
+static int64_t
 drain_events(struct app *app)
 {
     struct st_error err = {0};
+    int64_t now = st_monotonic_ms();
     size_t i, n, dropped;
     char ids[64][ST_ID_BUF];
     enum hv_event evs[64];
+    int64_t next = -1;
 
     do {
         pthread_mutex_lock(&events.lock);
-        n = events.count < 64 ? events.count : 64;
-        for (i = 0; i < n; i++) {
-            memcpy(ids[i], events.items[i].id, ST_ID_BUF);
-            evs[i] = events.items[i].event;
+        for (n = 0; n < events.count && n < 64 && events.items[n].at + EVENT_SETTLE_MS <= now;
+             n++) {
+            memcpy(ids[n], events.items[n].id, ST_ID_BUF);
+            evs[n] = events.items[n].event;
         }
         memmove(events.items, events.items + n, (events.count - n) * sizeof(events.items[0]));
         events.count -= n;
+        next = events.count ? events.items[0].at + EVENT_SETTLE_MS - now : -1;
         dropped = events.dropped;
         events.dropped = 0;
         pthread_mutex_unlock(&events.lock);
         for (i = 0; i < n; i++)
             if (reconcile_on_event(&app->reconcile_svc, ids[i], evs[i], &err) < 0)
                 api_log(API_LOG_WARN, "event for VM %s not applied: %s", ids[i], err.msg);
-        if (dropped)
+        if (dropped) {
             api_log(API_LOG_WARN, "%zu lifecycle events dropped; reconciling", dropped);
-        if (dropped)
             reconcile(app);
-    } while (n > 0);
+        }
+    } while (n == 64);
+    return next < 0 ? -1 : (next > 0 ? next : 1);
 }
 
 /* Reconcile now and then, and apply events as they come, until told to stop. */
@@ -181,20 +308,24 @@ main_loop(struct app *app, const struct api_config *cfg)
     int64_t interval = (int64_t)cfg->reconcile_interval_s * 1000;
     int64_t next = st_monotonic_ms();
     struct pollfd pfd = {.fd = wake_pipe[0], .events = POLLIN};
+    int64_t settle = -1;
     char buf[64];
 
     while (!worker_stop) {
         int64_t now = st_monotonic_ms();
+        int64_t timeout = next - now;
 
         if (now >= next) {
             reconcile(app);
             next = st_monotonic_ms() + interval;
             continue;
         }
-        if (poll(&pfd, 1, (int)(next - now)) > 0)
+        if (settle >= 0 && settle < timeout)
+            timeout = settle;
+        if (poll(&pfd, 1, (int)timeout) > 0)
             while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
                 ;
-        drain_events(app);
+        settle = drain_events(app);
     }
 }
 

@@ -243,7 +243,11 @@ op_service_work_one(struct op_service *svc, const char *worker_id, bool *worked,
     *worked = true;
     if (op.attempts > OP_MAX_ATTEMPTS)
         return op_give_up(svc, &op, worker_id, err);
+    if (svc->hold.fn)
+        svc->hold.fn(svc->hold.ctx, &op);
     rc = op_execute(svc, &op, worker_id, &cause);
+    if (svc->hold.fn)
+        svc->hold.fn(svc->hold.ctx, NULL);
     if (rc > 0)
         return 0;
     op_subject(svc, &op, &vm);

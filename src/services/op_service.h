@@ -31,6 +31,16 @@ struct op_service_config {
  */
 typedef void (*op_step_probe)(const struct operation *op, const char *step);
 
+/*
+ * Told when this service starts holding an operation (@op) and when it
+ * stops (@op NULL), so that its caller can keep the lease alive from
+ * another thread while a long step runs.
+ */
+struct op_holding {
+    void (*fn)(void *ctx, const struct operation *op);
+    void *ctx;
+};
+
 /* Borrowed dependencies. */
 struct op_service {
     struct op_repo *ops;
@@ -38,7 +48,8 @@ struct op_service {
     struct vm_repo *vms;
     struct vm_service *vm_svc;
     struct op_service_config cfg;
-    op_step_probe probe; /* NULL outside tests */
+    op_step_probe probe;    /* NULL outside tests */
+    struct op_holding hold; /* optional: fn NULL for none */
 };
 
 /*

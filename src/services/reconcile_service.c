@@ -454,7 +454,7 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
 {
     struct st_error local = {0};
     struct operation op;
-    enum vm_status now;
+    enum vm_status now = VM_STATUS_RUNNING;
     char message[96];
     struct vm vm;
 
@@ -471,7 +471,24 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
         (vm.status != VM_STATUS_RUNNING && vm.status != VM_STATUS_STOPPED &&
          vm.status != VM_STATUS_PAUSED))
         return 0;
-    if (!event_status(event, &now)) {
+    /*
+     * The event only says to look: events may come late and in a burst, so
+     * what the hypervisor says now is what the row gets.
+     */
+    if (event_status(event, &now)) {
+        enum hv_state state;
+
+        if (hypervisor_state(svc->hv, id, &state, &local) == 0) {
+            if (!hv_status(state, &now))
+                return 0;
+        } else if (local.code == ST_ERR_NOT_FOUND) {
+            event = HV_EVENT_UNDEFINED;
+        } else {
+            *err = local;
+            return -1;
+        }
+    }
+    if (event == HV_EVENT_UNDEFINED) {
         /* Undefined behind stratus's back: the VM shows missing from now on. */
         if (strcmp(vm.fault, VANISHED_FAULT) == 0)
             return 0;
