@@ -7,6 +7,8 @@
 
 #define RECONCILE_PAGE 1000
 #define VANISHED_FAULT "its domain vanished outside stratus"
+/* A row written this recently was written by whoever acted on the VM just now. */
+#define RECONCILE_RECENT_MS 2000
 
 void
 orphan_list_release(struct orphan_list *list)
@@ -338,9 +340,9 @@ sync_states(struct reconcile_service *svc, const struct backend_view *v, struct 
             ignored.code != ST_ERR_NOT_FOUND)
             continue;
         /* The listing and the pass's rows may both be old: ask both again. */
-        if (vm_repo_get(svc->vms, NULL, vm->id, vm, &ignored) < 0 || !settled(vm) ||
-            hypervisor_state(svc->hv, vm->id, &state, &ignored) < 0 || !hv_status(state, &now) ||
-            now == vm->status)
+        if (hypervisor_state(svc->hv, vm->id, &state, &ignored) < 0 || !hv_status(state, &now) ||
+            vm_repo_get(svc->vms, NULL, vm->id, vm, &ignored) < 0 || !settled(vm) ||
+            now == vm->status || vm->updated_at > st_now_ms() - RECONCILE_RECENT_MS)
             continue;
         snprintf(message, sizeof(message), "%s -> %s (found by reconciliation)",
                  vm_status_name(vm->status), vm_status_name(now));
@@ -428,26 +430,6 @@ reconcile_run(struct reconcile_service *svc, struct reconcile_report *out, struc
     return 0;
 }
 
-static bool
-event_status(enum hv_event event, enum vm_status *out)
-{
-    switch (event) {
-    case HV_EVENT_STARTED:
-    case HV_EVENT_RESUMED:
-        *out = VM_STATUS_RUNNING;
-        return true;
-    case HV_EVENT_STOPPED:
-        *out = VM_STATUS_STOPPED;
-        return true;
-    case HV_EVENT_PAUSED:
-        *out = VM_STATUS_PAUSED;
-        return true;
-    case HV_EVENT_UNDEFINED:
-        return false;
-    }
-    return false;
-}
-
 int
 reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event event,
                    struct st_error *err)
@@ -455,9 +437,25 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
     struct st_error local = {0};
     struct operation op;
     enum vm_status now = VM_STATUS_RUNNING;
+    enum hv_state state;
     char message[96];
     struct vm vm;
 
+    /*
+     * The event only says to look: events come late and in bursts, so what
+     * the hypervisor says now is what counts, asked before the row is read
+     * so that the row is the newer of the two.
+     */
+    if (hypervisor_state(svc->hv, id, &state, &local) == 0) {
+        if (!hv_status(state, &now))
+            return 0;
+        event = HV_EVENT_STARTED; /* any event but undefined: a state to compare */
+    } else if (local.code == ST_ERR_NOT_FOUND) {
+        event = HV_EVENT_UNDEFINED;
+    } else {
+        *err = local;
+        return -1;
+    }
     if (vm_repo_get(svc->vms, NULL, id, &vm, &local) < 0) {
         if (local.code == ST_ERR_NOT_FOUND)
             return 0; /* an orphan's event: reconcile_run() counts those */
@@ -467,27 +465,16 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
     /* Work under way owns the row (and when that cannot be told, so does the next pass). */
     if (op_repo_active_for(svc->ops, id, &op, &local) == 0 || local.code != ST_ERR_NOT_FOUND)
         return 0;
+    /*
+     * Only settled VMs change on their own, and a row the API has just
+     * written is the API's: its action caused the event (a change of the
+     * guest's own in that moment is caught by the next reconcile pass).
+     */
     if (vm.step != VM_STEP_DONE ||
         (vm.status != VM_STATUS_RUNNING && vm.status != VM_STATUS_STOPPED &&
-         vm.status != VM_STATUS_PAUSED))
+         vm.status != VM_STATUS_PAUSED) ||
+        vm.updated_at > st_now_ms() - RECONCILE_RECENT_MS)
         return 0;
-    /*
-     * The event only says to look: events may come late and in a burst, so
-     * what the hypervisor says now is what the row gets.
-     */
-    if (event_status(event, &now)) {
-        enum hv_state state;
-
-        if (hypervisor_state(svc->hv, id, &state, &local) == 0) {
-            if (!hv_status(state, &now))
-                return 0;
-        } else if (local.code == ST_ERR_NOT_FOUND) {
-            event = HV_EVENT_UNDEFINED;
-        } else {
-            *err = local;
-            return -1;
-        }
-    }
     if (event == HV_EVENT_UNDEFINED) {
         /* Undefined behind stratus's back: the VM shows missing from now on. */
         if (strcmp(vm.fault, VANISHED_FAULT) == 0)
