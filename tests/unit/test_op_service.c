@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "support/checks.h"
 #include "support/fixture.h"
 #include "util/mem.h"
 
@@ -122,17 +123,6 @@ lossy_init(struct lossy_ops *w, struct op_repo *real, unsigned fail_from)
     w->fail_from = fail_from;
 }
 
-/* The row as stored, unscoped and unmerged. */
-static struct vm
-stored(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    struct vm vm;
-
-    assert_st_ok(vm_repo_get(&fx->vms_real, NULL, id, &vm, &err), err);
-    return vm;
-}
-
 static void
 assert_no_row(struct fixture *fx, const char *id)
 {
@@ -153,15 +143,6 @@ op_stored(struct fixture *fx, const char *id)
 }
 
 static void
-assert_no_domain(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    enum hv_state st;
-
-    assert_st_err(hypervisor_state(&fx->hv_real, id, &st, &err), err, ST_ERR_NOT_FOUND, "");
-}
-
-static void
 assert_domain_state(struct fixture *fx, const char *id, enum hv_state want)
 {
     struct st_error err = {0};
@@ -169,32 +150,6 @@ assert_domain_state(struct fixture *fx, const char *id, enum hv_state want)
 
     assert_st_ok(hypervisor_state(&fx->hv_real, id, &st, &err), err);
     assert_int_equal(st, want);
-}
-
-/* 0 when @id's root disk exists, else the code storage_info() answered. */
-static int
-disk_state(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    struct storage_vol_info info;
-    char vol[ST_NAME_BUF];
-
-    vm_service_disk_vol_name(id, vol);
-    if (storage_info(&fx->storage_real, fx->disk_pool, vol, &info, &err) == 0)
-        return 0;
-    return (int)err.code;
-}
-
-static void
-assert_disk(struct fixture *fx, const char *id)
-{
-    assert_int_equal(disk_state(fx, id), 0);
-}
-
-static void
-assert_no_disk(struct fixture *fx, const char *id)
-{
-    assert_int_equal(disk_state(fx, id), ST_ERR_NOT_FOUND);
 }
 
 static void
@@ -261,9 +216,9 @@ create_running(struct fixture *fx, const char *name, struct vm *vm)
 static void
 assert_only_left(struct fixture *fx, const struct vm *bystander)
 {
-    assert_int_equal(stored(fx, bystander->id).status, VM_STATUS_RUNNING);
+    assert_int_equal(fx_stored(fx, bystander->id).status, VM_STATUS_RUNNING);
     assert_domain_state(fx, bystander->id, HV_STATE_RUNNING);
-    assert_disk(fx, bystander->id);
+    fx_assert_disk(fx, bystander->id);
     assert_int_equal(fixture_pool_volume_count(fx, fx->disk_pool), 1);
     assert_no_orphans(fx);
 }
@@ -307,10 +262,10 @@ test_op_service__create_is_accepted_then_worked_to_running(void **state)
     assert_string_equal(op.target_id, vm.id);
     assert_string_equal(op.owner_id, FIXTURE_OWNER);
     /* Accepting made nothing in libvirt. */
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_CREATING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_CREATING);
     assert_int_equal(op_stored(fx, op.id).status, OP_STATUS_QUEUED);
-    assert_no_domain(fx, vm.id);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_domain(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
 
     work(fx, "w1");
     done = op_stored(fx, op.id);
@@ -319,11 +274,11 @@ test_op_service__create_is_accepted_then_worked_to_running(void **state)
     assert_string_equal(done.worker_id, "w1");
     assert_string_equal(done.error, "");
     assert_true(done.finished_at >= done.started_at && done.started_at > 0);
-    row = stored(fx, vm.id);
+    row = fx_stored(fx, vm.id);
     assert_int_equal(row.status, VM_STATUS_RUNNING);
     assert_int_equal(row.step, VM_STEP_DONE);
     assert_domain_state(fx, vm.id, HV_STATE_RUNNING);
-    assert_disk(fx, vm.id);
+    fx_assert_disk(fx, vm.id);
     assert_idle(fx);
 
     events(fx, FIXTURE_OWNER, vm.id, &list);
@@ -352,7 +307,7 @@ test_op_service__delete_is_queued_once_and_worked_away(void **state)
     assert_int_equal(op.status, OP_STATUS_QUEUED);
     assert_string_equal(op.target_id, vm.id);
     assert_int_equal(marked.status, VM_STATUS_DELETING);
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_DELETING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_DELETING);
     /* Queued is not yet done: the domain is still there. */
     assert_domain_state(fx, vm.id, HV_STATE_RUNNING);
 
@@ -366,8 +321,8 @@ test_op_service__delete_is_queued_once_and_worked_away(void **state)
     work(fx, "w1");
     assert_int_equal(op_stored(fx, op.id).status, OP_STATUS_SUCCEEDED);
     assert_no_row(fx, vm.id);
-    assert_no_domain(fx, vm.id);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_domain(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
     assert_idle(fx);
 
     /* The history outlives the VM, for its owner only. */
@@ -406,11 +361,11 @@ test_op_service__create_failing_at_define_ends_failed(void **state)
     if (!strstr(done.error, "create failed at step define") ||
         !strstr(done.error, "injected fault"))
         fail_msg("operation error \"%s\" does not name the step and the cause", done.error);
-    row = stored(fx, vm.id);
+    row = fx_stored(fx, vm.id);
     assert_int_equal(row.status, VM_STATUS_ERROR);
     assert_non_null(strstr(row.fault, "create failed at step define"));
-    assert_no_domain(fx, vm.id);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_domain(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
     assert_int_equal(fixture_pool_volume_count(fx, fx->disk_pool), 0);
     assert_idle(fx);
 
@@ -624,13 +579,13 @@ assert_create_stopped_at(struct fixture *fx, const char *id, unsigned k)
 {
     static const enum vm_step steps[] = {VM_STEP_DISK, VM_STEP_DEFINED, VM_STEP_STARTED,
                                          VM_STEP_DONE};
-    struct vm row = stored(fx, id);
+    struct vm row = fx_stored(fx, id);
 
     assert_int_equal(row.step, steps[k - 1]);
     assert_int_equal(row.status, k == 4 ? VM_STATUS_RUNNING : VM_STATUS_CREATING);
-    assert_disk(fx, id);
+    fx_assert_disk(fx, id);
     if (k == 1)
-        assert_no_domain(fx, id);
+        fx_assert_no_domain(fx, id);
     else
         assert_domain_state(fx, id, k == 2 ? HV_STATE_SHUTOFF : HV_STATE_RUNNING);
 }
@@ -645,12 +600,12 @@ create_resumes_after(struct fixture *fx, unsigned k)
     work_until_lease_lost(fx, k);
     assert_create_stopped_at(fx, vm.id, k);
     take_over(fx, op.id);
-    row = stored(fx, vm.id);
+    row = fx_stored(fx, vm.id);
     assert_int_equal(row.status, VM_STATUS_RUNNING);
     assert_int_equal(row.step, VM_STEP_DONE);
     assert_string_equal(row.fault, "");
     assert_domain_state(fx, vm.id, HV_STATE_RUNNING);
-    assert_disk(fx, vm.id);
+    fx_assert_disk(fx, vm.id);
     assert_int_equal(fixture_pool_volume_count(fx, fx->disk_pool), 1);
     assert_no_orphans(fx);
 }
@@ -681,7 +636,7 @@ test_op_service__create_taken_over_after_a_lost_finish_succeeds(void **state)
     fx->op_svc.ops = &fx->ops;
     assert_true(worked);
     take_over(fx, op.id);
-    row = stored(fx, vm.id);
+    row = fx_stored(fx, vm.id);
     assert_int_equal(row.status, VM_STATUS_RUNNING);
     assert_domain_state(fx, vm.id, HV_STATE_RUNNING);
     assert_no_orphans(fx);
@@ -717,19 +672,19 @@ delete_resumes_after(struct fixture *fx, unsigned k)
     assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &marked, &op, &err), err);
     work_until_lease_lost(fx, k);
     /* Stopped after destroy, undefine or disk: the row waits in deleting. */
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_DELETING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_DELETING);
     if (k == 1)
         assert_domain_state(fx, vm.id, HV_STATE_SHUTOFF);
     else
-        assert_no_domain(fx, vm.id);
+        fx_assert_no_domain(fx, vm.id);
     if (k < 3)
-        assert_disk(fx, vm.id);
+        fx_assert_disk(fx, vm.id);
     else
-        assert_no_disk(fx, vm.id);
+        fx_assert_no_disk(fx, vm.id);
     take_over(fx, op.id);
     assert_no_row(fx, vm.id);
-    assert_no_domain(fx, vm.id);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_domain(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
     assert_only_left(fx, &bystander);
 }
 
@@ -757,8 +712,8 @@ test_op_service__delete_taken_over_after_a_lost_finish_succeeds(void **state)
     assert_no_row(fx, vm.id);
     take_over(fx, op.id);
     assert_no_row(fx, vm.id);
-    assert_no_domain(fx, vm.id);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_domain(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
     assert_only_left(fx, &bystander);
 }
 

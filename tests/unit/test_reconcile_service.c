@@ -14,33 +14,11 @@
 
 #include <cmocka.h>
 
+#include "support/checks.h"
 #include "support/fixture.h"
 #include "util/mem.h"
 
 #define GIB ((uint64_t)1 << 30)
-
-/* The row as stored, unscoped and unmerged. */
-static struct vm
-stored(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    struct vm vm;
-
-    assert_st_ok(vm_repo_get(&fx->vms_real, NULL, id, &vm, &err), err);
-    return vm;
-}
-
-static bool
-has_domain(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    enum hv_state st;
-
-    if (hypervisor_state(&fx->hv_real, id, &st, &err) == 0)
-        return true;
-    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-    return false;
-}
 
 static bool
 has_volume(struct fixture *fx, const char *vol)
@@ -52,15 +30,6 @@ has_volume(struct fixture *fx, const char *vol)
         return true;
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
     return false;
-}
-
-static bool
-has_disk(struct fixture *fx, const char *vm_id)
-{
-    char vol[ST_NAME_BUF];
-
-    vm_service_disk_vol_name(vm_id, vol);
-    return has_volume(fx, vol);
 }
 
 /* Run the queue dry. */
@@ -91,7 +60,7 @@ create_running(struct fixture *fx, const char *name, struct vm *out)
     assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, NULL, &req, &vm, &op, NULL, &err),
                  err);
     run_ops(fx);
-    *out = stored(fx, vm.id);
+    *out = fx_stored(fx, vm.id);
     assert_int_equal(out->status, VM_STATUS_RUNNING);
 }
 
@@ -100,7 +69,7 @@ static void
 age_row(struct fixture *fx, const char *id)
 {
     struct st_error err = {0};
-    struct vm vm = stored(fx, id);
+    struct vm vm = fx_stored(fx, id);
 
     vm.updated_at -= 10000;
     assert_st_ok(vm_repo_update(&fx->vms_real, NULL, &vm, &err), err);
@@ -252,27 +221,27 @@ test_reconcile_service__collect_removes_orphans_unless_dry_run(void **state)
     assert_st_ok(reconcile_run(&fx->reconcile_svc, &r, &err), err);
     assert_int_equal(r.orphan_domains, 1);
     assert_int_equal(r.orphan_disks, 1);
-    assert_true(has_domain(fx, s.orphan_dom));
+    assert_true(fx_domain_exists(fx, s.orphan_dom));
 
     assert_st_ok(reconcile_collect(&fx->reconcile_svc, true, &list, &err), err);
     assert_the_two_orphans(&list, &s);
     orphan_list_release(&list);
-    assert_true(has_domain(fx, s.orphan_dom));
+    assert_true(fx_domain_exists(fx, s.orphan_dom));
     assert_true(has_volume(fx, s.orphan_disk));
 
     assert_st_ok(reconcile_collect(&fx->reconcile_svc, false, &list, &err), err);
     assert_the_two_orphans(&list, &s);
     orphan_list_release(&list);
-    assert_false(has_domain(fx, s.orphan_dom));
+    assert_false(fx_domain_exists(fx, s.orphan_dom));
     assert_false(has_volume(fx, s.orphan_disk));
 
     /* What is not an orphan of this installation stays. */
-    assert_true(has_domain(fx, s.foreign_dom));
-    assert_true(has_domain(fx, s.bare_dom));
+    assert_true(fx_domain_exists(fx, s.foreign_dom));
+    assert_true(fx_domain_exists(fx, s.bare_dom));
     assert_true(has_volume(fx, "scratch.qcow2"));
-    assert_true(has_domain(fx, vm.id));
-    assert_true(has_disk(fx, vm.id));
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_true(fx_domain_exists(fx, vm.id));
+    assert_true(fx_has_disk(fx, vm.id));
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
 
     assert_st_ok(reconcile_find_orphans(&fx->reconcile_svc, &list, &err), err);
     assert_int_equal(list.count, 0);
@@ -341,8 +310,8 @@ test_reconcile_service__vanished_domain_is_marked_once(void **state)
     assert_int_equal(r.orphan_domains, 0);
     assert_int_equal(r.orphan_disks, 0);
     assert_int_equal(r.requeued, 0);
-    assert_string_equal(stored(fx, vm.id).fault, "its domain vanished outside stratus");
-    assert_string_equal(stored(fx, other.id).fault, "");
+    assert_string_equal(fx_stored(fx, vm.id).fault, "its domain vanished outside stratus");
+    assert_string_equal(fx_stored(fx, other.id).fault, "");
     assert_int_equal(count_events(fx, vm.id, VM_EVENT_WARNING, "vanished"), 1);
     assert_int_equal(count_events(fx, other.id, VM_EVENT_WARNING, ""), 0);
     assert_st_ok(vm_service_get(&fx->vm_svc, FIXTURE_OWNER, vm.id, &shown, &err), err);
@@ -373,7 +342,7 @@ test_reconcile_service__run_reads_every_page_of_rows(void **state)
     assert_st_ok(reconcile_run(&fx->reconcile_svc, &r, &err), err);
     assert_int_equal(r.vanished, 1);
     assert_int_equal(r.orphan_domains + r.orphan_disks, 0);
-    assert_string_equal(stored(fx, vm.id).fault, "its domain vanished outside stratus");
+    assert_string_equal(fx_stored(fx, vm.id).fault, "its domain vanished outside stratus");
     assert_st_ok(reconcile_find_orphans(&fx->reconcile_svc, &list, &err), err);
     assert_int_equal(list.count, 0);
     orphan_list_release(&list);
@@ -418,11 +387,11 @@ test_reconcile_service__stale_creating_row_is_requeued(void **state)
     run_ops(fx);
     assert_st_ok(op_repo_get(&fx->ops, FIXTURE_OWNER, op.id, &op, &err), err);
     assert_int_equal(op.status, OP_STATUS_SUCCEEDED);
-    row = stored(fx, row.id);
+    row = fx_stored(fx, row.id);
     assert_int_equal(row.status, VM_STATUS_RUNNING);
     assert_int_equal(row.step, VM_STEP_DONE);
-    assert_true(has_domain(fx, row.id));
-    assert_true(has_disk(fx, row.id));
+    assert_true(fx_domain_exists(fx, row.id));
+    assert_true(fx_has_disk(fx, row.id));
 }
 
 /* A row left deleting with no operation gets a delete queued again. */
@@ -447,8 +416,8 @@ test_reconcile_service__stale_deleting_row_is_requeued(void **state)
     assert_int_equal(op.kind, OP_KIND_VM_DELETE);
     run_ops(fx);
     assert_st_err(vm_repo_get(&fx->vms_real, NULL, vm.id, &gone, &err), err, ST_ERR_NOT_FOUND, "");
-    assert_false(has_domain(fx, vm.id));
-    assert_false(has_disk(fx, vm.id));
+    assert_false(fx_domain_exists(fx, vm.id));
+    assert_false(fx_has_disk(fx, vm.id));
 }
 
 static void
@@ -462,10 +431,10 @@ test_reconcile_service__event_updates_a_settled_vm(void **state)
     assert_st_ok(hypervisor_destroy(&fx->hv_real, vm.id, &err), err);
     /* A row written just now is whoever wrote it's: the event was theirs. */
     assert_st_ok(reconcile_on_event(&fx->reconcile_svc, vm.id, HV_EVENT_STOPPED, &err), err);
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
     age_row(fx, vm.id);
     assert_st_ok(reconcile_on_event(&fx->reconcile_svc, vm.id, HV_EVENT_STOPPED, &err), err);
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_STOPPED);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_STOPPED);
     assert_int_equal(count_events(fx, vm.id, VM_EVENT_STATE_CHANGE, "running -> stopped"), 1);
 
     /* Told again: nothing changes, nothing is said twice. */
@@ -476,7 +445,7 @@ test_reconcile_service__event_updates_a_settled_vm(void **state)
     age_row(fx, vm.id);
     /* What counts is the state now, whatever the (late) event said. */
     assert_st_ok(reconcile_on_event(&fx->reconcile_svc, vm.id, HV_EVENT_STOPPED, &err), err);
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
     assert_int_equal(count_events(fx, vm.id, VM_EVENT_STATE_CHANGE, "stopped -> running"), 1);
 
     /* A domain with no row (an orphan's event) is reconcile_run()'s business. */
@@ -509,10 +478,10 @@ test_reconcile_service__event_waits_for_the_active_operation(void **state)
 
     assert_st_ok(hypervisor_destroy(&fx->hv_real, vm.id, &err), err);
     assert_st_ok(reconcile_on_event(&fx->reconcile_svc, vm.id, HV_EVENT_STOPPED, &err), err);
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
     assert_int_equal(count_events(fx, vm.id, VM_EVENT_STATE_CHANGE, "->"), 0);
     assert_st_ok(reconcile_on_event(&fx->reconcile_svc, vm.id, HV_EVENT_UNDEFINED, &err), err);
-    assert_string_equal(stored(fx, vm.id).fault, "");
+    assert_string_equal(fx_stored(fx, vm.id).fault, "");
 }
 
 static void
@@ -528,8 +497,8 @@ test_reconcile_service__undefined_event_marks_the_vm_once(void **state)
     assert_st_ok(hypervisor_destroy(&fx->hv_real, vm.id, &err), err);
     assert_st_ok(hypervisor_undefine(&fx->hv_real, vm.id, &err), err);
     assert_st_ok(reconcile_on_event(&fx->reconcile_svc, vm.id, HV_EVENT_UNDEFINED, &err), err);
-    assert_string_equal(stored(fx, vm.id).fault, "its domain vanished outside stratus");
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_string_equal(fx_stored(fx, vm.id).fault, "its domain vanished outside stratus");
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
     assert_int_equal(count_events(fx, vm.id, VM_EVENT_WARNING, "undefined outside stratus"), 1);
 
     /* Neither the event again nor a pass says it twice. */

@@ -12,41 +12,11 @@
 
 #include <cmocka.h>
 
+#include "support/checks.h"
 #include "support/fixture.h"
 #include "util/mem.h"
 
 /* The row as stored, unscoped and unmerged. */
-static struct vm
-stored(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    struct vm vm;
-
-    assert_st_ok(vm_repo_get(&fx->vms_real, NULL, id, &vm, &err), err);
-    return vm;
-}
-
-static void
-assert_no_domain(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    enum hv_state st;
-
-    assert_st_err(hypervisor_state(&fx->hv_real, id, &st, &err), err, ST_ERR_NOT_FOUND, "");
-}
-
-static void
-assert_no_disk(struct fixture *fx, const char *id)
-{
-    struct st_error err = {0};
-    struct storage_vol_info info;
-    char vol[ST_NAME_BUF];
-
-    vm_service_disk_vol_name(id, vol);
-    assert_st_err(storage_info(&fx->storage_real, fx->disk_pool, vol, &info, &err), err,
-                  ST_ERR_NOT_FOUND, "");
-}
-
 static enum vm_status
 shown(struct fixture *fx, const char *id)
 {
@@ -73,7 +43,7 @@ act(struct fixture *fx, const char *id, enum vm_action action, enum vm_status wa
 
     assert_st_ok(vm_service_action(&fx->vm_svc, FIXTURE_OWNER, id, action, &vm, &err), err);
     assert_int_equal(vm.status, want);
-    assert_int_equal(stored(fx, id).status, want);
+    assert_int_equal(fx_stored(fx, id).status, want);
 }
 
 static void
@@ -163,7 +133,7 @@ test_vm_service__create_refuses_bad_references(void **state)
     assert_non_null(strstr(err.msg, "3 GiB"));
     req.disk_gib = 3;
     assert_st_ok(vm_service_create(&fx->vm_svc, FIXTURE_OWNER, &req, &vm, &err), err);
-    assert_int_equal(stored(fx, vm.id).disk_gib, 3);
+    assert_int_equal(fx_stored(fx, vm.id).disk_gib, 3);
 
     /* Only the last create made a row, a domain and a disk. */
     assert_int_equal(fixture_pool_volume_count(fx, fx->disk_pool), 1);
@@ -285,7 +255,7 @@ test_vm_service__undefined_behind_back_shows_missing(void **state)
 
     assert_int_equal(shown(fx, vm.id), VM_STATUS_MISSING);
     assert_int_equal(shown(fx, other.id), VM_STATUS_RUNNING);
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
 
     assert_st_ok(vm_service_list(&fx->vm_svc, FIXTURE_OWNER, &f, &list, &err), err);
     assert_int_equal(list.count, 2);
@@ -322,7 +292,7 @@ test_vm_service__stopped_behind_back_shows_stopped(void **state)
     create(fx, "web-01", &vm);
     assert_st_ok(hypervisor_destroy(&fx->hv_real, vm.id, &err), err);
     assert_int_equal(shown(fx, vm.id), VM_STATUS_STOPPED);
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
     /* Stored running, shown stopped: a running filter drops it after the merge. */
     assert_st_ok(vm_service_list(&fx->vm_svc, FIXTURE_OWNER, &f, &list, &err), err);
     assert_int_equal(list.count, 0);
@@ -444,7 +414,7 @@ test_vm_service__actions_refused_outside_live_states(void **state)
 
     create(fx, "web-01", &vm);
     for (i = 0; i < ST_ARRAY_LEN(stuck); i++) {
-        row = stored(fx, vm.id);
+        row = fx_stored(fx, vm.id);
         row.status = stuck[i];
         assert_st_ok(vm_repo_update(&fx->vms_real, NULL, &row, &err), err);
         assert_int_equal(shown(fx, vm.id), stuck[i]);
@@ -509,7 +479,7 @@ test_vm_service__action_failure_keeps_stored_status(void **state)
     fault_hypervisor_fail(&fx->hv, FAULT_HV_SUSPEND, 1, ST_ERR_BACKEND);
     assert_st_err(vm_service_action(&fx->vm_svc, FIXTURE_OWNER, vm.id, VM_ACTION_PAUSE, &got, &err),
                   err, ST_ERR_BACKEND, "injected fault");
-    assert_int_equal(stored(fx, vm.id).status, VM_STATUS_RUNNING);
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_RUNNING);
     assert_int_equal(shown(fx, vm.id), VM_STATUS_RUNNING);
 }
 
@@ -530,19 +500,19 @@ test_vm_service__patch_rules(void **state)
     assert_st_ok(vm_service_update(&fx->vm_svc, FIXTURE_OWNER, vm.id, &req, &got, &err), err);
     assert_string_equal(got.name, "web-renamed");
     assert_int_equal(got.status, VM_STATUS_RUNNING);
-    assert_string_equal(stored(fx, vm.id).name, "web-renamed");
+    assert_string_equal(fx_stored(fx, vm.id).name, "web-renamed");
 
     st_strlcpy(req.name, "web-02", sizeof(req.name));
     assert_st_err(vm_service_update(&fx->vm_svc, FIXTURE_OWNER, vm.id, &req, &got, &err), err,
                   ST_ERR_CONFLICT, "");
-    assert_string_equal(stored(fx, vm.id).name, "web-renamed");
+    assert_string_equal(fx_stored(fx, vm.id).name, "web-renamed");
 
     memset(&req, 0, sizeof(req));
     req.has_vcpus = true;
     req.vcpus = 2;
     assert_st_err(vm_service_update(&fx->vm_svc, FIXTURE_OWNER, vm.id, &req, &got, &err), err,
                   ST_ERR_CONFLICT, "is running; stop it to change vcpus or memory_mib");
-    assert_int_equal(stored(fx, vm.id).vcpus, 1);
+    assert_int_equal(fx_stored(fx, vm.id).vcpus, 1);
 
     /* Asking for the sizes it already has changes nothing, so it is no conflict. */
     req.vcpus = 1;
@@ -558,7 +528,7 @@ test_vm_service__patch_rules(void **state)
     assert_int_equal(got.memory_mib, 128);
     assert_int_equal(got.status, VM_STATUS_STOPPED);
     assert_int_equal(fault_hypervisor_calls(&fx->hv, FAULT_HV_DEFINE), 1);
-    row = stored(fx, vm.id);
+    row = fx_stored(fx, vm.id);
     assert_int_equal(row.vcpus, 2);
     assert_int_equal(row.memory_mib, 128);
     act(fx, vm.id, VM_ACTION_START, VM_STATUS_RUNNING);
@@ -587,7 +557,7 @@ test_vm_service__patch_row_failure_redefines_back(void **state)
     assert_st_err(vm_service_update(&fx->vm_svc, FIXTURE_OWNER, vm.id, &req, &got, &err), err,
                   ST_ERR_UNAVAILABLE, "injected fault");
     assert_int_equal(fault_hypervisor_calls(&fx->hv, FAULT_HV_DEFINE), 2);
-    assert_int_equal(stored(fx, vm.id).vcpus, 1);
+    assert_int_equal(fx_stored(fx, vm.id).vcpus, 1);
     assert_int_equal(shown(fx, vm.id), VM_STATUS_STOPPED);
 }
 
@@ -603,10 +573,10 @@ assert_rolled_back(struct fixture *fx, const struct vm *out, const struct st_err
     assert_true(st_uuid_valid(out->id));
     if (!strstr(err->msg, want) || !strstr(err->msg, "injected fault"))
         fail_msg("error \"%s\" lacks \"%s\" or the cause", err->msg, want);
-    assert_no_domain(fx, out->id);
-    assert_no_disk(fx, out->id);
+    fx_assert_no_domain(fx, out->id);
+    fx_assert_no_disk(fx, out->id);
     assert_int_equal(fixture_pool_volume_count(fx, fx->disk_pool), 0);
-    row = stored(fx, out->id);
+    row = fx_stored(fx, out->id);
     assert_int_equal(row.status, VM_STATUS_ERROR);
     assert_int_equal(row.step, VM_STEP_ROW);
     if (!strstr(row.fault, want))
@@ -675,8 +645,8 @@ test_vm_service__delete_removes_everything(void **state)
     create(fx, "web-01", &vm);
     assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
     assert_st_err(vm_repo_get(&fx->vms_real, NULL, vm.id, &got, &err), err, ST_ERR_NOT_FOUND, "");
-    assert_no_domain(fx, vm.id);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_domain(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
     assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err, ST_ERR_NOT_FOUND,
                   "");
 
@@ -685,7 +655,7 @@ test_vm_service__delete_removes_everything(void **state)
     assert_st_ok(hypervisor_destroy(&fx->hv_real, vm.id, &err), err);
     assert_st_ok(hypervisor_undefine(&fx->hv_real, vm.id, &err), err);
     assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
     assert_int_equal(fixture_pool_volume_count(fx, fx->disk_pool), 0);
 }
 
@@ -720,7 +690,7 @@ test_vm_service__delete_resumes_after_failure(void **state)
         snprintf(want, sizeof(want), "delete failed at step %s", cases[i].step);
         assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err,
                       ST_ERR_BACKEND, want);
-        row = stored(fx, vm.id);
+        row = fx_stored(fx, vm.id);
         assert_int_equal(row.status, VM_STATUS_DELETING);
         if (!strstr(row.fault, want))
             fail_msg("fault \"%s\" lacks \"%s\"", row.fault, want);
@@ -732,8 +702,8 @@ test_vm_service__delete_resumes_after_failure(void **state)
         assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
         assert_st_err(vm_repo_get(&fx->vms_real, NULL, vm.id, &got, &err), err, ST_ERR_NOT_FOUND,
                       "");
-        assert_no_domain(fx, vm.id);
-        assert_no_disk(fx, vm.id);
+        fx_assert_no_domain(fx, vm.id);
+        fx_assert_no_disk(fx, vm.id);
         assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err,
                       ST_ERR_NOT_FOUND, "");
     }
@@ -756,7 +726,7 @@ test_vm_service__create_undo_failure_is_recorded_and_delete_finishes(void **stat
     fault_hypervisor_fail(&fx->hv, FAULT_HV_UNDEFINE, 1, ST_ERR_BACKEND);
     assert_st_err(vm_service_create(&fx->vm_svc, FIXTURE_OWNER, &req, &vm, &err), err,
                   ST_ERR_BACKEND, "create failed at step start");
-    row = stored(fx, vm.id);
+    row = fx_stored(fx, vm.id);
     assert_int_equal(row.status, VM_STATUS_ERROR);
     assert_int_equal(row.step, VM_STEP_DEFINED);
     assert_non_null(strstr(row.fault, "create failed at step start"));
@@ -766,8 +736,8 @@ test_vm_service__create_undo_failure_is_recorded_and_delete_finishes(void **stat
     assert_st_ok(storage_info(&fx->storage_real, fx->disk_pool, vol, &info, &err), err);
 
     assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
-    assert_no_domain(fx, vm.id);
-    assert_no_disk(fx, vm.id);
+    fx_assert_no_domain(fx, vm.id);
+    fx_assert_no_disk(fx, vm.id);
 }
 
 static void
