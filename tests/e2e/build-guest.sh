@@ -105,8 +105,9 @@ else
     boot=unknown
 fi
 
-say "STRATUS-GUEST-BOOTED boot=$boot"
+# acpid first: whoever sees the marker may press the power button at once.
 [ -x /bin/acpid ] && [ -f /etc/acpid.conf ] && acpid -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log
+say "STRATUS-GUEST-BOOTED boot=$boot"
 t=0
 while :; do
     sleep 5
