@@ -9,14 +9,14 @@
 BUILD   ?= build
 CC      ?= gcc
 SAN     ?=
-PKGS    := libvirt sqlite3 jansson uuid fcgi libsodium
+PKGS    := libvirt sqlite3 libpq jansson uuid fcgi libsodium
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
            -Wmissing-prototypes -Wvla
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 $(WARN) -D_GNU_SOURCE -DSTRATUS_VERSION='"$(VERSION)"' \
-           -Isrc -Iapp -Itests/unit -MMD -MP -pthread
+           -Isrc -Iapp -Itests/unit -Itests -MMD -MP -pthread
 LDFLAGS += -pthread
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -46,11 +46,17 @@ SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# Contract tests: every repository test, run once per store (scripts/run-unit.sh).
+CONTRACT_SUPPORT_SRC := $(sort $(wildcard tests/contract/support/*.c))
+CONTRACT_SUPPORT_OBJ := $(CONTRACT_SUPPORT_SRC:%.c=$(BUILD)/%.o)
+CONTRACT_SRC := $(sort $(wildcard tests/contract/test_*.c))
+CONTRACT_BIN := $(CONTRACT_SRC:tests/contract/%.c=$(BUILD)/contract/%)
+
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all unit asan lint format run test bench clean deps
-all: $(BUILD)/stratus-api $(BUILD)/stratus-admin $(BUILD)/stratus-worker $(UNIT_BIN)
+all: $(BUILD)/stratus-api $(BUILD)/stratus-admin $(BUILD)/stratus-worker $(UNIT_BIN) $(CONTRACT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -77,12 +83,17 @@ $(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB) \
 		$(PKG_LIBS) $(CMOCKA_LIBS) -lm
 
+$(BUILD)/contract/%: tests/contract/%.c $(CONTRACT_SUPPORT_OBJ) $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(CONTRACT_SUPPORT_OBJ) $(SUPPORT_OBJ) \
+		$(API_LIB_OBJ) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) -lm
+
 $(BUILD)/bench/%: bench/%.c $(SUPPORT_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(SUPPORT_OBJ) $(LIB) $(PKG_LIBS) -lm
 
 # Run every unit test program; each prints cmocka's summary.
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(CONTRACT_BIN)
 	@scripts/run-unit.sh $(BUILD)
 
 asan:

@@ -8,10 +8,11 @@ set -euo pipefail
 packages=(
     build-essential pkg-config
     libfcgi-dev libvirt-dev libjansson-dev libsqlite3-dev uuid-dev libcmocka-dev libsodium-dev
+    libpq-dev postgresql
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
     qemu-system-x86 qemu-utils
     nginx-light sqlite3 curl jq python3 wrk procps kmod
-    cppcheck clang-format
+    cppcheck clang-format ruby
     linux-image-cloud-amd64 busybox-static syslinux syslinux-common mtools cpio
 )
 
