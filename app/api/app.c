@@ -9,7 +9,6 @@
 #include "api/log.h"
 #include "repositories/libvirt/libvirt_backend.h"
 #include "util/ids.h"
-#include "repositories/sqlite/sqlite_db.h"
 #include "util/mem.h"
 
 #define APP_POLL_INTERVAL_MS 200
@@ -106,20 +105,7 @@ app_ensure_pools(struct app *app, struct st_error *err)
 static int
 open_store(struct app *app, struct st_error *err)
 {
-    if (app_make_parent_dir(app->cfg.database, err) < 0)
-        return -1;
-    app->db = sqlite_db_open(app->cfg.database, err);
-    if (!app->db)
-        return -1;
-    if (vm_repo_sqlite_open(app->db, &app->vms, err) < 0 ||
-        image_repo_sqlite_open(app->db, &app->images, err) < 0 ||
-        flavor_repo_sqlite_open(app->db, &app->flavors, err) < 0 ||
-        user_repo_sqlite_open(app->db, &app->users, err) < 0 ||
-        audit_repo_sqlite_open(app->db, &app->audit, err) < 0 ||
-        op_repo_sqlite_open(app->db, &app->ops, err) < 0 ||
-        event_repo_sqlite_open(app->db, &app->events, err) < 0)
-        return -1;
-    return 0;
+    return store_open(&app->store, app->cfg.database, err);
 }
 
 static int64_t
@@ -176,8 +162,8 @@ wire_identity(struct app *app)
     const struct api_config *c = &app->cfg;
 
     app->user_svc = (struct user_service){
-        .users = &app->users,
-        .vms = &app->vms,
+        .users = &app->store.users,
+        .vms = &app->store.vms,
         .keys = &app->keys,
         .cfg =
             {
@@ -198,7 +184,7 @@ wire_identity(struct app *app)
     };
     if (secret_pwhash_limits_parse(c->password_hash, &app->user_svc.cfg.pwhash) < 0)
         BUG("config let an unknown password_hash through");
-    app->audit_svc = (struct audit_service){.log = &app->audit};
+    app->audit_svc = (struct audit_service){.log = &app->store.audit};
 }
 
 int
@@ -244,9 +230,9 @@ static void
 wire_services(struct app *app)
 {
     app->vm_svc = (struct vm_service){
-        .vms = &app->vms,
-        .images = &app->images,
-        .flavors = &app->flavors,
+        .vms = &app->store.vms,
+        .images = &app->store.images,
+        .flavors = &app->store.flavors,
         .hv = &app->hv,
         .storage = &app->storage,
         .cfg =
@@ -259,16 +245,16 @@ wire_services(struct app *app)
             },
     };
     app->image_svc = (struct image_service){
-        .images = &app->images,
-        .vms = &app->vms,
+        .images = &app->store.images,
+        .vms = &app->store.vms,
         .storage = &app->storage,
         .image_pool = app->cfg.pool_images,
     };
-    app->flavor_svc = (struct flavor_service){.flavors = &app->flavors};
+    app->flavor_svc = (struct flavor_service){.flavors = &app->store.flavors};
     app->op_svc = (struct op_service){
-        .ops = &app->ops,
-        .events = &app->events,
-        .vms = &app->vms,
+        .ops = &app->store.ops,
+        .events = &app->store.events,
+        .vms = &app->store.vms,
         .vm_svc = &app->vm_svc,
         .cfg =
             {
@@ -279,9 +265,9 @@ wire_services(struct app *app)
         .probe = NULL,
     };
     app->reconcile_svc = (struct reconcile_service){
-        .vms = &app->vms,
-        .ops = &app->ops,
-        .events = &app->events,
+        .vms = &app->store.vms,
+        .ops = &app->store.ops,
+        .events = &app->store.events,
         .op_svc = &app->op_svc,
         .hv = &app->hv,
         .storage = &app->storage,
@@ -333,13 +319,5 @@ app_close(struct app *app)
     if (app->conn)
         libvirt_conn_close(app->conn);
     app->conn = NULL;
-    event_repo_close(&app->events);
-    op_repo_close(&app->ops);
-    audit_repo_close(&app->audit);
-    user_repo_close(&app->users);
-    flavor_repo_close(&app->flavors);
-    image_repo_close(&app->images);
-    vm_repo_close(&app->vms);
-    sqlite_db_close(app->db);
-    app->db = NULL;
+    store_close(&app->store);
 }

@@ -1,7 +1,7 @@
 /*
  * app.h - the composition root of one worker.
  *
- * Opens the SQLite store and its repositories, the token keyring (made on
+ * Opens the store (SQLite or PostgreSQL) and its repositories, the token keyring (made on
  * first start), the libvirt connection with its hypervisor and storage,
  * makes sure the three pools exist, and fills the services.  Everything is held for the life of
  * the worker and released by app_close().
@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #include "api/config.h"
+#include "api/store.h"
 #include "repositories/audit_repo.h"
 #include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"
@@ -30,19 +31,11 @@
 #include "services/vm_service.h"
 #include "util/keyring.h"
 
-struct sqlite_db;
 struct libvirt_conn;
 
 struct app {
     struct api_config cfg; /* a copy: the app owns what the services borrow */
-    struct sqlite_db *db;
-    struct vm_repo vms;
-    struct image_repo images;
-    struct flavor_repo flavors;
-    struct user_repo users;
-    struct audit_repo audit;
-    struct op_repo ops;
-    struct event_repo events;
+    struct store store; /* the database and every repository on it */
     struct keyring keys;     /* token signing keys, re-read when the file changes */
     int64_t keys_mtime_ns;   /* of the keys file when it was read */
     int64_t keys_checked_ms; /* monotonic: when the file was last looked at */

@@ -1,4 +1,5 @@
 #include "api/config.h"
+#include "api/store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -296,20 +297,19 @@ set_choice(const struct key_def *k, struct api_config *cfg, const char *value, c
                                                 : "debug, info, warn, error");
 }
 
+/* Kept as given: the store reads its kind from the scheme (api/store.h). */
 static int
 set_database(const struct key_def *k, struct api_config *cfg, const char *value, const char *where,
              struct st_error *err)
 {
-    const char *path = value;
+    enum store_kind kind;
+    const char *target;
 
-    /* sqlite:///abs/path keeps its leading slash; sqlite://rel is relative. */
-    if (strncmp(value, "sqlite://", 9) == 0)
-        path = value + 9;
-    else if (strstr(value, "://"))
-        return st_error_set(err, ST_ERR_INVALID,
-                            "%s: database '%s' is not supported (use a path or sqlite://PATH)",
-                            where, value);
-    return set_string(k, cfg, path, where, err);
+    if (store_parse_url(value, &kind, &target, err) < 0) {
+        st_error_prefix(err, "%s", where);
+        return -1;
+    }
+    return set_string(k, cfg, value, where, err);
 }
 
 static int

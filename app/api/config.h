@@ -23,7 +23,7 @@ struct api_config {
     char socket[ST_PATH_BUF];
     unsigned socket_mode;
     unsigned workers;           /* resolved: never 0 after api_config_load() */
-    char database[ST_PATH_BUF]; /* a file path; the sqlite:// prefix is removed */
+    char database[ST_PATH_BUF]; /* sqlite://PATH, a path, or postgresql://... (api/store.h) */
     char libvirt_uri[API_CONFIG_STR];
     char virt_type[8];          /* as configured: auto, kvm or qemu */
     char virt_type_resolved[8]; /* kvm or qemu */

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "repositories/sqlite/sqlite_db.h"
 
 #ifndef STRATUS_VERSION
 #define STRATUS_VERSION "0.0.0"
@@ -18,7 +17,7 @@ handle_health(struct api_call *call)
     memset(&db_err, 0, sizeof(db_err));
     memset(&lv_err, 0, sizeof(lv_err));
     memset(&err, 0, sizeof(err));
-    db_ok = sqlite_db_ping(call->app->db, &db_err) == 0;
+    db_ok = store_ping(&call->app->store, &db_err) == 0;
     lv_ok = hypervisor_ping(&call->app->hv, &lv_err) == 0;
     if (db_ok && lv_ok) {
         http_response_json(

@@ -27,7 +27,7 @@
 #include "api/app.h"
 #include "api/config.h"
 #include "api/log.h"
-#include "repositories/sqlite/sqlite_db.h"
+#include "api/store.h"
 #include "util/mem.h"
 
 #define IDLE_POLL_MS 200
@@ -102,7 +102,7 @@ crash_probe(const struct operation *op, const char *step)
 /*
  * A step may take longer than a lease (a slow libvirtd, a loaded host): while
  * a runner holds an operation, its heartbeat renews the lease every third of
- * it, over a connection of its own (SQLite connections stay in one thread).
+ * it, over a connection of its own (a connection stays in one thread).
  */
 struct heartbeat {
     pthread_t thread;
@@ -110,8 +110,7 @@ struct heartbeat {
     pthread_cond_t wake;
     bool quit;
     char op_id[ST_ID_BUF]; /* "" while the runner holds nothing */
-    struct sqlite_db *db;
-    struct op_repo ops;
+    struct store store;    /* its own connection, holding only the operations */
 };
 
 struct runner {
@@ -183,8 +182,7 @@ heartbeat_start(struct runner *r, struct st_error *err)
 
     pthread_mutex_init(&hb->lock, NULL);
     pthread_cond_init(&hb->wake, NULL);
-    hb->db = sqlite_db_open(r->cfg->database, err);
-    if (!hb->db || op_repo_sqlite_open(hb->db, &hb->ops, err) < 0)
+    if (store_open_ops(&hb->store, r->cfg->database, err) < 0)
         goto fail;
     if (pthread_create(&hb->thread, NULL, heartbeat_main, r) != 0) {
         st_error_set(err, ST_ERR_INTERNAL, "cannot start a heartbeat thread");
@@ -193,9 +191,7 @@ heartbeat_start(struct runner *r, struct st_error *err)
     return 0;
 
 fail:
-    op_repo_close(&hb->ops);
-    sqlite_db_close(hb->db);
-    hb->db = NULL;
+    store_close(&hb->store);
     return -1;
 }
 
@@ -207,8 +203,7 @@ heartbeat_stop(struct heartbeat *hb)
     pthread_cond_signal(&hb->wake);
     pthread_mutex_unlock(&hb->lock);
     pthread_join(hb->thread, NULL);
-    op_repo_close(&hb->ops);
-    sqlite_db_close(hb->db);
+    store_close(&hb->store);
 }
 
 static void *

@@ -153,7 +153,7 @@ test_config__file(void **state)
     assert_string_equal(cfg.socket, "/tmp/x.sock");
     assert_int_equal(cfg.socket_mode, 0600);
     assert_int_equal(cfg.workers, 3);
-    assert_string_equal(cfg.database, "/srv/stratus/db.sqlite");
+    assert_string_equal(cfg.database, "sqlite:///srv/stratus/db.sqlite");
     assert_string_equal(cfg.libvirt_uri, "test:///default");
     assert_string_equal(cfg.virt_type_resolved, "qemu");
     assert_string_equal(cfg.state_dir, "/srv/my state");
@@ -168,7 +168,15 @@ test_config__file(void **state)
 
     write_file(env, "database = sqlite://rel/db.sqlite\n");
     assert_int_equal(api_config_load(&cfg, env->path, &err), 0);
-    assert_string_equal(cfg.database, "rel/db.sqlite");
+    assert_string_equal(cfg.database, "sqlite://rel/db.sqlite");
+
+    write_file(env, "database = postgresql://stratus@db.example/stratus?sslmode=require\n");
+    assert_int_equal(api_config_load(&cfg, env->path, &err), 0);
+    assert_string_equal(cfg.database, "postgresql://stratus@db.example/stratus?sslmode=require");
+
+    write_file(env, "database = mysql://db.example/stratus\n");
+    assert_int_equal(api_config_load(&cfg, env->path, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
 
     write_file(env, "stop_timeout_s = 240\n");
     assert_int_equal(api_config_load(&cfg, env->path, &err), 0);

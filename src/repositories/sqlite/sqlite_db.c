@@ -678,3 +678,95 @@ sqlite_db_close(struct sqlite_db *db)
     sqlite3_close_v2(db->conn);
     free(db);
 }
+
+int
+sqlite_db_dump(struct sqlite_db *db, const char *table, const char *cols, const char *order,
+               sqlite_row_fn each, void *ctx, struct st_error *err)
+{
+    const char *values[64];
+    char *sql = st_xasprintf("SELECT %s FROM %s ORDER BY %s", cols, table, order);
+    sqlite3_stmt *st = NULL;
+    int ret = -1;
+    int rc;
+    int n;
+    int i;
+
+    rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+    free(sql);
+    if (rc != SQLITE_OK)
+        return sqlite_db_fail(db, rc, err, "cannot read table %s", table);
+    n = sqlite3_column_count(st);
+    if (n > (int)ST_ARRAY_LEN(values)) {
+        st_error_set(err, ST_ERR_INTERNAL, "table %s has too many columns (%d)", table, n);
+        goto done;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (i = 0; i < n; i++)
+            values[i] = (const char *)sqlite3_column_text(st, i);
+        if (each(ctx, n, values, err) != 0)
+            goto done;
+    }
+    if (rc != SQLITE_DONE) {
+        sqlite_db_fail(db, rc, err, "cannot read table %s", table);
+        goto done;
+    }
+    ret = 0;
+
+done:
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int
+sqlite_db_load(struct sqlite_db *db, const char *table, const char *cols, int n,
+               const char *const *values, struct st_error *err)
+{
+    char marks[64 * 5];
+    size_t used = 0;
+    sqlite3_stmt *st = NULL;
+    char *sql;
+    int rc;
+    int i;
+
+    if (n <= 0 || n > 64)
+        return st_error_set(err, ST_ERR_INTERNAL, "cannot load %d columns into %s", n, table);
+    for (i = 0; i < n; i++)
+        used += (size_t)snprintf(marks + used, sizeof(marks) - used, "%s?%d", i ? "," : "", i + 1);
+    sql = st_xasprintf("INSERT INTO %s (%s) VALUES (%s)", table, cols, marks);
+    rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+    free(sql);
+    if (rc != SQLITE_OK)
+        return sqlite_db_fail(db, rc, err, "cannot write table %s", table);
+    for (i = 0; i < n && rc == SQLITE_OK; i++)
+        rc = sqlite_bind_text(st, i + 1, values[i]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) {
+        sqlite_db_fail(db, rc, err, "cannot write a row of table %s", table);
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int
+sqlite_db_count(struct sqlite_db *db, const char *table, int64_t *out, struct st_error *err)
+{
+    char *sql = st_xasprintf("SELECT count(*) FROM %s", table);
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    rc = sqlite3_prepare_v2(db->conn, sql, -1, &st, NULL);
+    free(sql);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite_db_fail(db, rc, err, "cannot count the rows of table %s", table);
+        sqlite3_finalize(st);
+        return -1;
+    }
+    *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}

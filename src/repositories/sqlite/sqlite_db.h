@@ -10,6 +10,8 @@
 #ifndef STRATUS_REPOSITORIES_SQLITE_DB_H
 #define STRATUS_REPOSITORIES_SQLITE_DB_H
 
+#include <stdint.h>
+
 #include "repositories/audit_repo.h"
 #include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"
@@ -28,6 +30,22 @@ void sqlite_db_close(struct sqlite_db *db);
 int sqlite_db_ping(struct sqlite_db *db, struct st_error *err);
 /* Highest applied migration, for tests and /v1/health. */
 int sqlite_db_schema_version(struct sqlite_db *db, int *out, struct st_error *err);
+
+/*
+ * Raw rows, for stratus-admin db copy (the same contract as pg_db_dump(),
+ * pg_db_load() and pg_db_count()): @table and @cols come from code, never
+ * from a user.  Load inside sqlite_db_begin() ... sqlite_db_commit().
+ */
+typedef int (*sqlite_row_fn)(void *ctx, int n, const char *const *values, struct st_error *err);
+int sqlite_db_dump(struct sqlite_db *db, const char *table, const char *cols, const char *order,
+                   sqlite_row_fn each, void *ctx, struct st_error *err);
+int sqlite_db_load(struct sqlite_db *db, const char *table, const char *cols, int n,
+                   const char *const *values, struct st_error *err);
+int sqlite_db_count(struct sqlite_db *db, const char *table, int64_t *out, struct st_error *err);
+/* One write transaction (BEGIN IMMEDIATE); see sqlite_internal.h. */
+int sqlite_db_begin(struct sqlite_db *db, struct st_error *err);
+int sqlite_db_commit(struct sqlite_db *db, struct st_error *err);
+void sqlite_db_rollback(struct sqlite_db *db);
 
 /* Constructors: fill *out with a repository borrowing @db. */
 int vm_repo_sqlite_open(struct sqlite_db *db, struct vm_repo *out, struct st_error *err);
