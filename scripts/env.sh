@@ -10,7 +10,8 @@
 # <state>/bench), so they can run side by side.  Overrides: STRATUS_STATE_DIR, STRATUS_PORT,
 # STRATUS_VIRT_TYPE, STRATUS_WORKERS, STRATUS_STOP_TIMEOUT_S,
 # STRATUS_LOG_LEVEL, STRATUS_MAX_BODY_BYTES, STRATUS_ADMIN_EMAIL,
-# STRATUS_ALLOW_REGISTRATION, STRATUS_PASSWORD_HASH, STRATUS_LOGIN_LOCKOUT_S.
+# STRATUS_ALLOW_REGISTRATION, STRATUS_PASSWORD_HASH, STRATUS_LOGIN_LOCKOUT_S,
+# STRATUS_DATABASE, STRATUS_API_NODES, STRATUS_WORKER_PROCS, STRATUS_PG_DIR.
 #
 # Results are plain shell variables prefixed ST_ (not exported): the API
 # itself reads STRATUS_* variables from the environment, and the scripts give
@@ -109,6 +110,17 @@ ST_LOG=$ST_STATE/log
 ST_SOCKET=$ST_RUN/api.sock
 ST_CONF=$ST_STATE/stratus.conf
 ST_DB=$ST_STATE/db/stratus.db
+# The stack's database: SQLite under the state dir unless STRATUS_DATABASE
+# names another (postgresql://...).
+ST_DATABASE=${STRATUS_DATABASE:-$ST_DB}
+# Scale-out on one machine: this many stratus-api masters (each its own
+# socket, one nginx upstream over all) and stratus-worker processes.
+ST_API_NODES=${STRATUS_API_NODES:-1}
+ST_WORKER_PROCS=${STRATUS_WORKER_PROCS:-1}
+# A throwaway PostgreSQL server for this profile (scripts/pg.sh), when tests
+# or benchmarks run on PostgreSQL: under /tmp, where user postgres can reach it.
+ST_PG_DIR=${STRATUS_PG_DIR:-/tmp/stratus-pg-$(printf '%s' "$ST_STATE" | sha256sum | cut -c1-12)}
+ST_PG_PORT=${STRATUS_PG_PORT:-55432}
 ST_POOLS=$ST_STATE/pools
 ST_CONSOLE=$ST_STATE/console
 ST_IMPORT=$ST_STATE/import

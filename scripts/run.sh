@@ -53,20 +53,34 @@ stop_pidfile() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Node/process @1's file names: node 0 keeps the plain names.
+node_suffix() { [ "$1" -eq 0 ] && echo "" || echo "-$1"; }
+node_socket() { [ "$1" -eq 0 ] && echo "$ST_SOCKET" || echo "$ST_RUN/api-$1.sock"; }
+node_conf() { [ "$1" -eq 0 ] && echo "$ST_CONF" || echo "$ST_STATE/stratus-$1.conf"; }
+
 stack_stop() {
+    local f
     stop_pidfile "$ST_RUN/nginx.pid.run"
-    stop_pidfile "$ST_RUN/worker.pid"
-    stop_pidfile "$ST_RUN/api.pid"
-    rm -f "$ST_SOCKET"
+    for f in "$ST_RUN"/worker*.pid; do
+        [ -e "$f" ] && stop_pidfile "$f"
+    done
+    for f in "$ST_RUN"/api*.pid; do
+        [ -e "$f" ] && stop_pidfile "$f"
+    done
+    rm -f "$ST_RUN"/api*.sock
     "$ST_ROOT/scripts/services.sh" stop "$ST_SERVICES_FILE"
 }
 
+# The configuration of API node @1 (the workers read node 0's): the nodes
+# differ only in their socket.
 write_config() {
-    cat >"$ST_CONF.tmp" <<CONF
+    local node=$1 conf
+    conf=$(node_conf "$node")
+    cat >"$conf.tmp" <<CONF
 # stratus-api configuration, written by scripts/run.sh ($ST_PROFILE profile).
-socket = $ST_SOCKET
+socket = $(node_socket "$node")
 workers = $ST_WORKERS
-database = $ST_DB
+database = $ST_DATABASE
 libvirt_uri = qemu:///system
 virt_type = $ST_VIRT_TYPE
 state_dir = $ST_STATE
@@ -93,10 +107,34 @@ lease_s = $ST_LEASE_S
 reconcile_interval_s = $ST_RECONCILE_INTERVAL_S
 test_hooks = $ST_TEST_HOOKS
 CONF
-    mv "$ST_CONF.tmp" "$ST_CONF"
+    mv "$conf.tmp" "$conf"
+}
+
+# nginx's upstreams: stratus_api over every node, and stratus_node<i> for
+# each one alone, chosen by the X-Stratus-Node request header (tests use it
+# to ask a given node).
+write_upstreams() {
+    local i f=$ST_NGINX/upstreams.conf
+    {
+        echo "upstream stratus_api {"
+        for ((i = 0; i < ST_API_NODES; i++)); do
+            echo "    server unix:$(node_socket "$i");"
+        done
+        echo "}"
+        for ((i = 0; i < ST_API_NODES; i++)); do
+            echo "upstream stratus_node$i { server unix:$(node_socket "$i"); }"
+        done
+        echo "map \$http_x_stratus_node \$stratus_upstream {"
+        echo "    default stratus_api;"
+        for ((i = 0; i < ST_API_NODES; i++)); do
+            echo "    $i stratus_node$i;"
+        done
+        echo "}"
+    } >"$f"
 }
 
 write_nginx_config() {
+    write_upstreams
     sed -e "s|@PREFIX@|$ST_NGINX|g" -e "s|@LOG_DIR@|$ST_LOG|g" -e "s|@LISTEN@|$ST_LISTEN|g" \
         -e "s|@SOCKET@|$ST_SOCKET|g" -e "s|@MAX_BODY@|$ST_MAX_BODY|g" \
         "$ST_ROOT/nginx/stratus.conf.in" >"$ST_NGINX/nginx.conf"
@@ -133,27 +171,31 @@ bootstrap_admin() {
         "$ST_ADMIN_BIN" -c "$ST_CONF" bootstrap
 }
 
+# API node @1 (0 when not given).
 start_api() {
-    local pid
+    local node=${1:-0} pid sfx
+    sfx=$(node_suffix "$node")
     [ -x "$ST_API_BIN" ] || { log "$ST_API_BIN is missing: run make all"; return 1; }
-    rm -f "$ST_SOCKET"
+    rm -f "$(node_socket "$node")"
     # The config file is the only source: STRATUS_* variables in this
     # environment would override it inside the API.
     # shellcheck disable=SC2046
     setsid env $(env | sed -n 's/^\(STRATUS_[A-Za-z0-9_]*\)=.*/-u \1/p') \
-        "$ST_API_BIN" -c "$ST_CONF" >>"$ST_LOG/api.log" 2>&1 </dev/null &
+        "$ST_API_BIN" -c "$(node_conf "$node")" >>"$ST_LOG/api$sfx.log" 2>&1 </dev/null &
     pid=$!
-    echo "$pid" >"$ST_RUN/api.pid"
+    echo "$pid" >"$ST_RUN/api$sfx.pid"
 }
 
+# Worker process @1 (0 when not given).
 start_worker() {
-    local pid
+    local n=${1:-0} pid sfx
+    sfx=$(node_suffix "$n")
     [ -x "$ST_WORKER_BIN" ] || { log "$ST_WORKER_BIN is missing: run make all"; return 1; }
     # shellcheck disable=SC2046
     setsid env $(env | sed -n 's/^\(STRATUS_[A-Za-z0-9_]*\)=.*/-u \1/p') \
-        "$ST_WORKER_BIN" -c "$ST_CONF" >>"$ST_LOG/worker.log" 2>&1 </dev/null &
+        "$ST_WORKER_BIN" -c "$ST_CONF" >>"$ST_LOG/worker$sfx.log" 2>&1 </dev/null &
     pid=$!
-    echo "$pid" >"$ST_RUN/worker.pid"
+    echo "$pid" >"$ST_RUN/worker$sfx.pid"
 }
 
 start_nginx() {
@@ -164,14 +206,21 @@ start_nginx() {
     echo "$pid" >"$ST_RUN/nginx.pid.run"
 }
 
+# Every API node answers /v1/health with 200 through nginx.
 wait_health() {
-    local i code
+    local i node=0 code sfx
     for ((i = 0; i < 60; i++)); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$ST_URL/v1/health" || true)
-        [ "$code" = 200 ] && return 0
-        if ! pid_alive "$(cat "$ST_RUN/api.pid")"; then
-            log "stratus-api exited; last lines of $ST_LOG/api.log:"
-            tail -n 20 "$ST_LOG/api.log" >&2
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "X-Stratus-Node: $node" \
+            "$ST_URL/v1/health" || true)
+        if [ "$code" = 200 ]; then
+            node=$((node + 1))
+            [ "$node" -ge "$ST_API_NODES" ] && return 0
+            continue
+        fi
+        sfx=$(node_suffix "$node")
+        if ! pid_alive "$(cat "$ST_RUN/api$sfx.pid")"; then
+            log "stratus-api exited; last lines of $ST_LOG/api$sfx.log:"
+            tail -n 20 "$ST_LOG/api$sfx.log" >&2
             return 1
         fi
         if ! pid_alive "$(cat "$ST_RUN/nginx.pid.run")"; then
@@ -181,14 +230,14 @@ wait_health() {
         fi
         sleep 0.5
     done
-    log "GET $ST_URL/v1/health did not answer 200 within 30 s (last: ${code:-none})"
-    tail -n 20 "$ST_LOG/api.log" >&2
+    log "GET $ST_URL/v1/health (node $node) did not answer 200 within 30 s (last: ${code:-none})"
+    tail -n 20 "$ST_LOG/api$(node_suffix "$node").log" >&2
     return 1
 }
 
 stack_start() {
-    local pid
-    for f in "$ST_RUN/api.pid" "$ST_RUN/worker.pid" "$ST_RUN/nginx.pid.run"; do
+    local pid i
+    for f in "$ST_RUN"/api*.pid "$ST_RUN"/worker*.pid "$ST_RUN/nginx.pid.run"; do
         pid=$(cat "$f" 2>/dev/null || true)
         if pid_alive "$pid"; then
             log "a stack is already running from $ST_STATE (pid $pid); stop it first (scripts/run.sh --profile $ST_PROFILE --stop)"
@@ -200,12 +249,18 @@ stack_start() {
         return 1
     fi
     make_layout
-    write_config
+    for ((i = 0; i < ST_API_NODES; i++)); do
+        write_config "$i"
+    done
     write_nginx_config || { log "nginx rejects $ST_NGINX/nginx.conf"; return 1; }
     "$ST_ROOT/scripts/services.sh" start "$ST_SERVICES_FILE"
     bootstrap_admin || { log "cannot create the first admin"; return 1; }
-    start_api
-    start_worker
+    for ((i = 0; i < ST_API_NODES; i++)); do
+        start_api "$i"
+    done
+    for ((i = 0; i < ST_WORKER_PROCS; i++)); do
+        start_worker "$i"
+    done
     start_nginx
     wait_health
 }

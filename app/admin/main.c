@@ -6,9 +6,11 @@
  *   stratus-admin [-c FILE] user reset-password --email E [--password-stdin]
  *   stratus-admin [-c FILE] audit verify
  *   stratus-admin [-c FILE] token rotate-key
+ *   stratus-admin db copy --from URL --to URL
  *
  * It opens the same database and key file as stratus-api (same config:
- * -c or STRATUS_CONFIG, then STRATUS_* variables), never libvirt.
+ * -c or STRATUS_CONFIG, then STRATUS_* variables), never libvirt.  db copy
+ * opens the two databases it is given instead (sqlite://..., postgresql://...).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +31,8 @@ struct admin_opts {
     const char *email;
     bool admin;
     bool password_stdin;
+    const char *from;
+    const char *to;
 };
 
 static void
@@ -38,7 +42,8 @@ usage(FILE *out)
           "       stratus-admin [-c FILE] user create --email E [--admin] [--password-stdin]\n"
           "       stratus-admin [-c FILE] user reset-password --email E [--password-stdin]\n"
           "       stratus-admin [-c FILE] audit verify\n"
-          "       stratus-admin [-c FILE] token rotate-key\n",
+          "       stratus-admin [-c FILE] token rotate-key\n"
+          "       stratus-admin db copy --from URL --to URL\n",
           out);
 }
 
@@ -175,6 +180,46 @@ cmd_rotate_key(struct app *app)
     return 0;
 }
 
+/*
+ * Copy a stopped installation's database into an empty one (migrated to the
+ * same version on open), then check it.  URLs are never printed: they may
+ * hold a password.
+ */
+static int
+cmd_db_copy(const struct admin_opts *o)
+{
+    struct st_error err = {0};
+    struct store from;
+    struct store to;
+    int rc;
+
+    if (!o->from || !o->to) {
+        fputs("stratus-admin: db copy needs --from URL and --to URL\n", stderr);
+        return 2;
+    }
+    if (strcmp(o->from, o->to) == 0) {
+        fputs("stratus-admin: --from and --to name the same database\n", stderr);
+        return 2;
+    }
+    if (store_open(&from, o->from, &err) < 0) {
+        st_error_prefix(&err, "source");
+        return fail(&err);
+    }
+    if (store_open(&to, o->to, &err) < 0) {
+        st_error_prefix(&err, "target");
+        store_close(&from);
+        return fail(&err);
+    }
+    printf("db copy: %s -> %s\n", store_kind_name(from.kind), store_kind_name(to.kind));
+    rc = store_copy(&from, &to, stdout, &err);
+    store_close(&to);
+    store_close(&from);
+    if (rc < 0)
+        return fail(&err);
+    puts("db copy: done");
+    return 0;
+}
+
 static int
 run(struct app *app, int argc, char **argv, const struct admin_opts *o)
 {
@@ -199,10 +244,11 @@ main(int argc, char **argv)
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'}, {"email", required_argument, NULL, 'e'},
         {"admin", no_argument, NULL, 'a'},        {"password-stdin", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},         {"from", required_argument, NULL, 'f'},
+        {"to", required_argument, NULL, 't'},     {NULL, 0, NULL, 0},
     };
     const char *path = getenv("STRATUS_CONFIG");
-    struct admin_opts o = {NULL, false, false};
+    struct admin_opts o = {NULL, false, false, NULL, NULL};
     struct st_error err = {0};
     struct api_config cfg;
     struct app app;
@@ -222,6 +268,12 @@ main(int argc, char **argv)
         case 'p':
             o.password_stdin = true;
             break;
+        case 'f':
+            o.from = optarg;
+            break;
+        case 't':
+            o.to = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -231,6 +283,13 @@ main(int argc, char **argv)
         }
     }
     if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    /* db copy opens the two databases it names, not the configured one. */
+    if (strcmp(argv[optind], "db") == 0) {
+        if (argc - optind == 2 && strcmp(argv[optind + 1], "copy") == 0)
+            return cmd_db_copy(&o);
         usage(stderr);
         return 2;
     }

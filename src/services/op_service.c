@@ -254,7 +254,8 @@ op_service_work_one(struct op_service *svc, const char *worker_id, bool *worked,
     if (rc == 0) {
         note(svc, &vm, VM_EVENT_STATE_CHANGE,
              op.kind == OP_KIND_VM_CREATE ? "created: running" : "deleted",
-             json_pack("{s:s, s:i}", "operation_id", op.id, "attempts", (int)op.attempts));
+             json_pack("{s:s, s:i, s:s}", "operation_id", op.id, "attempts", (int)op.attempts,
+                       "worker_id", worker_id));
         return op_repo_finish(svc->ops, op.id, worker_id, OP_STATUS_SUCCEEDED, NULL, st_now_ms(),
                               err);
     }
