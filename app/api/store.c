@@ -13,7 +13,7 @@
  * Parents before children (api_keys refers to users).  The columns are
  * those of the migrations, identical in both stores.
  */
-const struct store_table store_tables[] = {
+const struct store_table store_tables[STORE_TABLES + 1] = {
     {"users",
      "id, email, password_hash, nickname, status, roles, quota_max_vms, quota_max_vcpus, "
      "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at",
@@ -264,23 +264,26 @@ store_check_versions(struct store *from, struct store *to, struct st_error *err)
     return 0;
 }
 
-/* Row counts equal table by table, and the audit chain intact on @to. */
+/*
+ * Each table on @to holds what was read from the source, and the audit
+ * chain is intact (read on @to's connection, inside its transaction).
+ */
 static int
-store_check_copy(struct store *from, struct store *to, FILE *log, struct st_error *err)
+store_check_copy(struct store *to, const int64_t *counts, FILE *log, struct st_error *err)
 {
     struct audit_service audit = {.log = &to->audit};
     struct audit_verdict verdict = {0};
     const struct store_table *t;
-    int64_t a;
-    int64_t b;
+    int64_t n;
+    size_t i;
 
-    for (t = store_tables; t->name; t++) {
-        if (store_count(from, t->name, &a, err) < 0 || store_count(to, t->name, &b, err) < 0)
+    for (t = store_tables, i = 0; t->name; t++, i++) {
+        if (store_count(to, t->name, &n, err) < 0)
             return -1;
-        if (a != b)
+        if (n != counts[i])
             return st_error_set(err, ST_ERR_INTERNAL,
                                 "table %s: %lld rows in the source, %lld in the target", t->name,
-                                (long long)a, (long long)b);
+                                (long long)counts[i], (long long)n);
     }
     if (audit_service_verify(&audit, &verdict, err) < 0)
         return -1;
@@ -295,28 +298,66 @@ store_check_copy(struct store *from, struct store *to, FILE *log, struct st_erro
     return 0;
 }
 
-int
-store_copy(struct store *from, struct store *to, FILE *log, struct st_error *err)
+/*
+ * The source is read in one transaction, so that what is copied is one
+ * consistent state even if something still writes (it should not: copy a
+ * stopped installation): SQLite's write lock, PostgreSQL's snapshot.
+ */
+static int
+store_begin_read(struct store *s, struct st_error *err)
 {
-    const struct store_table *t;
-    struct store_copy_ctx ctx = {.to = to};
+    return s->kind == STORE_POSTGRES ? pg_db_begin_snapshot(s->pg, err)
+                                     : sqlite_db_begin(s->sqlite, err);
+}
 
-    if (store_check_versions(from, to, err) < 0 || store_check_empty(to, err) < 0)
-        return -1;
-    if (store_begin(to, err) < 0)
-        return -1;
-    for (t = store_tables; t->name; t++) {
+/* Every table's rows, counted and then copied, inside both transactions. */
+static int
+store_copy_tables(struct store *from, struct store *to, int64_t *counts, FILE *log,
+                  struct st_error *err)
+{
+    struct store_copy_ctx ctx = {.to = to};
+    const struct store_table *t;
+    size_t i;
+
+    for (t = store_tables, i = 0; t->name; t++, i++) {
         ctx.table = t;
         ctx.rows = 0;
-        if (store_dump(from, t, store_copy_row, &ctx, err) < 0) {
+        if (store_count(from, t->name, &counts[i], err) < 0 ||
+            store_dump(from, t, store_copy_row, &ctx, err) < 0) {
             st_error_prefix(err, "copying table %s", t->name);
-            store_rollback(to);
             return -1;
         }
+        if (ctx.rows != counts[i])
+            return st_error_set(err, ST_ERR_INTERNAL, "table %s: counted %lld rows, read %lld",
+                                t->name, (long long)counts[i], (long long)ctx.rows);
         if (log)
             fprintf(log, "copied %s: %lld rows\n", t->name, (long long)ctx.rows);
     }
-    if (store_commit(to, err) < 0)
+    return 0;
+}
+
+int
+store_copy(struct store *from, struct store *to, FILE *log, struct st_error *err)
+{
+    int64_t counts[ST_ARRAY_LEN(store_tables)];
+    int rc;
+
+    if (store_check_versions(from, to, err) < 0 || store_check_empty(to, err) < 0)
         return -1;
-    return store_check_copy(from, to, log, err);
+    if (store_begin_read(from, err) < 0)
+        return -1;
+    if (store_begin(to, err) < 0) {
+        store_rollback(from);
+        return -1;
+    }
+    /* Checked inside the target's transaction: a copy that fails its check leaves nothing. */
+    rc = store_copy_tables(from, to, counts, log, err);
+    store_rollback(from); /* it only read */
+    if (rc == 0)
+        rc = store_check_copy(to, counts, log, err);
+    if (rc < 0) {
+        store_rollback(to);
+        return -1;
+    }
+    return store_commit(to, err);
 }

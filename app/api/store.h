@@ -79,14 +79,15 @@ struct store_table {
     const char *cols;
     const char *order;
 };
-/* Every table of the schema, parents before children; ends with a NULL name. */
-extern const struct store_table store_tables[];
+/* Every table of the schema, parents before children; then one with a NULL name. */
+#define STORE_TABLES 10
+extern const struct store_table store_tables[STORE_TABLES + 1];
 
 /*
- * Copy every row of every table from @from to the empty store @to (both at
- * the same schema version), in one transaction on @to, then check that
- * each table holds as many rows on both sides and that the audit chain on
- * @to verifies.  Progress lines go to @log (may be NULL).  ST_ERR_CONFLICT
+ * Copy every row of every table from @from (read as one snapshot) to the
+ * empty store @to (both at the same schema version), in one transaction on
+ * @to, and commit only when each table holds as many rows on both sides
+ * and the audit chain on @to verifies.  Progress lines go to @log (may be NULL).  ST_ERR_CONFLICT
  * when @to is not empty, ST_ERR_INVALID when the versions differ.
  */
 int store_copy(struct store *from, struct store *to, FILE *log, struct st_error *err);

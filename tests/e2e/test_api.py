@@ -44,6 +44,9 @@ CONSOLE_DIR = os.environ.get("E2E_CONSOLE_DIR", os.path.join(STATE, "console"))
 IMPORT_DIR = os.environ.get("E2E_IMPORT_DIR", os.path.join(STATE, "import"))
 POOLS_DIR = os.environ.get("E2E_POOLS_DIR", os.path.join(STATE, "pools"))
 API_PIDFILE = os.environ.get("E2E_API_PIDFILE", os.path.join(STATE, "run", "api.pid"))
+STORE = os.environ.get("E2E_STORE", "sqlite")
+NODES = int(os.environ.get("E2E_NODES", "1"))
+WORKER_PROCS = int(os.environ.get("E2E_WORKER_PROCS", "1"))
 GUEST = os.environ.get("E2E_GUEST", "")
 ROOT = os.environ.get("E2E_ROOT", os.getcwd())
 SERVICES_FILES = [f for f in os.environ.get("E2E_SERVICES_FILES", "").split(":") if f]
@@ -2010,16 +2013,20 @@ def scenario_audit():
     check("... over the same entries as GET /v1/audit lists", int(m.group(1)) == len(chain),
           f"{out} vs {len(chain)} walked")
 
-    # Tamper with a copy: the verifier must name the entry.
+    # Tamper with a copy: the verifier must name the entry.  The copy is made
+    # by stratus-admin db copy into a fresh SQLite file, whichever store the
+    # stack runs on (so the PostgreSQL run copies across stores).
     conf = os.path.join(STATE, "stratus.conf")
     live = api_setting("database", os.path.join(STATE, "db", "stratus.db"))
     tmp = tempfile.mkdtemp(prefix="stratus-e2e-audit-")
     try:
         copy = os.path.join(tmp, "stratus.db")
-        p = subprocess.run(["sqlite3", live, f".backup '{copy}'"], capture_output=True,
-                           text=True, timeout=60)
-        check("sqlite3 .backup copies the database", p.returncode == 0
-              and os.path.isfile(copy), p.stderr)
+        rc, out = admin_cli("db", "copy", "--from", live, "--to", "sqlite://" + copy)
+        check(f"stratus-admin db copy ({STORE} to SQLite) verifies counts and the chain",
+              rc == 0 and "audit chain intact" in out and "db copy: done" in out
+              and os.path.isfile(copy), f"exit {rc}: {out}")
+        check("... and prints no database URL", "postgresql://" not in out
+              and copy not in out, out)
         victim = post["seq"]
         p = subprocess.run(["sqlite3", copy, f"UPDATE audit_log SET status = 299 WHERE seq = "
                             f"{int(victim)}; SELECT changes();"], capture_output=True, text=True,
@@ -2038,6 +2045,13 @@ def scenario_audit():
         check(f"audit verify on the tampered copy exits 1 naming entry {victim}", rc == 1
               and re.search(rf"audit: chain broken at entry {int(victim)}\b", out) is not None,
               f"exit {rc}: {out}")
+        again = os.path.join(tmp, "again.db")
+        rc, out = admin_cli("db", "copy", "--from", copy, "--to", again)
+        check("db copy of the tampered copy fails naming the broken entry", rc != 0
+              and f"breaks at entry {int(victim)}" in out, f"exit {rc}: {out}")
+        rc, out = admin_cli("db", "copy", "--from", live, "--to", "sqlite://" + copy)
+        check("db copy into a database that is not empty is refused", rc != 0
+              and "not empty" in out, f"exit {rc}: {out}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rc, out = admin_cli("audit", "verify")
@@ -2803,6 +2817,159 @@ def scenario_concurrency():
     cleanup_images.remove(img)
 
 
+# --- (r) scale-out: two API nodes and two workers on one PostgreSQL ----------
+
+def node_request(node, method, path, body=None, token=None, timeout=60):
+    """A request that nginx hands to API node @node alone (X-Stratus-Node)."""
+    return request(method, path, body, token=token, timeout=timeout,
+                   headers={"X-Stratus-Node": str(node)})
+
+
+def run_pids(prefix, n):
+    """The pids in run/<prefix>.pid, run/<prefix>-1.pid, ... (None where unreadable)."""
+    pids = []
+    for i in range(n):
+        name = f"{prefix}.pid" if i == 0 else f"{prefix}-{i}.pid"
+        try:
+            with open(os.path.join(STATE, "run", name)) as f:
+                pids.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            pids.append(None)
+    return pids
+
+
+def scenario_scaleout():
+    n = 40
+    check(f"the stack runs on PostgreSQL with 2 API nodes and 2 worker processes "
+          f"(store {STORE}, {NODES} nodes, {WORKER_PROCS} workers)",
+          STORE == "postgresql" and NODES == 2 and WORKER_PROCS == 2)
+    apis = run_pids("api", NODES)
+    workers = run_pids("worker", WORKER_PROCS)
+    check("two stratus-api masters and two stratus-worker processes run",
+          all(p and proc_comm(p) == "stratus-api" for p in apis)
+          and all(p and proc_comm(p) == "stratus-worker" for p in workers)
+          and len(set(apis)) == 2 and len(set(workers)) == 2, f"{apis} {workers}")
+    for node in range(NODES):
+        r = node_request(node, "GET", "/v1/health", token=False)
+        check(f"node {node} answers /v1/health with 200 (database ok)", r.status == 200
+              and isinstance(r.json, dict) and r.json.get("database") == "ok", repr(r))
+    tag = uuid.uuid4().hex[:8]
+    u = new_user("scale")
+    ut = u["token"]
+    quota = {"max_vms": 50, "max_vcpus": 64, "max_memory_mib": 65536, "max_disk_gib": 500}
+    r = request("PATCH", f"/v1/users/{u['id']}", {"quota": quota})
+    check("the admin raises the user's quota (max_vms 50)", r.status == 200, repr(r))
+    for node in range(NODES):
+        r = node_request(node, "GET", "/v1/users/me", token=ut)
+        check(f"node {node} accepts the token node-independent (same key file)",
+              r.status == 200 and r.json.get("id") == u["id"], repr(r))
+    img = import_image("s" + tag, token=ut)
+
+    results = [None] * n
+    gate = threading.Barrier(n)
+
+    def create(i):
+        try:
+            gate.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            results[i] = request("POST", "/v1/vms", {"name": f"s{tag}-{i}", "image_id": img,
+                                                     "vcpus": 1, "memory_mib": 64,
+                                                     "disk_gib": 1}, timeout=120, token=ut)
+        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
+            results[i] = e
+
+    t0 = time.time()
+    ts = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(max(1, t0 + 150 - time.time()))
+    good = [r for r in results if isinstance(r, Resp) and accepted(r, "vm.create", "creating")]
+    vms = [r.json["id"] for r in good]
+    cleanup_vms.extend(vms)
+    check(f"all {n} concurrent POSTs through nginx's upstream answer 202", len(good) == n,
+          repr([r for r in results if not (isinstance(r, Resp) and r.status == 202)][:5]))
+    ops = {r.json["operation"]["id"]: r.json["id"] for r in good}
+    ended = wait_ops_ended(ops, ut, CONCURRENCY_BOUND)
+    print(f"       creates ended {time.time() - t0:.1f} s after the first POST: "
+          f"{status_counts(ended.values())}")
+    check(f"every one of the {n} create operations succeeded",
+          len(ended) == n and all(o.get("status") == "succeeded" for o in ended.values()),
+          repr([o for o in ended.values() if o.get("status") != "succeeded"][:5]))
+    by_pid = {}
+    for o in ended.values():
+        wid = o.get("worker_id") or ""
+        parts = wid.split(":")
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        by_pid.setdefault(pid, []).append(o["id"])
+    print(f"       operations per worker process: "
+          f"{ {k: len(v) for k, v in by_pid.items()} }")
+    check("each operation was taken once (attempts 1) by one runner of one of the two "
+          "workers", all(o.get("attempts") == 1 for o in ended.values())
+          and set(by_pid) <= set(workers),
+          repr([(o["id"][:8], o.get("attempts"), o.get("worker_id")) for o in ended.values()
+                if o.get("attempts") != 1][:5]) + f" pids {list(by_pid)} vs {workers}")
+    check("both worker processes ran operations", len(set(by_pid) & set(workers)) == 2,
+          repr(list(by_pid)))
+    once = []
+    for op_id, vm in ops.items():
+        _, evs = vm_events(vm, token=ut)
+        done = [e for e in evs or [] if e.get("message") == "created: running"]
+        wid = ended.get(op_id, {}).get("worker_id")
+        if not (len(done) == 1 and (done[0].get("data") or {}).get("operation_id") == op_id
+                and (done[0].get("data") or {}).get("worker_id") == wid):
+            once.append((vm[:8], [(e.get("data") or {}) for e in done]))
+    check("each VM has exactly one 'created: running' event, by its operation's worker",
+          not once, repr(once[:5]))
+    lists = []
+    for node in range(NODES):
+        r = node_request(node, "GET", "/v1/vms?limit=100", token=ut)
+        items = (r.json or {}).get("items", []) if r.status == 200 else None
+        lists.append(None if items is None else
+                     [(v.get("id"), v.get("name"), v.get("status")) for v in items])
+    check(f"the listing is identical through either node ({n} VMs, all running)",
+          lists[0] is not None and lists[0] == lists[1] and len(lists[0]) == n
+          and {v[0] for v in lists[0]} == set(vms)
+          and all(v[2] == "running" for v in lists[0]), repr([l and l[:3] for l in lists]))
+    for node in range(NODES):
+        vm = vms[node % len(vms)] if vms else ""
+        r = node_request(node, "GET", f"/v1/vms/{vm}", token=ut)
+        check(f"node {node} reads VM {vm[:8]} as running", r.status == 200
+              and r.json.get("status") == "running", repr(r))
+
+    t1 = time.time()
+    dops = {}
+    for i, vm in enumerate(vms):
+        r = node_request(i % NODES, "DELETE", f"/v1/vms/{vm}", token=ut, timeout=120)
+        if accepted(r, "vm.delete", "deleting", vm):
+            dops[r.json["operation"]["id"]] = vm
+    check(f"all {len(vms)} DELETEs, spread over both nodes, answer 202", len(dops) == len(vms),
+          f"{len(dops)} of {len(vms)}")
+    ended = wait_ops_ended(dops, ut, CONCURRENCY_BOUND)
+    print(f"       deletes ended {time.time() - t1:.1f} s after the first DELETE")
+    check("every delete operation succeeded, each taken once", len(ended) == len(dops) and all(
+        o.get("status") == "succeeded" and o.get("attempts") == 1 for o in ended.values()),
+        repr([o for o in ended.values() if o.get("status") != "succeeded"
+              or o.get("attempts") != 1][:5]))
+    for o in ended.values():
+        if o.get("status") == "succeeded" and dops[o["id"]] in cleanup_vms:
+            cleanup_vms.remove(dops[o["id"]])
+    for node in range(NODES):
+        r = node_request(node, "GET", "/v1/vms?limit=100", token=ut)
+        check(f"node {node} lists no VM of the user any more", r.status == 200
+              and ids_of(r) == set(), repr(r))
+    doms = domains()
+    left = [d for d in doms or [] if d[len("stratus-"):] in set(vms)]
+    check("no domain of the user's VMs is left", doms is not None and not left, repr(left))
+    check("no disk file of the user's VMs is left",
+          not [v for v in vms if files_with(v)], repr([v for v in vms if files_with(v)][:5]))
+    r = request("DELETE", f"/v1/images/{img}", token=ut, timeout=60)
+    check("the user deletes its image (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
 SCENARIOS = {
     "badinput": scenario_badinput,
     "lifecycle": scenario_lifecycle,
@@ -2822,7 +2989,10 @@ SCENARIOS = {
     "idempotency": scenario_idempotency,
     "poweroff": scenario_poweroff,
     "concurrency": scenario_concurrency,
+    "scaleout": scenario_scaleout,
 }
+# Run only when named: it needs a stack of two API nodes and two workers on PostgreSQL.
+ON_REQUEST = ("scaleout",)
 
 
 def cleanup():
@@ -2866,7 +3036,7 @@ def cleanup():
 
 def main():
     global failed
-    names = sys.argv[1:] or list(SCENARIOS)
+    names = sys.argv[1:] or [k for k in SCENARIOS if k not in ON_REQUEST]
     for name in names:
         print(f"--- {name}", flush=True)
         t0 = time.time()

@@ -50,6 +50,11 @@ int pg_db_dump(struct pg_db *db, const char *table, const char *cols, const char
 int pg_db_load(struct pg_db *db, const char *table, const char *cols, int n,
                const char *const *values, struct st_error *err);
 int pg_db_count(struct pg_db *db, const char *table, int64_t *out, struct st_error *err);
+/*
+ * A read-only REPEATABLE READ transaction: every read sees one snapshot
+ * (the source side of a copy).  End it with pg_db_commit() or pg_db_rollback().
+ */
+int pg_db_begin_snapshot(struct pg_db *db, struct st_error *err);
 /* Plain transactions for pg_db_load(); see pg_internal.h. */
 int pg_db_begin(struct pg_db *db, struct st_error *err);
 int pg_db_commit(struct pg_db *db, struct st_error *err);
