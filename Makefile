@@ -88,9 +88,10 @@ $(BUILD)/contract/%: tests/contract/%.c $(CONTRACT_SUPPORT_OBJ) $(SUPPORT_OBJ) $
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(CONTRACT_SUPPORT_OBJ) $(SUPPORT_OBJ) \
 		$(API_LIB_OBJ) $(LIB) $(PKG_LIBS) $(CMOCKA_LIBS) -lm
 
-$(BUILD)/bench/%: bench/%.c $(SUPPORT_OBJ) $(LIB)
+$(BUILD)/bench/%: bench/%.c $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(SUPPORT_OBJ) $(LIB) $(PKG_LIBS) -lm
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB) \
+		$(PKG_LIBS) -lm
 
 # Run every unit test program; each prints cmocka's summary.
 unit: $(UNIT_BIN) $(CONTRACT_BIN)

@@ -1,7 +1,8 @@
 /*
  * bench_list - how GET /v1/vms scales.
  *
- * For each N it fills N rows (SQLite in a temp dir) and N domains (libvirt
+ * For each N it fills N rows (SQLite in a temp dir, or the empty database
+ * --db names, emptied again afterwards) and N domains (libvirt
  * test driver in process, or a real libvirtd with defined, shut-off
  * domains) and times three things over the same data:
  *   list   vm_service_list over every page (one SQL query + one list_all each)
@@ -10,17 +11,19 @@
  *   floor  one bare hypervisor_list_all call
  * It prints each median and the ratios list/naive and list/floor.
  *
- *   bench_list [--uri URI] N...
+ *   bench_list [--db URL] [--uri URI] N...
  *   bench_list --seed DB URI N   fill an existing database and libvirt, print one VM id
- *   bench_list --unseed DB URI   undefine every domain whose row is in DB
+ *   bench_list --unseed DB URI   undefine every domain whose row is in DB, drop the rows
+ *
+ * DB and URL are database URLs (sqlite://PATH, a path, postgresql://...).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "api/store.h"
 #include "repositories/libvirt/libvirt_backend.h"
-#include "repositories/sqlite/sqlite_db.h"
 #include "services/vm_service.h"
 #include "util/ids.h"
 #include "util/mem.h"
@@ -29,8 +32,7 @@
 #define ROUNDS 5
 
 struct bench {
-    struct sqlite_db *db;
-    struct vm_repo vms;
+    struct store store;
     struct libvirt_conn *conn;
     struct hypervisor hv;
     struct vm_service svc;
@@ -45,31 +47,27 @@ die(const char *what, const struct st_error *err)
 }
 
 static void
-bench_open(struct bench *b, const char *db_path, const char *uri)
+bench_open(struct bench *b, const char *db_url, const char *uri)
 {
     struct hypervisor_libvirt_config hcfg = {.virt_type = "qemu"};
     struct st_error err = {0};
 
     memset(b, 0, sizeof(*b));
-    b->db = sqlite_db_open(db_path, &err);
-    if (!b->db)
+    if (store_open(&b->store, db_url, &err) < 0)
         die("open database", &err);
-    if (vm_repo_sqlite_open(b->db, &b->vms, &err) < 0)
-        die("open vm repo", &err);
     b->conn = libvirt_conn_new(uri);
     if (hypervisor_libvirt_open(b->conn, &hcfg, &b->hv, &err) < 0)
         die("open hypervisor", &err);
-    b->svc.vms = &b->vms;
+    b->svc.vms = &b->store.vms;
     b->svc.hv = &b->hv;
 }
 
 static void
 bench_close(struct bench *b)
 {
-    vm_repo_close(&b->vms);
     hypervisor_close(&b->hv);
     libvirt_conn_close(b->conn);
-    sqlite_db_close(b->db);
+    store_close(&b->store);
 }
 
 /* Rows and shut-off domains for n VMs; the first id goes to first_id. */
@@ -93,7 +91,7 @@ seed(struct bench *b, size_t n, char first_id[ST_ID_BUF])
         vm.disk_gib = 1;
         st_uuid_generate(vm.image_id);
         vm.created_at = vm.updated_at = st_now_ms();
-        if (vm_repo_insert(&b->vms, &vm, &err) < 0)
+        if (vm_repo_insert(&b->store.vms, &vm, &err) < 0)
             die("insert row", &err);
         spec.id = vm.id;
         spec.owner_id = vm.owner_id;
@@ -109,7 +107,7 @@ seed(struct bench *b, size_t n, char first_id[ST_ID_BUF])
     }
 }
 
-/* Undefine every domain that has a row in the database. */
+/* Undefine every domain that has a row in the database, and drop the rows. */
 static void
 unseed(struct bench *b)
 {
@@ -120,15 +118,17 @@ unseed(struct bench *b)
         struct vm_list page = {0};
         size_t i;
 
-        if (vm_repo_list(&b->vms, NULL, &f, &page, &err) < 0)
+        if (vm_repo_list(&b->store.vms, NULL, &f, &page, &err) < 0)
             die("list rows", &err);
-        for (i = 0; i < page.count; i++)
+        for (i = 0; i < page.count; i++) {
             hypervisor_undefine(&b->hv, page.items[i].id, &err);
-        if (!page.more || page.count == 0) {
+            if (vm_repo_remove(&b->store.vms, NULL, page.items[i].id, &err) < 0)
+                die("remove row", &err);
+        }
+        if (page.count == 0) {
             vm_list_release(&page);
             break;
         }
-        st_strlcpy(f.marker, page.items[page.count - 1].id, sizeof(f.marker));
         vm_list_release(&page);
     }
 }
@@ -168,7 +168,7 @@ time_naive(struct bench *b)
         struct vm_list page = {0};
         size_t i;
 
-        if (vm_repo_list(&b->vms, OWNER, &f, &page, &err) < 0)
+        if (vm_repo_list(&b->store.vms, OWNER, &f, &page, &err) < 0)
             die("repo list", &err);
         for (i = 0; i < page.count; i++) {
             enum hv_state st;
@@ -224,8 +224,9 @@ median_ms(struct bench *b, size_t (*fn)(struct bench *), size_t *seen)
     return t[ROUNDS / 2];
 }
 
+/* One N against @uri, on the database @db_url (NULL: a fresh SQLite file). */
 static void
-run_one(const char *uri, size_t n)
+run_one(const char *db_url, const char *uri, size_t n)
 {
     char dir[] = "/tmp/stratus-bench-XXXXXX";
     ST_AUTOFREE char *db_path = NULL;
@@ -239,16 +240,16 @@ run_one(const char *uri, size_t n)
         exit(1);
     }
     db_path = st_xasprintf("%s/bench.db", dir);
-    bench_open(&b, db_path, uri);
+    bench_open(&b, db_url ? db_url : db_path, uri);
     b.n = (unsigned)n;
     seed(&b, n, NULL);
     list = median_ms(&b, time_list, &seen_list);
     naive = median_ms(&b, time_naive, &seen_naive);
     floor_ms = median_ms(&b, time_floor, &seen_floor);
-    printf("%-16s N=%-6zu list %9.2f ms  naive %9.2f ms  floor %9.2f ms  "
+    printf("%-16s %-10s N=%-6zu list %9.2f ms  naive %9.2f ms  floor %9.2f ms  "
            "list/naive %6.3f (%.1fx faster)  list/floor %6.2f  per-VM list %6.2f us\n",
-           uri, n, list, naive, floor_ms, list / naive, naive / list, list / floor_ms,
-           list * 1000.0 / (double)n);
+           uri, store_kind_name(b.store.kind), n, list, naive, floor_ms, list / naive, naive / list,
+           list / floor_ms, list * 1000.0 / (double)n);
     if (seen_list != n || seen_naive != n)
         fprintf(stderr, "bench_list: expected %zu VMs, list saw %zu, naive saw %zu\n", n, seen_list,
                 seen_naive);
@@ -263,6 +264,7 @@ int
 main(int argc, char **argv)
 {
     const char *uri = "test:///default";
+    const char *db_url = NULL;
     int i = 1;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -284,11 +286,15 @@ main(int argc, char **argv)
         bench_close(&b);
         return 0;
     }
-    if (argc >= 3 && strcmp(argv[1], "--uri") == 0) {
-        uri = argv[2];
-        i = 3;
+    for (; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--uri") == 0)
+            uri = argv[i + 1];
+        else if (strcmp(argv[i], "--db") == 0)
+            db_url = argv[i + 1];
+        else
+            break;
     }
     for (; i < argc; i++)
-        run_one(uri, (size_t)strtoul(argv[i], NULL, 10));
+        run_one(db_url, uri, (size_t)strtoul(argv[i], NULL, 10));
     return 0;
 }
