@@ -88,6 +88,7 @@ scripts/run.sh --profile e2e --detach || {
 E2E_URL=$ST_URL E2E_STATE=$ST_STATE E2E_CONSOLE_DIR=$ST_CONSOLE E2E_IMPORT_DIR=$ST_IMPORT \
     E2E_POOLS_DIR=$ST_POOLS E2E_API_PIDFILE=$ST_RUN/api.pid E2E_GUEST=$guest E2E_ROOT=$ROOT \
     E2E_STORE=$store E2E_NODES=$ST_API_NODES E2E_WORKER_PROCS=$ST_WORKER_PROCS \
+    E2E_PG_DIR=$ST_PG_DIR E2E_PG_PORT=$ST_PG_PORT \
     E2E_SERVICES_FILES="$ST_RUN/e2e-services.started:$ST_RUN/test-services.started:$ST_SERVICES_FILE:$ST_BASE_STATE/run/services.started" \
     python3 tests/e2e/test_api.py "$@"
 rc=$?

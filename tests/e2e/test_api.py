@@ -2970,6 +2970,57 @@ def scenario_scaleout():
     cleanup_images.remove(img)
 
 
+# --- (s) the database goes away: 503, then back without a restart ------------
+
+PG_DIR = os.environ.get("E2E_PG_DIR", "")
+PG_PORT = os.environ.get("E2E_PG_PORT", "")
+
+
+def pg_ctl(verb):
+    p = subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), verb, PG_DIR]
+                       + ([PG_PORT] if verb == "start" else []),
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def scenario_dbdown():
+    check("the stack runs on PostgreSQL, whose server the test may stop",
+          STORE == "postgresql" and PG_DIR and PG_PORT, f"{STORE} {PG_DIR!r}")
+    tag = uuid.uuid4().hex[:8]
+    img = import_image("d" + tag)
+    workers = len(api_workers()[1]) or 4
+    for _ in range(workers * 3):  # every API worker has used its connection
+        r = request("GET", "/v1/vms?limit=5")
+        check("GET /v1/vms answers 200 before", r.status == 200, repr(r))
+    rc, out = pg_ctl("stop")
+    check("the PostgreSQL server stops (pg_ctl stop -m fast)", rc == 0, out)
+    try:
+        seen = []
+        for i in range(workers * 3):
+            r = request("GET", "/v1/vms?limit=5" if i % 2 == 0 else "/v1/health",
+                        timeout=60)
+            seen.append(r)
+        bad = [r for r in seen if not (r.status == 503 and is_problem(r)
+                                       and r.header("Retry-After"))]
+        check(f"with the database down, {len(seen)} requests answer 503 problems with "
+              f"Retry-After (never 500, none hangs)", not bad, repr(bad[:3]))
+        h = [r for r in seen if (r.json or {}).get("database") == "error"]
+        check("... /v1/health names the database as the part that is down", h, repr(seen[1]))
+    finally:
+        rc, out = pg_ctl("start")
+        check("the PostgreSQL server starts again", rc == 0, out)
+    after = [request("GET", "/v1/vms?limit=5") for _ in range(workers * 3)]
+    check(f"every API worker answers 200 again at once ({len(after)} GETs: the lost "
+          f"connection is re-established and the statement retried once)",
+          all(r.status == 200 for r in after), repr([r for r in after if r.status != 200][:3]))
+    vm = create_vm({"name": f"d{tag}", "image_id": img, "vcpus": 1, "memory_mib": 64,
+                    "disk_gib": 1}, what="POST /v1/vms after the outage")
+    delete_vm(vm["id"])
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
 SCENARIOS = {
     "badinput": scenario_badinput,
     "lifecycle": scenario_lifecycle,
@@ -2990,9 +3041,12 @@ SCENARIOS = {
     "poweroff": scenario_poweroff,
     "concurrency": scenario_concurrency,
     "scaleout": scenario_scaleout,
+    "dbdown": scenario_dbdown,
 }
 # Run only when named: it needs a stack of two API nodes and two workers on PostgreSQL.
 ON_REQUEST = ("scaleout",)
+# Part of the default run on PostgreSQL only: it stops the database server.
+POSTGRES_ONLY = ("dbdown",)
 
 
 def cleanup():
@@ -3036,7 +3090,8 @@ def cleanup():
 
 def main():
     global failed
-    names = sys.argv[1:] or [k for k in SCENARIOS if k not in ON_REQUEST]
+    names = sys.argv[1:] or [k for k in SCENARIOS if k not in ON_REQUEST
+                             and (STORE == "postgresql" or k not in POSTGRES_ONLY)]
     for name in names:
         print(f"--- {name}", flush=True)
         t0 = time.time()
