@@ -126,7 +126,7 @@ heartbeat_renew(struct runner *r, const char *id, int64_t lease_ms)
 {
     struct st_error err = {0};
 
-    if (op_repo_renew(&r->hb.ops, id, r->worker_id, st_now_ms() + lease_ms, NULL, &err) < 0)
+    if (op_repo_renew(&r->hb.store.ops, id, r->worker_id, st_now_ms() + lease_ms, NULL, &err) < 0)
         api_log(API_LOG_WARN, "worker %s: lease of operation %s not renewed: %s", r->worker_id, id,
                 err.msg);
 }

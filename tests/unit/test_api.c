@@ -435,7 +435,7 @@ test_api__quota_is_a_403_naming_the_limit(void **state)
     struct user me;
 
     assert_int_equal(login_as(fx, USER_EMAIL, false, a_auth, sizeof(a_auth), &err), 0);
-    assert_int_equal(user_repo_get_by_email(&fx->app.users, USER_EMAIL, &me, &err), 0);
+    assert_int_equal(user_repo_get_by_email(&fx->app.store.users, USER_EMAIL, &me, &err), 0);
     snprintf(uri, sizeof(uri), "/v1/users/%s", me.id);
     assert_int_equal(send_json(fx, "PATCH", uri, "{\"quota\":{\"max_vms\":1}}", &r), 200);
     reply_release(&r);
