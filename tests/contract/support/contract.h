@@ -28,6 +28,10 @@
                      st_err_code_name((e).code), (e).msg);                                         \
     } while (0)
 
+/* A case on a fresh store of the kind under test, in state as struct store_fixture *. */
+#define CONTRACT_TEST(name)                                                                        \
+    cmocka_unit_test_setup_teardown(name, store_fixture_setup, store_fixture_teardown)
+
 /* Run @sql on @fx's database outside the repositories; it must succeed. */
 static inline void
 contract_exec(struct store_fixture *fx, const char *sql)

@@ -42,6 +42,24 @@ store_fixture_env_name(void)
     return v && *v ? v : "sqlite";
 }
 
+/* PostgreSQL's MAKE_SQLSTATE(): six bits a character, the first lowest. */
+static int
+fixture_sqlstate(const char *s)
+{
+    int code = 0;
+    int i;
+
+    for (i = 0; i < 5 && s[i]; i++)
+        code += ((s[i] - '0') & 0x3f) << (6 * i);
+    return code;
+}
+
+int
+store_fixture_native_unique(enum store_kind kind)
+{
+    return kind == STORE_POSTGRES ? fixture_sqlstate("23505") : SQLITE_CONSTRAINT_UNIQUE;
+}
+
 enum store_kind
 store_fixture_other_kind(enum store_kind kind)
 {
@@ -193,6 +211,19 @@ store_fixture_new(enum store_kind kind, unsigned flags, struct st_error *err)
     return fx;
 }
 
+struct store_fixture *
+store_fixture_add(struct store_fixture *fx, enum store_kind kind, unsigned flags,
+                  struct st_error *err)
+{
+    struct store_fixture *added = store_fixture_new(kind, flags, err);
+
+    if (added) {
+        added->next = fx->next;
+        fx->next = added;
+    }
+    return added;
+}
+
 void
 store_fixture_free(struct store_fixture *fx)
 {
@@ -201,6 +232,7 @@ store_fixture_free(struct store_fixture *fx)
 
     if (!fx)
         return;
+    store_fixture_free(fx->next);
     if (fx->opened)
         store_close(&fx->store);
     if (fx->admin && PQstatus(fx->admin) == CONNECTION_OK && fx->schema[0]) {

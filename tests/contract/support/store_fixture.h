@@ -35,13 +35,14 @@ enum store_fixture_flags {
 
 struct store_fixture {
     enum store_kind kind;
-    char url[1024];        /* what store_open() is given; other connections open it too */
-    struct store store;    /* open, unless made with STORE_FIXTURE_UNOPENED */
-    bool opened;           /* whether store is open: store_fixture_free() closes it */
-    char dir[64];          /* SQLite: the temp dir; "" on PostgreSQL */
-    char path[128];        /* SQLite: the database file in it */
-    char schema[64];       /* PostgreSQL: the test's schema; "" on SQLite */
-    struct pg_conn *admin; /* PostgreSQL: made the schema; runs the SQL helpers below */
+    char url[1024];             /* what store_open() is given; other connections open it too */
+    struct store store;         /* open, unless made with STORE_FIXTURE_UNOPENED */
+    bool opened;                /* whether store is open: store_fixture_free() closes it */
+    char dir[64];               /* SQLite: the temp dir; "" on PostgreSQL */
+    char path[128];             /* SQLite: the database file in it */
+    char schema[64];            /* PostgreSQL: the test's schema; "" on SQLite */
+    struct pg_conn *admin;      /* PostgreSQL: made the schema; runs the SQL helpers below */
+    struct store_fixture *next; /* stores added with store_fixture_add(), freed with this one */
 };
 
 /*
@@ -56,6 +57,13 @@ int store_fixture_env_kind(enum store_kind *out, struct st_error *err);
  */
 const char *store_fixture_env_name(void);
 
+/*
+ * The native code (struct st_error.native) a unique violation carries on
+ * @kind: SQLITE_CONSTRAINT_UNIQUE, or SQLSTATE 23505 in the server's own
+ * encoding (MAKE_SQLSTATE).
+ */
+int store_fixture_native_unique(enum store_kind kind);
+
 /* The other kind: the target of a copy across stores. */
 enum store_kind store_fixture_other_kind(enum store_kind kind);
 
@@ -66,7 +74,19 @@ enum store_kind store_fixture_other_kind(enum store_kind kind);
  */
 struct store_fixture *store_fixture_new(enum store_kind kind, unsigned flags, struct st_error *err);
 
-/* Close the store, drop the schema or remove the directory, free; NULL-safe. */
+/*
+ * A second fresh store of @kind beside @fx (made as store_fixture_new()
+ * does), freed with @fx, so that a failing test leaves nothing behind: the
+ * target of a copy, a store that several processes open first.  Borrowed;
+ * NULL with @err filled.
+ */
+struct store_fixture *store_fixture_add(struct store_fixture *fx, enum store_kind kind,
+                                        unsigned flags, struct st_error *err);
+
+/*
+ * Close the store, drop the schema or remove the directory, free, and the
+ * same for every store added to it; NULL-safe.
+ */
 void store_fixture_free(struct store_fixture *fx);
 
 /*
