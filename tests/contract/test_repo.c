@@ -1,6 +1,7 @@
 /*
- * test_repo_sqlite.c - the SQLite store against a real database file in a
- * temporary directory.
+ * test_repo.c - the VM, image and flavor repositories, on the store named
+ * by STRATUS_TEST_STORE (contract/support/store_fixture.h), through the
+ * repository interfaces only; and what opening a store does to its schema.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -15,58 +16,13 @@
 
 #include <cmocka.h>
 
-#include "repositories/sqlite/sqlite_db.h"
-#include "repositories/sqlite/sqlite_internal.h"
-#include "support/tmpdir.h"
+#include "contract/support/contract.h"
 #include "util/mem.h"
 
 #define OWNER_A "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 #define OWNER_B "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
 #define IMAGE_1 "11111111-1111-4111-8111-111111111111"
 #define IMAGE_2 "22222222-2222-4222-8222-222222222222"
-
-struct fixture {
-    char dir[64];
-    char path[128];
-    struct sqlite_db *db;
-    struct vm_repo vms;
-    struct image_repo images;
-    struct flavor_repo flavors;
-};
-
-static int
-setup(void **state)
-{
-    struct fixture *fx = calloc(1, sizeof(*fx));
-    struct st_error err = {0};
-
-    assert_non_null(fx);
-    if (tmpdir_make(fx->dir, sizeof(fx->dir), "stratus-sqlite", &err) < 0)
-        fail_msg("temp dir: %s", err.msg);
-    snprintf(fx->path, sizeof(fx->path), "%s/stratus.db", fx->dir);
-    fx->db = sqlite_db_open(fx->path, &err);
-    if (!fx->db)
-        fail_msg("open: %s", err.msg);
-    assert_int_equal(vm_repo_sqlite_open(fx->db, &fx->vms, &err), 0);
-    assert_int_equal(image_repo_sqlite_open(fx->db, &fx->images, &err), 0);
-    assert_int_equal(flavor_repo_sqlite_open(fx->db, &fx->flavors, &err), 0);
-    *state = fx;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fixture *fx = *state;
-
-    vm_repo_close(&fx->vms);
-    image_repo_close(&fx->images);
-    flavor_repo_close(&fx->flavors);
-    sqlite_db_close(fx->db);
-    tmpdir_remove(fx->dir);
-    free(fx);
-    return 0;
-}
 
 static struct vm
 make_vm(const char *owner, const char *name, const char *image_id, int64_t created_at)
@@ -123,41 +79,18 @@ make_flavor(const char *owner, const char *name, int64_t created_at)
 }
 
 static void
-insert_vm(struct fixture *fx, const struct vm *vm)
+insert_vm(struct store_fixture *fx, const struct vm *vm)
 {
     struct st_error err = {0};
 
-    if (vm_repo_insert(&fx->vms, vm, &err) != 0)
-        fail_msg("insert VM '%s': %s", vm->name, err.msg);
-}
-
-/* Raw second connection on the same file, as another process would hold it. */
-static sqlite3 *
-raw_open(const char *path)
-{
-    sqlite3 *conn = NULL;
-
-    assert_int_equal(sqlite3_open(path, &conn), SQLITE_OK);
-    return conn;
-}
-
-static int64_t
-raw_int(sqlite3 *conn, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t v;
-
-    assert_int_equal(sqlite3_prepare_v2(conn, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
+    if (vm_repo_insert(&fx->store.vms, vm, &err) != 0)
+        fail_msg("[%s] insert VM '%s': %s", store_fixture_name(fx), vm->name, err.msg);
 }
 
 static void
-test_repo_sqlite__vm_crud(void **state)
+test_repo__vm_crud(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm vm = make_vm(OWNER_A, "web-01", IMAGE_1, 1700000000123);
     struct vm got;
@@ -165,7 +98,7 @@ test_repo_sqlite__vm_crud(void **state)
     strcpy(vm.flavor_id, IMAGE_2);
     insert_vm(fx, &vm);
 
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_A, vm.id, &got, &err), 0);
     assert_memory_equal(&got, &vm, sizeof(vm));
 
     vm.status = VM_STATUS_ERROR;
@@ -176,32 +109,32 @@ test_repo_sqlite__vm_crud(void **state)
     strcpy(vm.name, "web-02");
     strcpy(vm.fault, "define: the domain XML was refused");
     vm.updated_at += 5000;
-    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &vm, &err), 0);
-    assert_int_equal(vm_repo_get(&fx->vms, NULL, vm.id, &got, &err), 0);
+    assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &vm, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->store.vms, NULL, vm.id, &got, &err), 0);
     assert_memory_equal(&got, &vm, sizeof(vm));
 
     /* An empty fault is stored as NULL and reads back empty. */
     memset(vm.fault, 0, sizeof(vm.fault));
     vm.status = VM_STATUS_RUNNING;
     vm.step = VM_STEP_DONE;
-    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &vm, &err), 0);
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), 0);
+    assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &vm, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_A, vm.id, &got, &err), 0);
     assert_memory_equal(&got, &vm, sizeof(vm));
 
-    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_A, vm.id, &err), 0);
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), -1);
+    assert_int_equal(vm_repo_remove(&fx->store.vms, OWNER_A, vm.id, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_A, vm.id, &got, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
     assert_non_null(strstr(err.msg, vm.id));
-    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_A, vm.id, &err), -1);
+    assert_int_equal(vm_repo_remove(&fx->store.vms, OWNER_A, vm.id, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-    assert_int_equal(vm_repo_update(&fx->vms, NULL, &vm, &err), -1);
+    assert_int_equal(vm_repo_update(&fx->store.vms, NULL, &vm, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
 }
 
 static void
-test_repo_sqlite__vm_name_conflict(void **state)
+test_repo__vm_name_conflict(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm a = make_vm(OWNER_A, "web-01", IMAGE_1, 1000);
     struct vm dup = make_vm(OWNER_A, "web-01", IMAGE_1, 2000);
@@ -211,7 +144,7 @@ test_repo_sqlite__vm_name_conflict(void **state)
     struct vm got;
 
     insert_vm(fx, &a);
-    assert_int_equal(vm_repo_insert(&fx->vms, &dup, &err), -1);
+    assert_int_equal(vm_repo_insert(&fx->store.vms, &dup, &err), -1);
     assert_int_equal(err.code, ST_ERR_CONFLICT);
     assert_string_equal(err.msg, "a VM named 'web-01' already exists");
 
@@ -221,21 +154,21 @@ test_repo_sqlite__vm_name_conflict(void **state)
     /* Renaming onto a taken name conflicts and leaves the row as it was. */
     insert_vm(fx, &c);
     strcpy(c.name, "web-01");
-    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &c, &err), -1);
+    assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &c, &err), -1);
     assert_int_equal(err.code, ST_ERR_CONFLICT);
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, c.id, &got, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_A, c.id, &got, &err), 0);
     assert_string_equal(got.name, "web-02");
 
     strcpy(same_id.id, a.id);
-    assert_int_equal(vm_repo_insert(&fx->vms, &same_id, &err), -1);
+    assert_int_equal(vm_repo_insert(&fx->store.vms, &same_id, &err), -1);
     assert_int_equal(err.code, ST_ERR_CONFLICT);
     assert_non_null(strstr(err.msg, a.id));
 }
 
 static void
-test_repo_sqlite__vm_owner_scope(void **state)
+test_repo__vm_owner_scope(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm a = make_vm(OWNER_A, "mine", IMAGE_1, 1000);
     struct vm b = make_vm(OWNER_B, "theirs", IMAGE_1, 2000);
@@ -246,26 +179,26 @@ test_repo_sqlite__vm_owner_scope(void **state)
     insert_vm(fx, &a);
     insert_vm(fx, &b);
 
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, b.id, &got, &err), -1);
+    assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_A, b.id, &got, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
     b.status = VM_STATUS_STOPPED;
-    assert_int_equal(vm_repo_update(&fx->vms, OWNER_A, &b, &err), -1);
+    assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &b, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_A, b.id, &err), -1);
+    assert_int_equal(vm_repo_remove(&fx->store.vms, OWNER_A, b.id, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
 
     /* Untouched: still there, still creating. */
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_B, b.id, &got, &err), 0);
+    assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_B, b.id, &got, &err), 0);
     assert_int_equal(got.status, VM_STATUS_CREATING);
 
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 1);
     assert_string_equal(list.items[0].id, a.id);
     assert_false(list.more);
     vm_list_release(&list);
 
     /* Unscoped sees both. */
-    assert_int_equal(vm_repo_list(&fx->vms, NULL, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, NULL, &f, &list, &err), 0);
     assert_int_equal(list.count, 2);
     assert_string_equal(list.items[0].id, a.id);
     assert_string_equal(list.items[1].id, b.id);
@@ -274,7 +207,7 @@ test_repo_sqlite__vm_owner_scope(void **state)
 
 /* Walk every page of owner's VMs; checks order and returns how many were seen. */
 static size_t
-walk_pages(struct fixture *fx, const char *owner, unsigned limit, size_t *pages)
+walk_pages(struct store_fixture *fx, const char *owner, unsigned limit, size_t *pages)
 {
     struct st_error err = {0};
     struct vm_filter f = {.limit = limit};
@@ -286,8 +219,8 @@ walk_pages(struct fixture *fx, const char *owner, unsigned limit, size_t *pages)
 
     *pages = 0;
     while (more) {
-        if (vm_repo_list(&fx->vms, owner, &f, &list, &err) != 0)
-            fail_msg("list: %s", err.msg);
+        if (vm_repo_list(&fx->store.vms, owner, &f, &list, &err) != 0)
+            fail_msg("[%s] list: %s", store_fixture_name(fx), err.msg);
         (*pages)++;
         for (i = 0; i < list.count; i++) {
             const struct vm *v = &list.items[i];
@@ -315,9 +248,9 @@ walk_pages(struct fixture *fx, const char *owner, unsigned limit, size_t *pages)
 }
 
 static void
-test_repo_sqlite__vm_paging(void **state)
+test_repo__vm_paging(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm_filter f = {.limit = 100};
     struct vm_list list = {0};
@@ -338,7 +271,7 @@ test_repo_sqlite__vm_paging(void **state)
         insert_vm(fx, &vm);
     }
 
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 100);
     assert_true(list.more);
     vm_list_release(&list);
@@ -356,9 +289,9 @@ test_repo_sqlite__vm_paging(void **state)
 }
 
 static void
-test_repo_sqlite__vm_bad_marker(void **state)
+test_repo__vm_bad_marker(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm a = make_vm(OWNER_A, "a", IMAGE_1, 1000);
     struct vm b = make_vm(OWNER_B, "b", IMAGE_1, 1000);
@@ -369,28 +302,28 @@ test_repo_sqlite__vm_bad_marker(void **state)
     insert_vm(fx, &b);
 
     strcpy(f.marker, "99999999-9999-4999-8999-999999999999");
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), -1);
     assert_int_equal(err.code, ST_ERR_INVALID);
     assert_string_equal(err.msg, "marker '99999999-9999-4999-8999-999999999999' names no VM");
     assert_null(list.items);
 
     /* Another owner's row is no marker either. */
     strcpy(f.marker, b.id);
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), -1);
     assert_int_equal(err.code, ST_ERR_INVALID);
 
     /* The last row is a fine marker: an empty last page. */
     strcpy(f.marker, a.id);
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 0);
     assert_false(list.more);
     vm_list_release(&list);
 }
 
 static void
-test_repo_sqlite__vm_filters(void **state)
+test_repo__vm_filters(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm_filter f = {.limit = 100};
     struct vm_list list = {0};
@@ -409,7 +342,7 @@ test_repo_sqlite__vm_filters(void **state)
     insert_vm(fx, &vm);
 
     strcpy(f.name, "web-03");
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 1);
     assert_string_equal(list.items[0].name, "web-03");
     assert_string_equal(list.items[0].owner_id, OWNER_A);
@@ -417,14 +350,14 @@ test_repo_sqlite__vm_filters(void **state)
 
     /* Exact, not a prefix. */
     strcpy(f.name, "web-0");
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 0);
     vm_list_release(&list);
 
     f.name[0] = '\0';
     f.has_status = true;
     f.status = VM_STATUS_RUNNING;
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 5);
     for (i = 0; i < 5; i++)
         assert_int_equal(list.items[i].status, VM_STATUS_RUNNING);
@@ -432,13 +365,13 @@ test_repo_sqlite__vm_filters(void **state)
 
     /* Filters and a marker together: the page after the second running VM. */
     f.limit = 2;
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 2);
     assert_true(list.more);
     strcpy(f.marker, list.items[1].id);
     vm_list_release(&list);
     f.limit = 100;
-    assert_int_equal(vm_repo_list(&fx->vms, OWNER_A, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, OWNER_A, &f, &list, &err), 0);
     assert_int_equal(list.count, 3);
     assert_string_equal(list.items[0].name, "web-05");
     vm_list_release(&list);
@@ -446,15 +379,15 @@ test_repo_sqlite__vm_filters(void **state)
     /* missing is never stored. */
     f.marker[0] = '\0';
     f.status = VM_STATUS_MISSING;
-    assert_int_equal(vm_repo_list(&fx->vms, NULL, &f, &list, &err), 0);
+    assert_int_equal(vm_repo_list(&fx->store.vms, NULL, &f, &list, &err), 0);
     assert_int_equal(list.count, 0);
     vm_list_release(&list);
 }
 
 static void
-test_repo_sqlite__vm_count_by_image(void **state)
+test_repo__vm_count_by_image(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm vm;
     size_t n = 99;
@@ -468,34 +401,34 @@ test_repo_sqlite__vm_count_by_image(void **state)
     vm = make_vm(OWNER_B, "b1", IMAGE_1, 4);
     insert_vm(fx, &vm);
 
-    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_A, IMAGE_1, &n, &err), 0);
+    assert_int_equal(vm_repo_count_by_image(&fx->store.vms, OWNER_A, IMAGE_1, &n, &err), 0);
     assert_int_equal(n, 2);
-    assert_int_equal(vm_repo_count_by_image(&fx->vms, NULL, IMAGE_1, &n, &err), 0);
+    assert_int_equal(vm_repo_count_by_image(&fx->store.vms, NULL, IMAGE_1, &n, &err), 0);
     assert_int_equal(n, 3);
-    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_B, IMAGE_2, &n, &err), 0);
+    assert_int_equal(vm_repo_count_by_image(&fx->store.vms, OWNER_B, IMAGE_2, &n, &err), 0);
     assert_int_equal(n, 0);
 }
 
 /* An image a VM row (of any owner) is built on cannot lose its row. */
 static void
-test_repo_sqlite__image_remove_refused_while_used(void **state)
+test_repo__image_remove_refused_while_used(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct image image = make_image(OWNER_A, "base", 1000);
     struct vm vm;
 
-    assert_int_equal(image_repo_insert(&fx->images, &image, &err), 0);
+    assert_int_equal(image_repo_insert(&fx->store.images, &image, &err), 0);
     vm = make_vm(OWNER_B, "b1", image.id, 2000);
     insert_vm(fx, &vm);
-    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, image.id, &err), -1);
+    assert_int_equal(image_repo_remove(&fx->store.images, OWNER_A, image.id, &err), -1);
     assert_int_equal(err.code, ST_ERR_CONFLICT);
     assert_non_null(strstr(err.msg, "is used by a VM"));
-    assert_int_equal(image_repo_get(&fx->images, OWNER_A, image.id, &image, &err), 0);
+    assert_int_equal(image_repo_get(&fx->store.images, OWNER_A, image.id, &image, &err), 0);
 
-    assert_int_equal(vm_repo_remove(&fx->vms, OWNER_B, vm.id, &err), 0);
-    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, image.id, &err), 0);
-    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, image.id, &err), -1);
+    assert_int_equal(vm_repo_remove(&fx->store.vms, OWNER_B, vm.id, &err), 0);
+    assert_int_equal(image_repo_remove(&fx->store.images, OWNER_A, image.id, &err), 0);
+    assert_int_equal(image_repo_remove(&fx->store.images, OWNER_A, image.id, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
 }
 
@@ -504,7 +437,8 @@ static void
 check_ok(int rc, const struct st_error *err)
 {
     if (rc != 0)
-        fail_msg("want 0, got %d %s: %s", rc, st_err_code_name(err->code), err->msg);
+        fail_msg("[%s] want 0, got %d %s: %s", store_fixture_env_name(), rc,
+                 st_err_code_name(err->code), err->msg);
 }
 
 /* @rc of a repository call: -1 with @code and @needle in the message. */
@@ -512,8 +446,8 @@ static void
 check_err(int rc, const struct st_error *err, enum st_err_code code, const char *needle)
 {
     if (rc != -1 || err->code != code || !strstr(err->msg, needle))
-        fail_msg("want -1 %s containing \"%s\", got %d %s: %s", st_err_code_name(code), needle, rc,
-                 st_err_code_name(err->code), err->msg);
+        fail_msg("[%s] want -1 %s containing \"%s\", got %d %s: %s", store_fixture_env_name(),
+                 st_err_code_name(code), needle, rc, st_err_code_name(err->code), err->msg);
 }
 
 static const struct quota unlimited = {
@@ -521,18 +455,18 @@ static const struct quota unlimited = {
 
 /* Insert within @limits; on failure, @v and @err tell why. */
 static int
-quota_insert(struct fixture *fx, const char *owner, const char *name, const struct quota *limits,
-             struct quota_violation *v, struct st_error *err)
+quota_insert(struct store_fixture *fx, const char *owner, const char *name,
+             const struct quota *limits, struct quota_violation *v, struct st_error *err)
 {
     struct vm vm = make_vm(owner, name, IMAGE_1, st_now_ms());
 
-    return vm_repo_insert_within_quota(&fx->vms, &vm, limits, v, err);
+    return vm_repo_insert_within_quota(&fx->store.vms, &vm, limits, v, err);
 }
 
 static void
-test_repo_sqlite__vm_quota_insert(void **state)
+test_repo__vm_quota_insert(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct quota limits = unlimited;
     struct quota_violation v = {.quota = "untouched"};
@@ -551,7 +485,7 @@ test_repo_sqlite__vm_quota_insert(void **state)
     assert_int_equal(v.limit, 2);
     assert_int_equal(v.in_use, 2);
     assert_int_equal(v.requested, 1);
-    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_A, IMAGE_1, &n, &err), 0);
+    assert_int_equal(vm_repo_count_by_image(&fx->store.vms, OWNER_A, IMAGE_1, &n, &err), 0);
     assert_int_equal(n, 2);
 
     /* Another owner's rows count against nobody else. */
@@ -577,15 +511,15 @@ test_repo_sqlite__vm_quota_insert(void **state)
     /* Within the limits, a name clash is still a conflict, and nothing is inserted. */
     limits = unlimited;
     vm = make_vm(OWNER_A, "a1", IMAGE_1, 5);
-    check_err(vm_repo_insert_within_quota(&fx->vms, &vm, &limits, &v, &err), &err, ST_ERR_CONFLICT,
-              "a VM named 'a1' already exists");
+    check_err(vm_repo_insert_within_quota(&fx->store.vms, &vm, &limits, &v, &err), &err,
+              ST_ERR_CONFLICT, "a VM named 'a1' already exists");
     for (i = 0; i < 20; i++) {
         char name[ST_NAME_BUF];
 
         snprintf(name, sizeof(name), "many-%02d", i);
         check_ok(quota_insert(fx, OWNER_A, name, &limits, &v, &err), &err);
     }
-    assert_int_equal(vm_repo_count_by_image(&fx->vms, OWNER_A, IMAGE_1, &n, &err), 0);
+    assert_int_equal(vm_repo_count_by_image(&fx->store.vms, OWNER_A, IMAGE_1, &n, &err), 0);
     assert_int_equal(n, 23);
 
     /* A limit of 0 refuses the first VM. */
@@ -595,14 +529,14 @@ test_repo_sqlite__vm_quota_insert(void **state)
 }
 
 static void
-test_repo_sqlite__vm_usage(void **state)
+test_repo__vm_usage(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct quota_usage u = {.vms = 99};
     struct vm vm;
 
-    check_ok(vm_repo_usage(&fx->vms, OWNER_A, &u, &err), &err);
+    check_ok(vm_repo_usage(&fx->store.vms, OWNER_A, &u, &err), &err);
     assert_int_equal(u.vms, 0);
     assert_int_equal(u.vcpus, 0);
     assert_int_equal(u.memory_mib, 0);
@@ -620,22 +554,22 @@ test_repo_sqlite__vm_usage(void **state)
     vm = make_vm(OWNER_B, "b1", IMAGE_1, 3);
     insert_vm(fx, &vm);
 
-    check_ok(vm_repo_usage(&fx->vms, OWNER_A, &u, &err), &err);
+    check_ok(vm_repo_usage(&fx->store.vms, OWNER_A, &u, &err), &err);
     assert_int_equal(u.vms, 2);
     assert_int_equal(u.vcpus, 5);
     assert_int_equal(u.memory_mib, 2148);
     assert_int_equal(u.disk_gib, 11);
-    check_ok(vm_repo_usage(&fx->vms, OWNER_B, &u, &err), &err);
+    check_ok(vm_repo_usage(&fx->store.vms, OWNER_B, &u, &err), &err);
     assert_int_equal(u.vms, 1);
     assert_int_equal(u.vcpus, 2);
-    check_err(vm_repo_usage(&fx->vms, NULL, &u, &err), &err, ST_ERR_INVALID, "per owner");
+    check_err(vm_repo_usage(&fx->store.vms, NULL, &u, &err), &err, ST_ERR_INVALID, "per owner");
 }
 
 #define QUOTA_RACE_LIMIT 5
 #define QUOTA_RACE_TRIES 10
 
 struct quota_racer {
-    const char *path;
+    const char *url;
     pthread_barrier_t *start;
     const char *prefix;
     unsigned inserted;
@@ -643,7 +577,7 @@ struct quota_racer {
     char failure[ST_ERROR_MSG_MAX + 16]; /* "" unless something else went wrong */
 };
 
-/* One connection of its own, trying QUOTA_RACE_TRIES creates for OWNER_A. */
+/* A store of its own, opened from the test's URL, trying QUOTA_RACE_TRIES creates for OWNER_A. */
 static void *
 quota_racer_run(void *arg)
 {
@@ -651,24 +585,22 @@ quota_racer_run(void *arg)
     struct quota limits = unlimited;
     struct st_error err = {0};
     struct quota_violation v;
-    struct sqlite_db *db = sqlite_db_open(q->path, &err);
-    struct vm_repo vms;
+    struct store store;
     struct vm vm;
     char name[ST_NAME_BUF];
     int i;
 
     limits.max_vms = QUOTA_RACE_LIMIT;
-    if (!db || vm_repo_sqlite_open(db, &vms, &err) < 0) {
+    if (store_open(&store, q->url, &err) < 0) {
         snprintf(q->failure, sizeof(q->failure), "open: %s", err.msg);
         pthread_barrier_wait(q->start);
-        sqlite_db_close(db);
         return NULL;
     }
     pthread_barrier_wait(q->start);
     for (i = 0; i < QUOTA_RACE_TRIES; i++) {
         snprintf(name, sizeof(name), "%s-%02d", q->prefix, i);
         vm = make_vm(OWNER_A, name, IMAGE_1, st_now_ms());
-        if (vm_repo_insert_within_quota(&vms, &vm, &limits, &v, &err) == 0)
+        if (vm_repo_insert_within_quota(&store.vms, &vm, &limits, &v, &err) == 0)
             q->inserted++;
         else if (err.code == ST_ERR_FORBIDDEN && strcmp(v.quota, "max_vms") == 0)
             q->refused++;
@@ -677,22 +609,21 @@ quota_racer_run(void *arg)
         /* Give the other connection its turn, so that creates interleave. */
         st_sleep_ms(1);
     }
-    vm_repo_close(&vms);
-    sqlite_db_close(db);
+    store_close(&store);
     return NULL;
 }
 
 /* Two connections race to create against a limit of 5: never a sixth row. */
 static void
-test_repo_sqlite__vm_quota_concurrent(void **state)
+test_repo__vm_quota_concurrent(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct quota_usage u;
     pthread_barrier_t start;
     struct quota_racer q[2] = {
-        {.path = fx->path, .start = &start, .prefix = "left"},
-        {.path = fx->path, .start = &start, .prefix = "right"},
+        {.url = store_fixture_url(fx), .start = &start, .prefix = "left"},
+        {.url = store_fixture_url(fx), .start = &start, .prefix = "right"},
     };
     pthread_t t[2];
     size_t i;
@@ -705,23 +636,23 @@ test_repo_sqlite__vm_quota_concurrent(void **state)
     pthread_barrier_destroy(&start);
     for (i = 0; i < 2; i++)
         if (q[i].failure[0])
-            fail_msg("racer %zu: %s", i, q[i].failure);
+            fail_msg("[%s] racer %zu: %s", store_fixture_name(fx), i, q[i].failure);
     assert_int_equal(q[0].inserted + q[1].inserted, QUOTA_RACE_LIMIT);
     assert_int_equal(q[0].refused + q[1].refused, 2 * QUOTA_RACE_TRIES - QUOTA_RACE_LIMIT);
-    check_ok(vm_repo_usage(&fx->vms, OWNER_A, &u, &err), &err);
+    check_ok(vm_repo_usage(&fx->store.vms, OWNER_A, &u, &err), &err);
     assert_int_equal(u.vms, QUOTA_RACE_LIMIT);
 }
 
 /* Ids of a page of @owner's images, at most 8. */
 static size_t
-image_page_ids(struct fixture *fx, const char *owner, char ids[8][ST_ID_BUF])
+image_page_ids(struct store_fixture *fx, const char *owner, char ids[8][ST_ID_BUF])
 {
     struct st_error err = {0};
     struct image_filter f = {.limit = 8};
     struct image_list list = {0};
     size_t i, n;
 
-    check_ok(image_repo_list(&fx->images, owner, &f, &list, &err), &err);
+    check_ok(image_repo_list(&fx->store.images, owner, &f, &list, &err), &err);
     n = list.count;
     for (i = 0; i < n; i++)
         strcpy(ids[i], list.items[i].id);
@@ -730,9 +661,9 @@ image_page_ids(struct fixture *fx, const char *owner, char ids[8][ST_ID_BUF])
 }
 
 static void
-test_repo_sqlite__image_visibility_scope(void **state)
+test_repo__image_visibility_scope(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct image mine = make_image(OWNER_A, "mine", 1000);
     struct image shared = make_image(OWNER_A, "shared", 2000);
@@ -745,18 +676,18 @@ test_repo_sqlite__image_visibility_scope(void **state)
 
     shared.visibility = IMAGE_VISIBILITY_PUBLIC;
     also.visibility = IMAGE_VISIBILITY_PUBLIC;
-    check_ok(image_repo_insert(&fx->images, &mine, &err), &err);
-    check_ok(image_repo_insert(&fx->images, &shared, &err), &err);
-    check_ok(image_repo_insert(&fx->images, &theirs, &err), &err);
+    check_ok(image_repo_insert(&fx->store.images, &mine, &err), &err);
+    check_ok(image_repo_insert(&fx->store.images, &shared, &err), &err);
+    check_ok(image_repo_insert(&fx->store.images, &theirs, &err), &err);
     /* Names stay unique per owner, public or not. */
-    check_ok(image_repo_insert(&fx->images, &also, &err), &err);
+    check_ok(image_repo_insert(&fx->store.images, &also, &err), &err);
 
-    check_ok(image_repo_get(&fx->images, OWNER_B, shared.id, &got, &err), &err);
+    check_ok(image_repo_get(&fx->store.images, OWNER_B, shared.id, &got, &err), &err);
     assert_memory_equal(&got, &shared, sizeof(shared));
     assert_int_equal(got.visibility, IMAGE_VISIBILITY_PUBLIC);
-    check_err(image_repo_get(&fx->images, OWNER_B, mine.id, &got, &err), &err, ST_ERR_NOT_FOUND,
-              "no image '");
-    check_ok(image_repo_get(&fx->images, OWNER_A, mine.id, &got, &err), &err);
+    check_err(image_repo_get(&fx->store.images, OWNER_B, mine.id, &got, &err), &err,
+              ST_ERR_NOT_FOUND, "no image '");
+    check_ok(image_repo_get(&fx->store.images, OWNER_A, mine.id, &got, &err), &err);
     assert_int_equal(got.visibility, IMAGE_VISIBILITY_PRIVATE);
 
     /* Their own rows and every public one, in (created_at, id) order. */
@@ -772,39 +703,39 @@ test_repo_sqlite__image_visibility_scope(void **state)
 
     /* Another owner's public image is a valid marker, a private one is not. */
     strcpy(f.marker, shared.id);
-    check_ok(image_repo_list(&fx->images, OWNER_B, &f, &list, &err), &err);
+    check_ok(image_repo_list(&fx->store.images, OWNER_B, &f, &list, &err), &err);
     assert_int_equal(list.count, 2);
     image_list_release(&list);
     strcpy(f.marker, mine.id);
-    check_err(image_repo_list(&fx->images, OWNER_B, &f, &list, &err), &err, ST_ERR_INVALID,
+    check_err(image_repo_list(&fx->store.images, OWNER_B, &f, &list, &err), &err, ST_ERR_INVALID,
               "names no image");
 
     /* Removing is for the owner (or unscoped) only: another owner's public image stays. */
-    check_err(image_repo_remove(&fx->images, OWNER_B, shared.id, &err), &err, ST_ERR_NOT_FOUND,
-              "no image '");
-    check_ok(image_repo_get(&fx->images, OWNER_A, shared.id, &got, &err), &err);
-    check_ok(image_repo_remove(&fx->images, OWNER_B, also.id, &err), &err);
-    check_ok(image_repo_remove(&fx->images, OWNER_A, shared.id, &err), &err);
-    check_ok(image_repo_remove(&fx->images, NULL, theirs.id, &err), &err);
+    check_err(image_repo_remove(&fx->store.images, OWNER_B, shared.id, &err), &err,
+              ST_ERR_NOT_FOUND, "no image '");
+    check_ok(image_repo_get(&fx->store.images, OWNER_A, shared.id, &got, &err), &err);
+    check_ok(image_repo_remove(&fx->store.images, OWNER_B, also.id, &err), &err);
+    check_ok(image_repo_remove(&fx->store.images, OWNER_A, shared.id, &err), &err);
+    check_ok(image_repo_remove(&fx->store.images, NULL, theirs.id, &err), &err);
     assert_int_equal(image_page_ids(fx, OWNER_B, ids), 0);
 }
 
 /* A public image in use by another owner's VM: that owner still gets not found. */
 static void
-test_repo_sqlite__image_remove_public_in_use(void **state)
+test_repo__image_remove_public_in_use(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct image shared = make_image(OWNER_A, "shared", 1000);
     struct vm vm;
 
     shared.visibility = IMAGE_VISIBILITY_PUBLIC;
-    check_ok(image_repo_insert(&fx->images, &shared, &err), &err);
+    check_ok(image_repo_insert(&fx->store.images, &shared, &err), &err);
     vm = make_vm(OWNER_B, "b1", shared.id, 2000);
     insert_vm(fx, &vm);
-    check_err(image_repo_remove(&fx->images, OWNER_B, shared.id, &err), &err, ST_ERR_NOT_FOUND,
-              "no image '");
-    check_err(image_repo_remove(&fx->images, OWNER_A, shared.id, &err), &err, ST_ERR_CONFLICT,
+    check_err(image_repo_remove(&fx->store.images, OWNER_B, shared.id, &err), &err,
+              ST_ERR_NOT_FOUND, "no image '");
+    check_err(image_repo_remove(&fx->store.images, OWNER_A, shared.id, &err), &err, ST_ERR_CONFLICT,
               "is used by a VM");
 }
 
@@ -831,11 +762,12 @@ struct catalog {
     size_t row_size;
     union catalog_row (*make)(const char *owner, const char *name, int64_t created_at);
     const char *(*id)(const union catalog_row *row);
-    int (*insert)(struct fixture *fx, const union catalog_row *row, struct st_error *err);
-    int (*get)(struct fixture *fx, const char *owner, const char *id, union catalog_row *out,
+    int (*insert)(struct store_fixture *fx, const union catalog_row *row, struct st_error *err);
+    int (*get)(struct store_fixture *fx, const char *owner, const char *id, union catalog_row *out,
                struct st_error *err);
-    int (*remove)(struct fixture *fx, const char *owner, const char *id, struct st_error *err);
-    int (*page)(struct fixture *fx, const char *owner, const char *marker, unsigned limit,
+    int (*remove)(struct store_fixture *fx, const char *owner, const char *id,
+                  struct st_error *err);
+    int (*page)(struct store_fixture *fx, const char *owner, const char *marker, unsigned limit,
                 struct catalog_page *out, struct st_error *err);
 };
 
@@ -854,29 +786,29 @@ struct catalog {
     {                                                                                              \
         return row->kind.id;                                                                       \
     }                                                                                              \
-    static int kind##_row_insert(struct fixture *fx, const union catalog_row *row,                 \
+    static int kind##_row_insert(struct store_fixture *fx, const union catalog_row *row,           \
                                  struct st_error *err)                                             \
     {                                                                                              \
-        return kind##_repo_insert(&fx->member, &row->kind, err);                                   \
+        return kind##_repo_insert(&fx->store.member, &row->kind, err);                             \
     }                                                                                              \
-    static int kind##_row_get(struct fixture *fx, const char *owner, const char *id,               \
+    static int kind##_row_get(struct store_fixture *fx, const char *owner, const char *id,         \
                               union catalog_row *out, struct st_error *err)                        \
     {                                                                                              \
-        return kind##_repo_get(&fx->member, owner, id, &out->kind, err);                           \
+        return kind##_repo_get(&fx->store.member, owner, id, &out->kind, err);                     \
     }                                                                                              \
-    static int kind##_row_remove(struct fixture *fx, const char *owner, const char *id,            \
+    static int kind##_row_remove(struct store_fixture *fx, const char *owner, const char *id,      \
                                  struct st_error *err)                                             \
     {                                                                                              \
-        return kind##_repo_remove(&fx->member, owner, id, err);                                    \
+        return kind##_repo_remove(&fx->store.member, owner, id, err);                              \
     }                                                                                              \
-    static int kind##_row_page(struct fixture *fx, const char *owner, const char *marker,          \
+    static int kind##_row_page(struct store_fixture *fx, const char *owner, const char *marker,    \
                                unsigned limit, struct catalog_page *out, struct st_error *err)     \
     {                                                                                              \
         struct kind##_filter f = {.limit = limit};                                                 \
         struct kind##_list list = {0};                                                             \
                                                                                                    \
         snprintf(f.marker, sizeof(f.marker), "%s", marker);                                        \
-        if (kind##_repo_list(&fx->member, owner, &f, &list, err) < 0)                              \
+        if (kind##_repo_list(&fx->store.member, owner, &f, &list, err) < 0)                        \
             return -1;                                                                             \
         out->count = list.count;                                                                   \
         out->more = list.more;                                                                     \
@@ -915,7 +847,7 @@ static const struct catalog flavor_catalog = {
  * @b_id and @a2_id for the kind's own checks.
  */
 static void
-check_catalog(struct fixture *fx, const struct catalog *cat, const union catalog_row *a,
+check_catalog(struct store_fixture *fx, const struct catalog *cat, const union catalog_row *a,
               char b_id[ST_ID_BUF], char a2_id[ST_ID_BUF])
 {
     struct st_error err = {0};
@@ -953,9 +885,9 @@ check_catalog(struct fixture *fx, const struct catalog *cat, const union catalog
 }
 
 static void
-test_repo_sqlite__image_crud(void **state)
+test_repo__image_crud(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     union catalog_row a = image_row_make(OWNER_A, image_catalog.name, 1000);
     struct image_filter f = {.limit = 1};
@@ -967,26 +899,26 @@ test_repo_sqlite__image_crud(void **state)
     check_catalog(fx, &image_catalog, &a, b_id, a2_id);
 
     strcpy(f.marker, b_id);
-    assert_int_equal(image_repo_list(&fx->images, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(image_repo_list(&fx->store.images, OWNER_A, &f, &list, &err), -1);
     assert_int_equal(err.code, ST_ERR_INVALID);
     assert_non_null(strstr(err.msg, "names no image"));
     f.limit = 10;
-    assert_int_equal(image_repo_list(&fx->images, NULL, &f, &list, &err), 0);
+    assert_int_equal(image_repo_list(&fx->store.images, NULL, &f, &list, &err), 0);
     assert_int_equal(list.count, 1);
     assert_string_equal(list.items[0].id, a2_id);
     image_list_release(&list);
 
-    assert_int_equal(image_repo_remove(&fx->images, OWNER_A, a.image.id, &err), 0);
-    assert_int_equal(image_repo_get(&fx->images, NULL, a.image.id, &got, &err), -1);
+    assert_int_equal(image_repo_remove(&fx->store.images, OWNER_A, a.image.id, &err), 0);
+    assert_int_equal(image_repo_get(&fx->store.images, NULL, a.image.id, &got, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
     assert_non_null(strstr(err.msg, "no image '"));
     assert_non_null(strstr(err.msg, a.image.id));
 }
 
 static void
-test_repo_sqlite__flavor_crud(void **state)
+test_repo__flavor_crud(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     union catalog_row a = flavor_row_make(OWNER_A, flavor_catalog.name, 1000);
     struct flavor_filter f = {.limit = 1};
@@ -997,98 +929,75 @@ test_repo_sqlite__flavor_crud(void **state)
     check_catalog(fx, &flavor_catalog, &a, b_id, a2_id);
 
     strcpy(f.marker, "not-an-id");
-    assert_int_equal(flavor_repo_list(&fx->flavors, OWNER_A, &f, &list, &err), -1);
+    assert_int_equal(flavor_repo_list(&fx->store.flavors, OWNER_A, &f, &list, &err), -1);
     assert_int_equal(err.code, ST_ERR_INVALID);
     assert_string_equal(err.msg, "marker 'not-an-id' names no flavor");
 
-    assert_int_equal(flavor_repo_remove(&fx->flavors, NULL, a.flavor.id, &err), 0);
-    assert_int_equal(flavor_repo_get(&fx->flavors, OWNER_A, a.flavor.id, &got, &err), -1);
+    assert_int_equal(flavor_repo_remove(&fx->store.flavors, NULL, a.flavor.id, &err), 0);
+    assert_int_equal(flavor_repo_get(&fx->store.flavors, OWNER_A, a.flavor.id, &got, &err), -1);
     assert_int_equal(err.code, ST_ERR_NOT_FOUND);
 }
 
 static void
-test_repo_sqlite__migrations_once(void **state)
+test_repo__migrations_once(void **state)
 {
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
-    sqlite3 *raw = raw_open(fx->path);
+    struct store again;
     int64_t applied_at;
     int version = -1;
 
-    assert_int_equal(sqlite_db_schema_version(fx->db, &version, &err), 0);
+    assert_st_ok(store_schema_version(&fx->store, &version, &err), err);
     assert_int_equal(version, 3);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 3);
-    applied_at = raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1");
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 3);
+    applied_at = contract_int(fx, "SELECT applied_at FROM schema_version WHERE version = 1");
     assert_true(applied_at > 0);
-    assert_string_equal(sqlite3_db_filename(raw, "main"), fx->path);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                                  "name IN ('vms_owner_name', 'vms_owner_page', 'vms_image', "
-                                  "'images_owner_name', 'images_owner_page', "
-                                  "'flavors_owner_name', 'flavors_owner_page', 'vms_page')"),
-                     8);
 
-    /* Re-opening (twice, while the first handle is open) applies nothing again. */
-    vm_repo_close(&fx->vms);
-    image_repo_close(&fx->images);
-    flavor_repo_close(&fx->flavors);
-    sqlite_db_close(fx->db);
-    fx->db = sqlite_db_open(fx->path, &err);
-    assert_non_null(fx->db);
-    sqlite_db_close(sqlite_db_open(fx->path, &err));
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 3);
-    assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_version WHERE version = 1"),
+    /* Re-opening (twice, while the first store is open) applies nothing again. */
+    store_close(&fx->store);
+    fx->opened = false;
+    assert_st_ok(store_open(&fx->store, store_fixture_url(fx), &err), err);
+    fx->opened = true;
+    assert_st_ok(store_open(&again, store_fixture_url(fx), &err), err);
+    store_close(&again);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(contract_int(fx, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      applied_at);
-    assert_int_equal(vm_repo_sqlite_open(fx->db, &fx->vms, &err), 0);
-    assert_int_equal(image_repo_sqlite_open(fx->db, &fx->images, &err), 0);
-    assert_int_equal(flavor_repo_sqlite_open(fx->db, &fx->flavors, &err), 0);
-
-    /* The settings the store depends on. */
-    sqlite3_close(raw);
-    raw = sqlite_db_handle(fx->db);
-    assert_int_equal(raw_int(raw, "PRAGMA foreign_keys"), 1);
-    assert_int_equal(raw_int(raw, "PRAGMA synchronous"), 1); /* NORMAL */
-    {
-        sqlite3_stmt *st = NULL;
-
-        assert_int_equal(sqlite3_prepare_v2(raw, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
-        sqlite3_finalize(st);
-    }
+    assert_st_ok(store_schema_version(&fx->store, &version, &err), err);
+    assert_int_equal(version, 3);
 }
 
-/* Several processes open a fresh file at once: each migration is applied once. */
+/* Several processes open a fresh store at once: each migration is applied once. */
 static void
-test_repo_sqlite__concurrent_open(void **state)
+test_repo__concurrent_open(void **state)
 {
-    struct fixture *fx = *state;
-    char path[160];
+    struct store_fixture *fx = *state;
+    struct st_error err = {0};
+    struct store_fixture *fresh = store_fixture_add(fx, fx->kind, STORE_FIXTURE_UNOPENED, &err);
     int gate[2];
     pid_t pids[6];
     int status;
     size_t i;
-    sqlite3 *raw;
     char c = 0;
 
-    snprintf(path, sizeof(path), "%s/fresh.db", fx->dir);
+    if (!fresh)
+        fail_msg("[%s] a second store: %s", store_fixture_name(fx), err.msg);
     assert_int_equal(pipe(gate), 0);
     for (i = 0; i < ST_ARRAY_LEN(pids); i++) {
         pids[i] = fork();
         assert_true(pids[i] >= 0);
         if (pids[i] == 0) {
-            struct st_error err = {0};
-            struct sqlite_db *db;
+            struct store s;
 
             close(gate[1]);
             /* Wait for the gate to open so that all start together. */
             if (read(gate[0], &c, 1) < 0)
                 _exit(3);
-            db = sqlite_db_open(path, &err);
-            if (!db) {
+            if (store_open(&s, store_fixture_url(fresh), &err) < 0) {
                 fprintf(stderr, "child open: %s\n", err.msg);
                 _exit(1);
             }
-            sqlite_db_close(db);
+            store_close(&s);
             _exit(0);
         }
     }
@@ -1099,140 +1008,46 @@ test_repo_sqlite__concurrent_open(void **state)
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), 0);
     }
-    raw = raw_open(path);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 3);
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM sqlite_master WHERE name = 'vms'"), 1);
-    sqlite3_close(raw);
-}
-
-struct locker {
-    sqlite3 *conn;
-    int hold_ms;
-};
-
-static void *
-locker_release(void *arg)
-{
-    struct locker *l = arg;
-
-    st_sleep_ms(l->hold_ms);
-    sqlite3_exec(l->conn, "COMMIT", NULL, NULL, NULL);
-    return NULL;
+    assert_int_equal(contract_int(fresh, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(contract_int(fresh, fresh->kind == STORE_SQLITE
+                                             ? "SELECT count(*) FROM sqlite_master WHERE name = "
+                                               "'vms'"
+                                             : "SELECT count(*) FROM pg_tables WHERE schemaname = "
+                                               "current_schema() AND tablename = 'vms'"),
+                     1);
 }
 
 static void
-test_repo_sqlite__write_waits_for_lock(void **state)
+test_repo__ping(void **state)
 {
-    struct fixture *fx = *state;
-    struct st_error err = {0};
-    struct locker l = {.conn = raw_open(fx->path), .hold_ms = 400};
-    struct vm vm = make_vm(OWNER_A, "patient", IMAGE_1, 1);
-    struct vm got;
-    pthread_t t;
-    int64_t start;
-
-    assert_int_equal(sqlite3_exec(l.conn, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(pthread_create(&t, NULL, locker_release, &l), 0);
-    start = st_monotonic_ms();
-    if (vm_repo_insert(&fx->vms, &vm, &err) != 0)
-        fail_msg("insert: %s", err.msg);
-    assert_true(st_monotonic_ms() - start >= 300);
-    pthread_join(t, NULL);
-    sqlite3_close(l.conn);
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), 0);
-}
-
-static void
-test_repo_sqlite__write_busy_unavailable(void **state)
-{
-    struct fixture *fx = *state;
-    struct st_error err = {0};
-    sqlite3 *other = raw_open(fx->path);
-    struct vm vm = make_vm(OWNER_A, "impatient", IMAGE_1, 1);
-    struct vm got;
-    int64_t start;
-    int64_t took;
-
-    sqlite_db_set_busy_bound(fx->db, 300);
-    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-    start = st_monotonic_ms();
-    assert_int_equal(vm_repo_insert(&fx->vms, &vm, &err), -1);
-    took = st_monotonic_ms() - start;
-    assert_int_equal(err.code, ST_ERR_UNAVAILABLE);
-    assert_int_equal(err.native & 0xff, SQLITE_BUSY);
-    assert_true(took >= 200 && took < 3000);
-
-    /* Reads still work while a writer holds the lock (WAL). */
-    assert_int_equal(vm_repo_get(&fx->vms, OWNER_A, vm.id, &got, &err), -1);
-    assert_int_equal(err.code, ST_ERR_NOT_FOUND);
-
-    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(other);
-    if (vm_repo_insert(&fx->vms, &vm, &err) != 0)
-        fail_msg("insert after release: %s", err.msg);
-}
-
-static void
-test_repo_sqlite__open_unwritable(void **state)
-{
-    struct fixture *fx = *state;
-    struct st_error err = {0};
-    char path[192];
-    FILE *f;
-
-    /* A path below a regular file cannot be created, even by root. */
-    snprintf(path, sizeof(path), "%s/plain-file", fx->dir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fclose(f);
-    snprintf(path, sizeof(path), "%s/plain-file/stratus.db", fx->dir);
-    assert_null(sqlite_db_open(path, &err));
-    assert_int_equal(err.code, ST_ERR_BACKEND);
-    assert_int_equal(err.native & 0xff, SQLITE_CANTOPEN);
-    assert_non_null(strstr(err.msg, "cannot open database '"));
-    assert_non_null(strstr(err.msg, path));
-    assert_non_null(strstr(err.msg, "Not a directory"));
-
-    assert_null(sqlite_db_open("", &err));
-    assert_int_equal(err.code, ST_ERR_INVALID);
-}
-
-static void
-test_repo_sqlite__ping(void **state)
-{
-    struct fixture *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
 
-    assert_int_equal(sqlite_db_ping(fx->db, &err), 0);
+    assert_st_ok(store_ping(&fx->store, &err), err);
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_crud, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_name_conflict, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_owner_scope, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_paging, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_bad_marker, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_filters, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_count_by_image, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_remove_refused_while_used, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_quota_insert, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_usage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__vm_quota_concurrent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_visibility_scope, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_remove_public_in_use, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__image_crud, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__flavor_crud, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__migrations_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__concurrent_open, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__write_waits_for_lock, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__write_busy_unavailable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__open_unwritable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repo_sqlite__ping, setup, teardown),
+        CONTRACT_TEST(test_repo__vm_crud),
+        CONTRACT_TEST(test_repo__vm_name_conflict),
+        CONTRACT_TEST(test_repo__vm_owner_scope),
+        CONTRACT_TEST(test_repo__vm_paging),
+        CONTRACT_TEST(test_repo__vm_bad_marker),
+        CONTRACT_TEST(test_repo__vm_filters),
+        CONTRACT_TEST(test_repo__vm_count_by_image),
+        CONTRACT_TEST(test_repo__image_remove_refused_while_used),
+        CONTRACT_TEST(test_repo__vm_quota_insert),
+        CONTRACT_TEST(test_repo__vm_usage),
+        CONTRACT_TEST(test_repo__vm_quota_concurrent),
+        CONTRACT_TEST(test_repo__image_visibility_scope),
+        CONTRACT_TEST(test_repo__image_remove_public_in_use),
+        CONTRACT_TEST(test_repo__image_crud),
+        CONTRACT_TEST(test_repo__flavor_crud),
+        CONTRACT_TEST(test_repo__migrations_once),
+        CONTRACT_TEST(test_repo__concurrent_open),
+        CONTRACT_TEST(test_repo__ping),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
