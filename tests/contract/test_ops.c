@@ -1,7 +1,8 @@
 /*
- * test_ops_sqlite.c - operations, VM events and idempotency records in the
- * SQLite store, against real database files in a temporary directory;
- * the claim and idem_begin also against other processes on the same file.
+ * test_ops.c - operations, VM events and idempotency records, on the store
+ * named by STRATUS_TEST_STORE (contract/support/store_fixture.h), through
+ * the repository interfaces only; the claim and idem_begin also against
+ * other processes with stores of their own on the same database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,10 +16,7 @@
 
 #include <cmocka.h>
 
-#include "repositories/sqlite/sqlite_db.h"
-#include "repositories/sqlite/sqlite_internal.h"
-#include "support/fixture.h"
-#include "support/tmpdir.h"
+#include "contract/support/contract.h"
 #include "util/mem.h"
 
 #define OWNER_A "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
@@ -35,46 +33,6 @@
 #define CLAIM_OPS 200
 /* The idempotency race: keys two processes both begin. */
 #define RACE_KEYS 50
-
-struct ops {
-    char dir[64];
-    char path[128];
-    struct sqlite_db *db;
-    struct op_repo ops;
-    struct event_repo events;
-};
-
-static int
-setup(void **state)
-{
-    struct ops *fx = calloc(1, sizeof(*fx));
-    struct st_error err = {0};
-
-    assert_non_null(fx);
-    if (tmpdir_make(fx->dir, sizeof(fx->dir), "stratus-ops", &err) < 0)
-        fail_msg("temp dir: %s", err.msg);
-    snprintf(fx->path, sizeof(fx->path), "%s/stratus.db", fx->dir);
-    fx->db = sqlite_db_open(fx->path, &err);
-    if (!fx->db)
-        fail_msg("open: %s", err.msg);
-    assert_st_ok(op_repo_sqlite_open(fx->db, &fx->ops, &err), err);
-    assert_st_ok(event_repo_sqlite_open(fx->db, &fx->events, &err), err);
-    *state = fx;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct ops *fx = *state;
-
-    op_repo_close(&fx->ops);
-    event_repo_close(&fx->events);
-    sqlite_db_close(fx->db);
-    tmpdir_remove(fx->dir);
-    free(fx);
-    return 0;
-}
 
 /* A queued operation; a NULL id is a fresh one. */
 static struct operation
@@ -96,11 +54,11 @@ make_op(const char *id, const char *target, const char *owner, int64_t created_a
 }
 
 static void
-insert_op(struct ops *fx, const struct operation *op)
+insert_op(struct store_fixture *fx, const struct operation *op)
 {
     struct st_error err = {0};
 
-    assert_st_ok(op_repo_insert(&fx->ops, op, &err), err);
+    assert_st_ok(op_repo_insert(&fx->store.ops, op, &err), err);
 }
 
 /* Claim one operation, which must be there. */
@@ -116,27 +74,10 @@ claim_one(struct op_repo *repo, const char *worker, int64_t now, int64_t lease)
     return op;
 }
 
-static int64_t
-raw_int(const char *path, const char *sql)
-{
-    sqlite3 *conn = NULL;
-    sqlite3_stmt *st = NULL;
-    int64_t v;
-
-    assert_int_equal(sqlite3_open(path, &conn), SQLITE_OK);
-    if (sqlite3_prepare_v2(conn, sql, -1, &st, NULL) != SQLITE_OK)
-        fail_msg("'%s': %s", sql, sqlite3_errmsg(conn));
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(conn);
-    return v;
-}
-
 static void
-test_ops_sqlite__insert_get_list_scoped(void **state)
+test_ops__insert_get_list_scoped(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct operation a1 = make_op(NULL, VM_1, OWNER_A, 1000);
     struct operation a2 = make_op(NULL, VM_2, OWNER_A, 2000);
@@ -152,16 +93,16 @@ test_ops_sqlite__insert_get_list_scoped(void **state)
     insert_op(fx, &a2);
     insert_op(fx, &b1);
 
-    assert_st_ok(op_repo_get(&fx->ops, OWNER_A, a2.id, &got, &err), err);
+    assert_st_ok(op_repo_get(&fx->store.ops, OWNER_A, a2.id, &got, &err), err);
     assert_memory_equal(&got, &a2, sizeof(got));
-    assert_st_ok(op_repo_get(&fx->ops, NULL, b1.id, &got, &err), err);
+    assert_st_ok(op_repo_get(&fx->store.ops, NULL, b1.id, &got, &err), err);
     assert_memory_equal(&got, &b1, sizeof(got));
     /* Another owner's operation is one that does not exist. */
-    assert_st_err(op_repo_get(&fx->ops, OWNER_B, a1.id, &got, &err), err, ST_ERR_NOT_FOUND,
+    assert_st_err(op_repo_get(&fx->store.ops, OWNER_B, a1.id, &got, &err), err, ST_ERR_NOT_FOUND,
                   "no operation '");
 
     /* Oldest first, within the owner's scope; everything unscoped. */
-    assert_st_ok(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err);
     assert_int_equal(list.count, 3);
     assert_false(list.more);
     assert_string_equal(list.items[0].id, a1.id);
@@ -169,7 +110,7 @@ test_ops_sqlite__insert_get_list_scoped(void **state)
     assert_string_equal(list.items[2].id, a3.id);
     assert_int_equal(list.items[1].kind, OP_KIND_VM_DELETE);
     op_list_release(&list);
-    assert_st_ok(op_repo_list(&fx->ops, NULL, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, NULL, &f, &list, &err), err);
     assert_int_equal(list.count, 4);
     assert_string_equal(list.items[1].id, b1.id);
     op_list_release(&list);
@@ -177,12 +118,12 @@ test_ops_sqlite__insert_get_list_scoped(void **state)
 
     /* By target: another owner's target shows nothing. */
     strcpy(f.target_id, VM_2);
-    assert_st_ok(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err);
     assert_int_equal(list.count, 1);
     assert_string_equal(list.items[0].id, a2.id);
     op_list_release(&list);
     strcpy(f.target_id, NOBODY);
-    assert_st_ok(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err);
     assert_int_equal(list.count, 0);
     op_list_release(&list);
 
@@ -190,43 +131,43 @@ test_ops_sqlite__insert_get_list_scoped(void **state)
     f.target_id[0] = '\0';
     f.has_status = true;
     f.status = OP_STATUS_RUNNING;
-    assert_st_ok(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err);
     assert_int_equal(list.count, 0);
     op_list_release(&list);
     f.status = OP_STATUS_QUEUED;
-    assert_st_ok(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err);
     assert_int_equal(list.count, 3);
     op_list_release(&list);
 
     /* Pages after a marker. */
     f.has_status = false;
     f.limit = 2;
-    assert_st_ok(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err);
     assert_int_equal(list.count, 2);
     assert_true(list.more);
     strcpy(f.marker, list.items[1].id);
     op_list_release(&list);
-    assert_st_ok(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err);
+    assert_st_ok(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err);
     assert_int_equal(list.count, 1);
     assert_false(list.more);
     assert_string_equal(list.items[0].id, a3.id);
     op_list_release(&list);
     strcpy(f.marker, b1.id);
-    assert_st_err(op_repo_list(&fx->ops, OWNER_A, &f, &list, &err), err, ST_ERR_INVALID,
+    assert_st_err(op_repo_list(&fx->store.ops, OWNER_A, &f, &list, &err), err, ST_ERR_INVALID,
                   "names no operation");
 
     /* The same id twice, active or not. */
-    assert_st_err(op_repo_insert(&fx->ops, &a1, &err), err, ST_ERR_CONFLICT,
+    assert_st_err(op_repo_insert(&fx->store.ops, &a1, &err), err, ST_ERR_CONFLICT,
                   "an operation with id '");
     a1.status = OP_STATUS_SUCCEEDED;
-    assert_st_err(op_repo_insert(&fx->ops, &a1, &err), err, ST_ERR_CONFLICT,
+    assert_st_err(op_repo_insert(&fx->store.ops, &a1, &err), err, ST_ERR_CONFLICT,
                   "an operation with id '");
 }
 
 static void
-test_ops_sqlite__one_active_operation_per_target(void **state)
+test_ops__one_active_operation_per_target(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct operation first = make_op(NULL, VM_1, OWNER_A, 1000);
     struct operation second = make_op(NULL, VM_1, OWNER_A, 2000);
@@ -236,35 +177,35 @@ test_ops_sqlite__one_active_operation_per_target(void **state)
 
     insert_op(fx, &first);
     snprintf(want, sizeof(want), "VM '%s' has operation '%s' in progress", VM_1, first.id);
-    assert_st_err(op_repo_insert(&fx->ops, &second, &err), err, ST_ERR_CONFLICT, want);
-    assert_int_equal(err.native, SQLITE_CONSTRAINT_UNIQUE);
+    assert_st_err(op_repo_insert(&fx->store.ops, &second, &err), err, ST_ERR_CONFLICT, want);
+    assert_int_equal(err.native, store_fixture_native_unique(fx->kind));
     insert_op(fx, &other);
-    assert_st_ok(op_repo_active_for(&fx->ops, VM_1, &got, &err), err);
+    assert_st_ok(op_repo_active_for(&fx->store.ops, VM_1, &got, &err), err);
     assert_memory_equal(&got, &first, sizeof(got));
 
     /* Running counts as active too. */
-    got = claim_one(&fx->ops, "w1", 5000, 1000);
+    got = claim_one(&fx->store.ops, "w1", 5000, 1000);
     assert_string_equal(got.id, first.id);
-    assert_st_err(op_repo_insert(&fx->ops, &second, &err), err, ST_ERR_CONFLICT, want);
-    assert_st_ok(op_repo_active_for(&fx->ops, VM_1, &got, &err), err);
+    assert_st_err(op_repo_insert(&fx->store.ops, &second, &err), err, ST_ERR_CONFLICT, want);
+    assert_st_ok(op_repo_active_for(&fx->store.ops, VM_1, &got, &err), err);
     assert_int_equal(got.status, OP_STATUS_RUNNING);
 
     /* Once it ended, the VM takes a new one. */
-    assert_st_ok(op_repo_finish(&fx->ops, first.id, "w1", OP_STATUS_SUCCEEDED, NULL, 6000, &err),
-                 err);
-    assert_st_err(op_repo_active_for(&fx->ops, VM_1, &got, &err), err, ST_ERR_NOT_FOUND,
+    assert_st_ok(
+        op_repo_finish(&fx->store.ops, first.id, "w1", OP_STATUS_SUCCEEDED, NULL, 6000, &err), err);
+    assert_st_err(op_repo_active_for(&fx->store.ops, VM_1, &got, &err), err, ST_ERR_NOT_FOUND,
                   "no operation in progress on VM '" VM_1 "'");
     insert_op(fx, &second);
-    assert_st_ok(op_repo_active_for(&fx->ops, VM_1, &got, &err), err);
+    assert_st_ok(op_repo_active_for(&fx->store.ops, VM_1, &got, &err), err);
     assert_string_equal(got.id, second.id);
     assert_int_equal(
-        raw_int(fx->path, "SELECT count(*) FROM operations WHERE target_id = '" VM_1 "'"), 2);
+        contract_int(fx, "SELECT count(*) FROM operations WHERE target_id = '" VM_1 "'"), 2);
 }
 
 static void
-test_ops_sqlite__claim_takes_the_oldest_first(void **state)
+test_ops__claim_takes_the_oldest_first(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct operation late = make_op(NULL, VM_1, OWNER_A, 3000);
     struct operation early = make_op(NULL, VM_2, OWNER_B, 1000);
@@ -280,7 +221,7 @@ test_ops_sqlite__claim_takes_the_oldest_first(void **state)
     insert_op(fx, &mid_b);
     insert_op(fx, &mid_a);
 
-    got = claim_one(&fx->ops, "worker-1", 10000, 30000);
+    got = claim_one(&fx->store.ops, "worker-1", 10000, 30000);
     assert_string_equal(got.id, early.id);
     assert_int_equal(got.status, OP_STATUS_RUNNING);
     assert_string_equal(got.worker_id, "worker-1");
@@ -290,50 +231,51 @@ test_ops_sqlite__claim_takes_the_oldest_first(void **state)
     assert_int_equal(got.created_at, 1000);
     assert_string_equal(got.owner_id, OWNER_B);
     /* What claim answered is what is stored. */
-    assert_st_ok(op_repo_get(&fx->ops, NULL, early.id, &untouched, &err), err);
+    assert_st_ok(op_repo_get(&fx->store.ops, NULL, early.id, &untouched, &err), err);
     assert_memory_equal(&untouched, &got, sizeof(got));
 
-    assert_string_equal(claim_one(&fx->ops, "worker-2", 10001, 30000).id, mid_a.id);
-    assert_string_equal(claim_one(&fx->ops, "worker-1", 10002, 30000).id, mid_b.id);
-    assert_string_equal(claim_one(&fx->ops, "worker-2", 10003, 30000).id, late.id);
+    assert_string_equal(claim_one(&fx->store.ops, "worker-2", 10001, 30000).id, mid_a.id);
+    assert_string_equal(claim_one(&fx->store.ops, "worker-1", 10002, 30000).id, mid_b.id);
+    assert_string_equal(claim_one(&fx->store.ops, "worker-2", 10003, 30000).id, late.id);
 
     /* Nothing left: claimed is false and *out untouched. */
     memset(&got, 0x5a, sizeof(got));
     memset(&untouched, 0x5a, sizeof(untouched));
-    assert_st_ok(op_repo_claim(&fx->ops, "worker-1", 10004, 30000, &got, &claimed, &err), err);
+    assert_st_ok(op_repo_claim(&fx->store.ops, "worker-1", 10004, 30000, &got, &claimed, &err),
+                 err);
     assert_false(claimed);
     assert_memory_equal(&got, &untouched, sizeof(got));
 
     /* Arguments that cannot make a lease. */
-    assert_st_err(op_repo_claim(&fx->ops, "", 1, 1, &got, &claimed, &err), err, ST_ERR_INVALID,
-                  "worker id");
-    assert_st_err(op_repo_claim(&fx->ops, "w", 1, 0, &got, &claimed, &err), err, ST_ERR_INVALID,
-                  "lease of 0 ms");
-    assert_st_err(op_repo_claim(&fx->ops, "w", INT64_MAX, 1, &got, &claimed, &err), err,
+    assert_st_err(op_repo_claim(&fx->store.ops, "", 1, 1, &got, &claimed, &err), err,
+                  ST_ERR_INVALID, "worker id");
+    assert_st_err(op_repo_claim(&fx->store.ops, "w", 1, 0, &got, &claimed, &err), err,
+                  ST_ERR_INVALID, "lease of 0 ms");
+    assert_st_err(op_repo_claim(&fx->store.ops, "w", INT64_MAX, 1, &got, &claimed, &err), err,
                   ST_ERR_INVALID, "cannot be taken");
 }
 
 static void
-test_ops_sqlite__expired_lease_is_claimed_again(void **state)
+test_ops__expired_lease_is_claimed_again(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct operation op = make_op(NULL, VM_1, OWNER_A, 1000);
     struct operation got;
     bool claimed = true;
 
     insert_op(fx, &op);
-    got = claim_one(&fx->ops, "w1", 10000, 500);
+    got = claim_one(&fx->store.ops, "w1", 10000, 500);
     assert_int_equal(got.started_at, 10000);
-    assert_st_ok(op_repo_renew(&fx->ops, op.id, "w1", 10500, "disk", &err), err);
+    assert_st_ok(op_repo_renew(&fx->store.ops, op.id, "w1", 10500, "disk", &err), err);
 
     /* Still held: up to and at the end of the lease. */
-    assert_st_ok(op_repo_claim(&fx->ops, "w2", 10400, 500, &got, &claimed, &err), err);
+    assert_st_ok(op_repo_claim(&fx->store.ops, "w2", 10400, 500, &got, &claimed, &err), err);
     assert_false(claimed);
-    assert_st_ok(op_repo_claim(&fx->ops, "w2", 10500, 500, &got, &claimed, &err), err);
+    assert_st_ok(op_repo_claim(&fx->store.ops, "w2", 10500, 500, &got, &claimed, &err), err);
     assert_false(claimed);
 
-    got = claim_one(&fx->ops, "w2", 10501, 500);
+    got = claim_one(&fx->store.ops, "w2", 10501, 500);
     assert_string_equal(got.id, op.id);
     assert_string_equal(got.worker_id, "w2");
     assert_int_equal(got.attempts, 2);
@@ -343,20 +285,21 @@ test_ops_sqlite__expired_lease_is_claimed_again(void **state)
     assert_int_equal(got.status, OP_STATUS_RUNNING);
 
     /* The first worker lost it: neither its renew nor its finish lands. */
-    assert_st_err(op_repo_renew(&fx->ops, op.id, "w1", 20000, "defined", &err), err,
+    assert_st_err(op_repo_renew(&fx->store.ops, op.id, "w1", 20000, "defined", &err), err,
                   ST_ERR_CONFLICT, "lease on operation '");
-    assert_st_err(op_repo_finish(&fx->ops, op.id, "w1", OP_STATUS_SUCCEEDED, NULL, 20000, &err),
-                  err, ST_ERR_CONFLICT, "was lost");
-    assert_st_ok(op_repo_get(&fx->ops, NULL, op.id, &got, &err), err);
+    assert_st_err(
+        op_repo_finish(&fx->store.ops, op.id, "w1", OP_STATUS_SUCCEEDED, NULL, 20000, &err), err,
+        ST_ERR_CONFLICT, "was lost");
+    assert_st_ok(op_repo_get(&fx->store.ops, NULL, op.id, &got, &err), err);
     assert_string_equal(got.worker_id, "w2");
     assert_string_equal(got.step, "disk");
     assert_int_equal(got.lease_expires_at, 11001);
 }
 
 static void
-test_ops_sqlite__renew_and_finish_by_the_holder_only(void **state)
+test_ops__renew_and_finish_by_the_holder_only(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct operation op = make_op(NULL, VM_1, OWNER_A, 1000);
     struct operation queued = make_op(NULL, VM_2, OWNER_A, 9000);
@@ -365,39 +308,40 @@ test_ops_sqlite__renew_and_finish_by_the_holder_only(void **state)
 
     insert_op(fx, &op);
     insert_op(fx, &queued);
-    claim_one(&fx->ops, "w1", 10000, 1000);
+    claim_one(&fx->store.ops, "w1", 10000, 1000);
 
-    assert_st_ok(op_repo_renew(&fx->ops, op.id, "w1", 12000, "disk", &err), err);
-    assert_st_ok(op_repo_get(&fx->ops, OWNER_A, op.id, &got, &err), err);
+    assert_st_ok(op_repo_renew(&fx->store.ops, op.id, "w1", 12000, "disk", &err), err);
+    assert_st_ok(op_repo_get(&fx->store.ops, OWNER_A, op.id, &got, &err), err);
     assert_string_equal(got.step, "disk");
     assert_int_equal(got.lease_expires_at, 12000);
     /* NULL keeps the step. */
-    assert_st_ok(op_repo_renew(&fx->ops, op.id, "w1", 13000, NULL, &err), err);
-    assert_st_ok(op_repo_get(&fx->ops, OWNER_A, op.id, &got, &err), err);
+    assert_st_ok(op_repo_renew(&fx->store.ops, op.id, "w1", 13000, NULL, &err), err);
+    assert_st_ok(op_repo_get(&fx->store.ops, OWNER_A, op.id, &got, &err), err);
     assert_string_equal(got.step, "disk");
     assert_int_equal(got.lease_expires_at, 13000);
     assert_st_err(
-        op_repo_renew(&fx->ops, op.id, "w1", 13000, "a-step-name-longer-than-31-bytes", &err), err,
-        ST_ERR_INVALID, "over 31 bytes");
+        op_repo_renew(&fx->store.ops, op.id, "w1", 13000, "a-step-name-longer-than-31-bytes", &err),
+        err, ST_ERR_INVALID, "over 31 bytes");
 
     snprintf(want, sizeof(want), "lease on operation '%s' was lost", op.id);
-    assert_st_err(op_repo_renew(&fx->ops, op.id, "w2", 14000, NULL, &err), err, ST_ERR_CONFLICT,
-                  want);
-    assert_st_err(op_repo_finish(&fx->ops, op.id, "w2", OP_STATUS_FAILED, "x", 14000, &err), err,
+    assert_st_err(op_repo_renew(&fx->store.ops, op.id, "w2", 14000, NULL, &err), err,
                   ST_ERR_CONFLICT, want);
-    assert_st_err(op_repo_renew(&fx->ops, NOBODY, "w1", 14000, NULL, &err), err, ST_ERR_NOT_FOUND,
-                  "no operation '" NOBODY "'");
-    assert_st_err(op_repo_finish(&fx->ops, NOBODY, "w1", OP_STATUS_FAILED, "x", 14000, &err), err,
+    assert_st_err(op_repo_finish(&fx->store.ops, op.id, "w2", OP_STATUS_FAILED, "x", 14000, &err),
+                  err, ST_ERR_CONFLICT, want);
+    assert_st_err(op_repo_renew(&fx->store.ops, NOBODY, "w1", 14000, NULL, &err), err,
                   ST_ERR_NOT_FOUND, "no operation '" NOBODY "'");
+    assert_st_err(op_repo_finish(&fx->store.ops, NOBODY, "w1", OP_STATUS_FAILED, "x", 14000, &err),
+                  err, ST_ERR_NOT_FOUND, "no operation '" NOBODY "'");
     /* Queued is held by nobody. */
-    assert_st_err(op_repo_renew(&fx->ops, queued.id, "w1", 14000, NULL, &err), err, ST_ERR_CONFLICT,
-                  "was lost");
-    assert_st_err(op_repo_finish(&fx->ops, op.id, "w1", OP_STATUS_RUNNING, NULL, 14000, &err), err,
-                  ST_ERR_INVALID, "succeeded or failed, not 'running'");
+    assert_st_err(op_repo_renew(&fx->store.ops, queued.id, "w1", 14000, NULL, &err), err,
+                  ST_ERR_CONFLICT, "was lost");
+    assert_st_err(op_repo_finish(&fx->store.ops, op.id, "w1", OP_STATUS_RUNNING, NULL, 14000, &err),
+                  err, ST_ERR_INVALID, "succeeded or failed, not 'running'");
 
-    assert_st_ok(op_repo_finish(&fx->ops, op.id, "w1", OP_STATUS_FAILED, "disk full", 15000, &err),
-                 err);
-    assert_st_ok(op_repo_get(&fx->ops, OWNER_A, op.id, &got, &err), err);
+    assert_st_ok(
+        op_repo_finish(&fx->store.ops, op.id, "w1", OP_STATUS_FAILED, "disk full", 15000, &err),
+        err);
+    assert_st_ok(op_repo_get(&fx->store.ops, OWNER_A, op.id, &got, &err), err);
     assert_int_equal(got.status, OP_STATUS_FAILED);
     assert_string_equal(got.error, "disk full");
     assert_int_equal(got.finished_at, 15000);
@@ -406,29 +350,30 @@ test_ops_sqlite__renew_and_finish_by_the_holder_only(void **state)
     assert_string_equal(got.step, "disk");
 
     /* Ended: held by nobody any more, and never claimed again. */
-    assert_st_err(op_repo_finish(&fx->ops, op.id, "w1", OP_STATUS_SUCCEEDED, NULL, 16000, &err),
-                  err, ST_ERR_CONFLICT, want);
-    assert_st_err(op_repo_renew(&fx->ops, op.id, "w1", 16000, NULL, &err), err, ST_ERR_CONFLICT,
-                  want);
-    got = claim_one(&fx->ops, "w3", 1000000, 1000);
+    assert_st_err(
+        op_repo_finish(&fx->store.ops, op.id, "w1", OP_STATUS_SUCCEEDED, NULL, 16000, &err), err,
+        ST_ERR_CONFLICT, want);
+    assert_st_err(op_repo_renew(&fx->store.ops, op.id, "w1", 16000, NULL, &err), err,
+                  ST_ERR_CONFLICT, want);
+    got = claim_one(&fx->store.ops, "w3", 1000000, 1000);
     assert_string_equal(got.id, queued.id);
 
     /* Succeeded with "" or NULL leaves no error. */
-    assert_st_ok(op_repo_finish(&fx->ops, queued.id, "w3", OP_STATUS_SUCCEEDED, "", 1000001, &err),
-                 err);
-    assert_st_ok(op_repo_get(&fx->ops, OWNER_A, queued.id, &got, &err), err);
+    assert_st_ok(
+        op_repo_finish(&fx->store.ops, queued.id, "w3", OP_STATUS_SUCCEEDED, "", 1000001, &err),
+        err);
+    assert_st_ok(op_repo_get(&fx->store.ops, OWNER_A, queued.id, &got, &err), err);
     assert_int_equal(got.status, OP_STATUS_SUCCEEDED);
     assert_string_equal(got.error, "");
-    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM operations WHERE error IS NULL"), 1);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM operations WHERE error IS NULL"), 1);
 }
 
 /* One process of the concurrent claim: claim and finish until nothing is left. */
 static int
-claimer(const char *path, int index, int gate)
+claimer(const char *url, int index, int gate)
 {
     struct st_error err = {0};
-    struct sqlite_db *db;
-    struct op_repo repo;
+    struct store store;
     struct operation op;
     char worker[ST_WORKER_ID_BUF];
     bool claimed = true;
@@ -438,30 +383,27 @@ claimer(const char *path, int index, int gate)
     snprintf(worker, sizeof(worker), "claimer-%d", index);
     if (read(gate, &c, 1) < 0)
         return 3;
-    db = sqlite_db_open(path, &err);
-    if (!db || op_repo_sqlite_open(db, &repo, &err) < 0) {
+    if (store_open_ops(&store, url, &err) < 0) {
         fprintf(stderr, "%s: open: %s\n", worker, err.msg);
-        sqlite_db_close(db);
         return 1;
     }
     while (claimed && rc == 0) {
-        if (op_repo_claim(&repo, worker, st_now_ms(), 60000, &op, &claimed, &err) < 0 ||
-            (claimed && op_repo_finish(&repo, op.id, worker, OP_STATUS_SUCCEEDED, NULL, st_now_ms(),
-                                       &err) < 0)) {
+        if (op_repo_claim(&store.ops, worker, st_now_ms(), 60000, &op, &claimed, &err) < 0 ||
+            (claimed && op_repo_finish(&store.ops, op.id, worker, OP_STATUS_SUCCEEDED, NULL,
+                                       st_now_ms(), &err) < 0)) {
             fprintf(stderr, "%s: %s: %s\n", worker, st_err_code_name(err.code), err.msg);
             rc = 2;
         }
     }
-    op_repo_close(&repo);
-    sqlite_db_close(db);
+    store_close(&store);
     return rc;
 }
 
 /* Several processes claim from one queue: each operation goes to exactly one of them. */
 static void
-test_ops_sqlite__concurrent_claims_take_each_operation_once(void **state)
+test_ops__concurrent_claims_take_each_operation_once(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct operation op;
     pid_t pids[CLAIMERS];
     char target[ST_ID_BUF];
@@ -480,7 +422,7 @@ test_ops_sqlite__concurrent_claims_take_each_operation_once(void **state)
         assert_true(pids[i] >= 0);
         if (pids[i] == 0) {
             close(gate[1]);
-            _exit(claimer(fx->path, i, gate[0]));
+            _exit(claimer(store_fixture_url(fx), i, gate[0]));
         }
     }
     close(gate[0]);
@@ -491,11 +433,11 @@ test_ops_sqlite__concurrent_claims_take_each_operation_once(void **state)
         assert_int_equal(WEXITSTATUS(status), 0);
     }
     /* Claimed once each (attempts 1), and ended by the worker that claimed it. */
-    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM operations WHERE status = 'succeeded' "
-                                       "AND attempts = 1 AND worker_id LIKE 'claimer-_' "
-                                       "AND started_at > 0 AND finished_at >= started_at"),
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM operations WHERE status = 'succeeded' "
+                                      "AND attempts = 1 AND worker_id LIKE 'claimer-_' "
+                                      "AND started_at > 0 AND finished_at >= started_at"),
                      CLAIM_OPS);
-    assert_int_equal(raw_int(fx->path, "SELECT count(DISTINCT id) FROM operations"), CLAIM_OPS);
+    assert_int_equal(contract_int(fx, "SELECT count(DISTINCT id) FROM operations"), CLAIM_OPS);
 }
 
 /* An event of @vm owned by @owner at @at; a NULL id is a fresh one. */
@@ -518,9 +460,9 @@ make_event(const char *id, const char *vm, const char *owner, int64_t at, const 
 }
 
 static void
-test_ops_sqlite__events_append_list_prune(void **state)
+test_ops__events_append_list_prune(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct vm_event e[5] = {
         make_event(NULL, VM_1, OWNER_A, 1000, "created"),
@@ -540,13 +482,13 @@ test_ops_sqlite__events_append_list_prune(void **state)
     e[3].type = VM_EVENT_WARNING;
     e[4].type = VM_EVENT_ERROR;
     for (i = ST_ARRAY_LEN(e); i-- > 0;)
-        assert_st_ok(event_repo_append(&fx->events, &e[i], &err), err);
-    assert_st_ok(event_repo_append(&fx->events, &other, &err), err);
-    assert_st_err(event_repo_append(&fx->events, &other, &err), err, ST_ERR_CONFLICT,
+        assert_st_ok(event_repo_append(&fx->store.events, &e[i], &err), err);
+    assert_st_ok(event_repo_append(&fx->store.events, &other, &err), err);
+    assert_st_err(event_repo_append(&fx->store.events, &other, &err), err, ST_ERR_CONFLICT,
                   "a VM event with id '");
 
     /* Oldest first by (at, id), whole rows; unscoped the same. */
-    assert_st_ok(event_repo_list(&fx->events, OWNER_A, VM_1, &f, &list, &err), err);
+    assert_st_ok(event_repo_list(&fx->store.events, OWNER_A, VM_1, &f, &list, &err), err);
     assert_int_equal(list.count, 5);
     assert_false(list.more);
     assert_memory_equal(&list.items[0], &e[0], sizeof(e[0]));
@@ -555,84 +497,84 @@ test_ops_sqlite__events_append_list_prune(void **state)
     assert_memory_equal(&list.items[3], &e[3], sizeof(e[0]));
     assert_memory_equal(&list.items[4], &e[4], sizeof(e[0]));
     vm_event_list_release(&list);
-    assert_st_ok(event_repo_list(&fx->events, NULL, VM_1, &f, &list, &err), err);
+    assert_st_ok(event_repo_list(&fx->store.events, NULL, VM_1, &f, &list, &err), err);
     assert_int_equal(list.count, 5);
     vm_event_list_release(&list);
 
     /* Another owner sees none; an unknown VM has none. */
-    assert_st_ok(event_repo_list(&fx->events, OWNER_B, VM_1, &f, &list, &err), err);
+    assert_st_ok(event_repo_list(&fx->store.events, OWNER_B, VM_1, &f, &list, &err), err);
     assert_int_equal(list.count, 0);
     vm_event_list_release(&list);
-    assert_st_ok(event_repo_list(&fx->events, OWNER_A, VM_3, &f, &list, &err), err);
+    assert_st_ok(event_repo_list(&fx->store.events, OWNER_A, VM_3, &f, &list, &err), err);
     assert_int_equal(list.count, 0);
     vm_event_list_release(&list);
 
     /* Pages after a marker, which must be an event in scope. */
     f.limit = 2;
-    assert_st_ok(event_repo_list(&fx->events, OWNER_A, VM_1, &f, &list, &err), err);
+    assert_st_ok(event_repo_list(&fx->store.events, OWNER_A, VM_1, &f, &list, &err), err);
     assert_int_equal(list.count, 2);
     assert_true(list.more);
     assert_string_equal(list.items[1].id, e[2].id);
     vm_event_list_release(&list);
     strcpy(f.marker, e[2].id);
-    assert_st_ok(event_repo_list(&fx->events, OWNER_A, VM_1, &f, &list, &err), err);
+    assert_st_ok(event_repo_list(&fx->store.events, OWNER_A, VM_1, &f, &list, &err), err);
     assert_int_equal(list.count, 2);
     assert_true(list.more);
     assert_string_equal(list.items[0].id, e[1].id);
     assert_string_equal(list.items[1].id, e[3].id);
     vm_event_list_release(&list);
-    assert_st_err(event_repo_list(&fx->events, OWNER_B, VM_1, &f, &list, &err), err, ST_ERR_INVALID,
-                  "marker '");
+    assert_st_err(event_repo_list(&fx->store.events, OWNER_B, VM_1, &f, &list, &err), err,
+                  ST_ERR_INVALID, "marker '");
     strcpy(f.marker, NOBODY);
-    assert_st_err(event_repo_list(&fx->events, OWNER_A, VM_1, &f, &list, &err), err, ST_ERR_INVALID,
-                  "marker '" NOBODY "' names no VM event");
+    assert_st_err(event_repo_list(&fx->store.events, OWNER_A, VM_1, &f, &list, &err), err,
+                  ST_ERR_INVALID, "marker '" NOBODY "' names no VM event");
 
     /* Older than 2000 goes (the other VM's too), 2000 itself stays. */
-    assert_st_ok(event_repo_prune(&fx->events, 2000, &n, &err), err);
+    assert_st_ok(event_repo_prune(&fx->store.events, 2000, &n, &err), err);
     assert_int_equal(n, 2);
     memset(&f, 0, sizeof(f));
-    assert_st_ok(event_repo_list(&fx->events, OWNER_A, VM_1, &f, &list, &err), err);
+    assert_st_ok(event_repo_list(&fx->store.events, OWNER_A, VM_1, &f, &list, &err), err);
     assert_int_equal(list.count, 4);
     assert_string_equal(list.items[0].id, e[2].id);
     vm_event_list_release(&list);
-    assert_st_ok(event_repo_prune(&fx->events, 2000, &n, &err), err);
+    assert_st_ok(event_repo_prune(&fx->store.events, 2000, &n, &err), err);
     assert_int_equal(n, 0);
-    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM vm_events WHERE data IS NULL"), 4);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM vm_events WHERE data IS NULL"), 4);
 }
 
 static void
-test_ops_sqlite__idem_new_in_progress_done(void **state)
+test_ops__idem_new_in_progress_done(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct idem_record rec = {0};
     enum idem_begin_result res = IDEM_DONE;
 
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "key-1", HASH_1, 1000, 90000, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "key-1", HASH_1, 1000, 90000,
+                                       &res, &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_NEW);
     assert_null(rec.body);
 
     /* A retry while the first is being served; the same key of another owner is another key. */
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "key-1", HASH_1, 1100, 90100, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "key-1", HASH_1, 1100, 90100,
+                                       &res, &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_IN_PROGRESS);
     /* Said with when it began, so an abandoned one can be told apart. */
     assert_int_equal(rec.created_at, 1000);
     idem_record_release(&rec);
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_B, "key-1", HASH_2, 1100, 90100, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_B, "key-1", HASH_2, 1100, 90100,
+                                       &res, &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_NEW);
 
-    assert_st_ok(event_repo_idem_finish(&fx->events, OWNER_A, "key-1", 202, "{\"id\":\"x\"}",
+    assert_st_ok(event_repo_idem_finish(&fx->store.events, OWNER_A, "key-1", 202, "{\"id\":\"x\"}",
                                         "/v1/operations/x", &err),
                  err);
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "key-1", HASH_1, 1200, 90200, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "key-1", HASH_1, 1200, 90200,
+                                       &res, &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_DONE);
     assert_int_equal(rec.status, 202);
     assert_string_equal(rec.body, "{\"id\":\"x\"}");
@@ -646,104 +588,107 @@ test_ops_sqlite__idem_new_in_progress_done(void **state)
     assert_null(rec.body);
 
     /* The same key with another request, before and after it is done. */
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "key-1", HASH_2, 1300, 90300, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "key-1", HASH_2, 1300, 90300,
+                                       &res, &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_MISMATCH);
     assert_string_equal(rec.request_hash, HASH_1);
     assert_int_equal(rec.status, 202);
     idem_record_release(&rec);
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_B, "key-1", HASH_1, 1300, 90300, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_B, "key-1", HASH_1, 1300, 90300,
+                                       &res, &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_MISMATCH);
     assert_int_equal(rec.status, 0);
     idem_record_release(&rec);
 
     /* No body and no Location are stored as none. */
-    assert_st_ok(event_repo_idem_finish(&fx->events, OWNER_B, "key-1", 204, NULL, NULL, &err), err);
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_B, "key-1", HASH_2, 1400, 90400, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_finish(&fx->store.events, OWNER_B, "key-1", 204, NULL, NULL, &err),
+                 err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_B, "key-1", HASH_2, 1400, 90400,
+                                       &res, &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_DONE);
     assert_int_equal(rec.status, 204);
     assert_null(rec.body);
     assert_null(rec.location);
     idem_record_release(&rec);
 
-    assert_st_err(event_repo_idem_finish(&fx->events, OWNER_A, "key-2", 200, NULL, NULL, &err), err,
-                  ST_ERR_NOT_FOUND, "no idempotency key 'key-2'");
-    assert_st_err(event_repo_idem_finish(&fx->events, OWNER_A, "key-1", 0, NULL, NULL, &err), err,
-                  ST_ERR_INVALID, "status > 0");
     assert_st_err(
-        event_repo_idem_begin(&fx->events, OWNER_A, "bad key", HASH_1, 1, 2, &res, &rec, &err), err,
-        ST_ERR_INVALID, "idempotency key 'bad key'");
-    assert_st_err(event_repo_idem_begin(&fx->events, OWNER_A, "key-3", "", 1, 2, &res, &rec, &err),
-                  err, ST_ERR_INVALID, "request hash");
+        event_repo_idem_finish(&fx->store.events, OWNER_A, "key-2", 200, NULL, NULL, &err), err,
+        ST_ERR_NOT_FOUND, "no idempotency key 'key-2'");
+    assert_st_err(event_repo_idem_finish(&fx->store.events, OWNER_A, "key-1", 0, NULL, NULL, &err),
+                  err, ST_ERR_INVALID, "status > 0");
+    assert_st_err(event_repo_idem_begin(&fx->store.events, OWNER_A, "bad key", HASH_1, 1, 2, &res,
+                                        &rec, &err),
+                  err, ST_ERR_INVALID, "idempotency key 'bad key'");
+    assert_st_err(
+        event_repo_idem_begin(&fx->store.events, OWNER_A, "key-3", "", 1, 2, &res, &rec, &err), err,
+        ST_ERR_INVALID, "request hash");
 }
 
 static void
-test_ops_sqlite__idem_expired_forgotten_pruned(void **state)
+test_ops__idem_expired_forgotten_pruned(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     struct st_error err = {0};
     struct idem_record rec = {0};
     enum idem_begin_result res = IDEM_DONE;
     size_t n = 0;
 
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "k", HASH_1, 1000, 2000, &res, &rec, &err),
-        err);
-    assert_st_ok(event_repo_idem_finish(&fx->events, OWNER_A, "k", 201, "{}", "/x", &err), err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "k", HASH_1, 1000, 2000, &res,
+                                       &rec, &err),
+                 err);
+    assert_st_ok(event_repo_idem_finish(&fx->store.events, OWNER_A, "k", 201, "{}", "/x", &err),
+                 err);
 
     /* At its expiry it still answers; after, it is begun anew, whatever the hash. */
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "k", HASH_1, 2000, 3000, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "k", HASH_1, 2000, 3000, &res,
+                                       &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_DONE);
     idem_record_release(&rec);
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "k", HASH_2, 2001, 5000, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "k", HASH_2, 2001, 5000, &res,
+                                       &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_NEW);
-    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM idempotency_keys WHERE status = 0 AND "
-                                       "body IS NULL AND location IS NULL AND created_at = 2001 "
-                                       "AND expires_at = 5000"),
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM idempotency_keys WHERE status = 0 AND "
+                                      "body IS NULL AND location IS NULL AND created_at = 2001 "
+                                      "AND expires_at = 5000"),
                      1);
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "k", HASH_2, 2002, 5000, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "k", HASH_2, 2002, 5000, &res,
+                                       &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_IN_PROGRESS);
 
     /* Forgotten (after a 5xx), the retry runs again; forgetting twice is no error. */
-    assert_st_ok(event_repo_idem_forget(&fx->events, OWNER_A, "k", &err), err);
-    assert_st_ok(event_repo_idem_forget(&fx->events, OWNER_A, "k", &err), err);
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_A, "k", HASH_2, 2003, 5000, &res, &rec, &err),
-        err);
+    assert_st_ok(event_repo_idem_forget(&fx->store.events, OWNER_A, "k", &err), err);
+    assert_st_ok(event_repo_idem_forget(&fx->store.events, OWNER_A, "k", &err), err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_A, "k", HASH_2, 2003, 5000, &res,
+                                       &rec, &err),
+                 err);
     assert_int_equal(res, IDEM_NEW);
 
-    assert_st_ok(
-        event_repo_idem_begin(&fx->events, OWNER_B, "k", HASH_2, 2003, 4000, &res, &rec, &err),
-        err);
-    assert_st_ok(event_repo_idem_prune(&fx->events, 4000, &n, &err), err);
+    assert_st_ok(event_repo_idem_begin(&fx->store.events, OWNER_B, "k", HASH_2, 2003, 4000, &res,
+                                       &rec, &err),
+                 err);
+    assert_st_ok(event_repo_idem_prune(&fx->store.events, 4000, &n, &err), err);
     assert_int_equal(n, 0);
-    assert_st_ok(event_repo_idem_prune(&fx->events, 4001, &n, &err), err);
+    assert_st_ok(event_repo_idem_prune(&fx->store.events, 4001, &n, &err), err);
     assert_int_equal(n, 1);
     assert_int_equal(
-        raw_int(fx->path, "SELECT count(*) FROM idempotency_keys WHERE owner_id = '" OWNER_A "'"),
+        contract_int(fx, "SELECT count(*) FROM idempotency_keys WHERE owner_id = '" OWNER_A "'"),
         1);
 }
 
 /* One process of the idempotency race: begin every key once; exit status is how many were new. */
 static int
-idem_racer(const char *path, int gate)
+idem_racer(const char *url, int gate)
 {
     struct st_error err = {0};
     struct idem_record rec = {0};
     enum idem_begin_result res;
-    struct event_repo repo;
-    struct sqlite_db *db;
+    struct store store;
     char key[32];
     int fresh = 0;
     char c;
@@ -751,16 +696,14 @@ idem_racer(const char *path, int gate)
 
     if (read(gate, &c, 1) < 0)
         return 255;
-    db = sqlite_db_open(path, &err);
-    if (!db || event_repo_sqlite_open(db, &repo, &err) < 0) {
+    if (store_open(&store, url, &err) < 0) {
         fprintf(stderr, "racer: open: %s\n", err.msg);
-        sqlite_db_close(db);
         return 255;
     }
     for (i = 0; i < RACE_KEYS && fresh >= 0; i++) {
         snprintf(key, sizeof(key), "race-%d", i);
-        if (event_repo_idem_begin(&repo, OWNER_A, key, HASH_1, st_now_ms(), st_now_ms() + 60000,
-                                  &res, &rec, &err) < 0) {
+        if (event_repo_idem_begin(&store.events, OWNER_A, key, HASH_1, st_now_ms(),
+                                  st_now_ms() + 60000, &res, &rec, &err) < 0) {
             fprintf(stderr, "racer: %s: %s\n", st_err_code_name(err.code), err.msg);
             fresh = -1;
         } else if (res == IDEM_NEW) {
@@ -770,8 +713,7 @@ idem_racer(const char *path, int gate)
             fresh = -1;
         }
     }
-    event_repo_close(&repo);
-    sqlite_db_close(db);
+    store_close(&store);
     return fresh < 0 ? 255 : fresh;
 }
 
@@ -781,9 +723,9 @@ idem_racer(const char *path, int gate)
  * means exactly one each.
  */
 static void
-test_ops_sqlite__idem_race_has_one_winner(void **state)
+test_ops__idem_race_has_one_winner(void **state)
 {
-    struct ops *fx = *state;
+    struct store_fixture *fx = *state;
     pid_t pids[2];
     int gate[2];
     int status;
@@ -796,7 +738,7 @@ test_ops_sqlite__idem_race_has_one_winner(void **state)
         assert_true(pids[i] >= 0);
         if (pids[i] == 0) {
             close(gate[1]);
-            _exit(idem_racer(fx->path, gate[0]));
+            _exit(idem_racer(store_fixture_url(fx), gate[0]));
         }
     }
     close(gate[0]);
@@ -808,48 +750,23 @@ test_ops_sqlite__idem_race_has_one_winner(void **state)
         total += WEXITSTATUS(status);
     }
     assert_int_equal(total, RACE_KEYS);
-    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM idempotency_keys"), RACE_KEYS);
-}
-
-static void
-test_ops_sqlite__schema_version_3(void **state)
-{
-    struct ops *fx = *state;
-    struct st_error err = {0};
-    int version = -1;
-
-    assert_st_ok(sqlite_db_schema_version(fx->db, &version, &err), err);
-    assert_int_equal(version, 3);
-    assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
-                                       "AND name IN ('operations_claim', 'operations_target', "
-                                       "'operations_owner_page', 'operations_page', "
-                                       "'operations_active', 'vm_events_vm', 'vm_events_at', "
-                                       "'idempotency_keys_expires')"),
-                     8);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM idempotency_keys"), RACE_KEYS);
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__insert_get_list_scoped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__one_active_operation_per_target, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__claim_takes_the_oldest_first, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__expired_lease_is_claimed_again, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__renew_and_finish_by_the_holder_only, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__concurrent_claims_take_each_operation_once,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__events_append_list_prune, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__idem_new_in_progress_done, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__idem_expired_forgotten_pruned, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__idem_race_has_one_winner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__schema_version_3, setup, teardown),
+        CONTRACT_TEST(test_ops__insert_get_list_scoped),
+        CONTRACT_TEST(test_ops__one_active_operation_per_target),
+        CONTRACT_TEST(test_ops__claim_takes_the_oldest_first),
+        CONTRACT_TEST(test_ops__expired_lease_is_claimed_again),
+        CONTRACT_TEST(test_ops__renew_and_finish_by_the_holder_only),
+        CONTRACT_TEST(test_ops__concurrent_claims_take_each_operation_once),
+        CONTRACT_TEST(test_ops__events_append_list_prune),
+        CONTRACT_TEST(test_ops__idem_new_in_progress_done),
+        CONTRACT_TEST(test_ops__idem_expired_forgotten_pruned),
+        CONTRACT_TEST(test_ops__idem_race_has_one_winner),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
