@@ -124,4 +124,74 @@ bench: deps
 clean:
 	rm -rf build build-asan
 
+# ---- install ---------------------------------------------------------------
+# make install [DESTDIR=] [PREFIX=/usr/local] [SYSCONFDIR=/etc] [SYSTEMDDIR=/lib/systemd/system]
+#
+# The binaries, the systemd units (stratus-api.socket, stratus-api.service,
+# stratus-worker.service), an nginx site and a production stratus.conf; see
+# docs/deploy.md.  Units are always replaced (local changes go in drop-ins).
+# stratus.conf and the nginx site are operators' files: one that exists and
+# differs is kept, and the new version goes beside it as <name>.dist.
+# `make uninstall` removes what install wrote, except a stratus.conf or site
+# that was changed; the state in /var/lib/stratus is never touched.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+SYSTEMDDIR ?= /lib/systemd/system
+DESTDIR    ?=
+
+INSTALL_BINS  := stratus-api stratus-worker stratus-admin
+INSTALL_UNITS := stratus-api.socket stratus-api.service stratus-worker.service
+INSTALL_SED    = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+INSTALL_CONF   = $(DESTDIR)$(SYSCONFDIR)/stratus/stratus.conf
+INSTALL_SITE   = $(DESTDIR)$(SYSCONFDIR)/nginx/sites-available/stratus
+INSTALL_DOC    = $(DESTDIR)$(PREFIX)/share/doc/stratus
+
+# $(call install_keep,TEMPLATE,TARGET,MODE): TARGET from TEMPLATE unless an
+# edited TARGET exists; then TARGET.dist.
+define install_keep
+	@set -e; t="$(2)"; $(INSTALL_SED) $(1) >"$$t.tmp"; chmod $(3) "$$t.tmp"; \
+	if [ ! -e "$$t" ]; then mv "$$t.tmp" "$$t"; echo "install: $$t"; \
+	elif cmp -s "$$t.tmp" "$$t"; then rm -f "$$t.tmp" "$$t.dist"; echo "install: $$t (unchanged)"; \
+	else mv "$$t.tmp" "$$t.dist"; echo "install: kept $$t; the new version is $$t.dist"; fi
+endef
+
+# $(call uninstall_keep,TEMPLATE,TARGET): remove TARGET unless it was edited.
+define uninstall_keep
+	@set -e; t="$(2)"; rm -f "$$t.dist"; \
+	if [ -e "$$t" ] && ! $(INSTALL_SED) $(1) | cmp -s - "$$t"; then \
+	    echo "uninstall: kept $$t (changed since install)"; else rm -f "$$t"; fi
+endef
+
+.PHONY: install uninstall
+install: $(INSTALL_BINS:%=$(BUILD)/%)
+	install -d -m 0755 "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(SYSTEMDDIR)" \
+		"$(DESTDIR)$(SYSCONFDIR)/nginx/sites-available" "$(INSTALL_DOC)"
+	install -d -m 0750 "$(DESTDIR)$(SYSCONFDIR)/stratus"
+	install -m 0755 $(INSTALL_BINS:%=$(BUILD)/%) "$(DESTDIR)$(PREFIX)/bin/"
+	@set -e; for u in $(INSTALL_UNITS); do \
+	    $(INSTALL_SED) dist/$$u >"$(DESTDIR)$(SYSTEMDDIR)/$$u.tmp"; \
+	    chmod 0644 "$(DESTDIR)$(SYSTEMDDIR)/$$u.tmp"; \
+	    mv "$(DESTDIR)$(SYSTEMDDIR)/$$u.tmp" "$(DESTDIR)$(SYSTEMDDIR)/$$u"; \
+	    echo "install: $(DESTDIR)$(SYSTEMDDIR)/$$u"; \
+	done
+	install -m 0644 docs/deploy.md "$(INSTALL_DOC)/deploy.md"
+	$(call install_keep,dist/stratus.conf,$(INSTALL_CONF),0640)
+	$(call install_keep,dist/nginx-stratus.conf,$(INSTALL_SITE),0644)
+
+uninstall:
+	rm -f $(INSTALL_BINS:%="$(DESTDIR)$(PREFIX)/bin/%") $(INSTALL_UNITS:%="$(DESTDIR)$(SYSTEMDDIR)/%")
+	rm -f "$(INSTALL_DOC)/deploy.md"
+	@rmdir "$(INSTALL_DOC)" 2>/dev/null || true
+	$(call uninstall_keep,dist/stratus.conf,$(INSTALL_CONF))
+	@rmdir "$(DESTDIR)$(SYSCONFDIR)/stratus" 2>/dev/null || true
+	@# The enabled site goes with it: nginx refuses to start on a dangling link.
+	@l="$(DESTDIR)$(SYSCONFDIR)/nginx/sites-enabled/stratus"; \
+	case "$$(readlink "$$l" 2>/dev/null)" in \
+	../sites-available/stratus | $(SYSCONFDIR)/nginx/sites-available/stratus) \
+	    rm -f "$$l"; echo "uninstall: removed $$l; reload nginx" ;; \
+	esac
+	$(call uninstall_keep,dist/nginx-stratus.conf,$(INSTALL_SITE))
+	@echo "uninstall: stop the units first (systemctl disable --now stratus-api.socket" \
+	    "stratus-api.service stratus-worker.service), then systemctl daemon-reload"
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
