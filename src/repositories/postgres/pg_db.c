@@ -48,12 +48,13 @@ struct pg_db {
  * as applied.  Each means what the SQLite migration of the same number
  * means, with the same tables, columns (in the same order: stratus-admin db
  * copy moves rows column by column) and indexes; times and sizes are
- * BIGINT.
+ * BIGINT.  Ids sort byte by byte (COLLATE "C"), as in SQLite, whatever the
+ * database's locale: pages are ordered and resumed by (time, id).
  */
 static const char *const pg_migrations[] = {
     /* 1: VMs, images, flavors. Enums are stored by name, times in ms since epoch. */
     "CREATE TABLE vms ("
-    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL,"
     "  owner_id TEXT NOT NULL,"
     "  name TEXT NOT NULL,"
     "  status TEXT NOT NULL,"
@@ -73,7 +74,7 @@ static const char *const pg_migrations[] = {
     /* Unscoped (admin, recovery) paging over every VM. */
     "CREATE INDEX vms_page ON vms (created_at, id);"
     "CREATE TABLE images ("
-    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL,"
     "  owner_id TEXT NOT NULL,"
     "  name TEXT NOT NULL,"
     "  format TEXT NOT NULL,"
@@ -86,7 +87,7 @@ static const char *const pg_migrations[] = {
     "CREATE UNIQUE INDEX images_owner_name ON images (owner_id, name);"
     "CREATE INDEX images_owner_page ON images (owner_id, created_at, id);"
     "CREATE TABLE flavors ("
-    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL,"
     "  owner_id TEXT NOT NULL,"
     "  name TEXT NOT NULL,"
     "  vcpus INTEGER NOT NULL,"
@@ -104,7 +105,7 @@ static const char *const pg_migrations[] = {
      * append transaction, so no sequence), and image visibility.
      */
     "CREATE TABLE users ("
-    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL,"
     "  email TEXT NOT NULL,"
     "  password_hash TEXT NOT NULL,"
     "  nickname TEXT,"
@@ -120,7 +121,7 @@ static const char *const pg_migrations[] = {
     "CREATE UNIQUE INDEX users_email ON users (lower(email));"
     "CREATE INDEX users_page ON users (created_at, id);"
     "CREATE TABLE api_keys ("
-    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL,"
     "  user_id TEXT NOT NULL REFERENCES users (id),"
     "  name TEXT,"
     "  prefix TEXT NOT NULL UNIQUE,"
@@ -163,7 +164,7 @@ static const char *const pg_migrations[] = {
      * the first request is still being served.
      */
     "CREATE TABLE operations ("
-    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL,"
     "  kind TEXT NOT NULL,"
     "  target_id TEXT NOT NULL,"
     "  owner_id TEXT NOT NULL,"
@@ -184,7 +185,7 @@ static const char *const pg_migrations[] = {
     "CREATE UNIQUE INDEX operations_active ON operations (target_id)"
     "  WHERE status IN ('queued', 'running');"
     "CREATE TABLE vm_events ("
-    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  id TEXT COLLATE \"C\" PRIMARY KEY NOT NULL,"
     "  vm_id TEXT NOT NULL,"
     "  owner_id TEXT NOT NULL,"
     "  at BIGINT NOT NULL,"
