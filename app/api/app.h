@@ -34,8 +34,8 @@
 struct libvirt_conn;
 
 struct app {
-    struct api_config cfg; /* a copy: the app owns what the services borrow */
-    struct store store; /* the database and every repository on it */
+    struct api_config cfg;   /* a copy: the app owns what the services borrow */
+    struct store store;      /* the database and every repository on it */
     struct keyring keys;     /* token signing keys, re-read when the file changes */
     int64_t keys_mtime_ns;   /* of the keys file when it was read */
     int64_t keys_checked_ms; /* monotonic: when the file was last looked at */

@@ -404,8 +404,8 @@ idem_start(struct api_call *call, bool *recorded)
             return 1;
         }
         if (res == IDEM_IN_PROGRESS && rec.created_at < st_now_ms() - IDEM_ABANDONED_MS &&
-            event_repo_idem_forget(&app->store.events, call->who->user_id, req->idempotency_key, &err) ==
-                0) {
+            event_repo_idem_forget(&app->store.events, call->who->user_id, req->idempotency_key,
+                                   &err) == 0) {
             idem_record_release(&rec);
             continue;
         }

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 #ifndef STRATUS_VERSION
 #define STRATUS_VERSION "0.0.0"
 #endif
