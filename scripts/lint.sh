@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 passed=0
 failed=0
 dirs=()
-for d in src app tests/unit bench; do
+for d in src app tests/unit tests/contract bench; do
     [ -d "$d" ] && dirs+=("$d")
 done
 
 echo "lint: cppcheck ${dirs[*]}"
 if cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 --inline-suppr \
-    --std=c11 -D_GNU_SOURCE -Isrc -Iapp -Itests/unit "${dirs[@]}"; then
+    --std=c11 -D_GNU_SOURCE -Isrc -Iapp -Itests/unit -Itests "${dirs[@]}"; then
     passed=$((passed + 1))
 else
     echo "lint: cppcheck found problems"
