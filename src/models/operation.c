@@ -130,15 +130,14 @@ operation_time_to_json(int64_t ms)
 json_t *
 operation_to_json(const struct operation *op)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "id", op->id,
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", op->id,
                      "kind", op_kind_name(op->kind), "target_id", op->target_id, "owner_id",
                      op->owner_id, "status", op_status_name(op->status), "step",
                      operation_text_to_json(op->step, true), "error",
                      operation_text_to_json(op->error, true), "created_at",
                      operation_time_to_json(op->created_at), "started_at",
                      operation_time_to_json(op->started_at), "finished_at",
-                     operation_time_to_json(op->finished_at), "attempts", (json_int_t)op->attempts,
-                     "worker_id", operation_text_to_json(op->worker_id, true));
+                     operation_time_to_json(op->finished_at), "attempts", (json_int_t)op->attempts);
 }
 
 void

@@ -62,7 +62,7 @@ const char *op_status_name(enum op_status status);
 int op_status_parse(const char *name, enum op_status *out);
 bool op_status_terminal(enum op_status status);
 
-/* {"id","kind","target_id","owner_id","status","step","error","created_at","started_at","finished_at","attempts","worker_id"}
+/* {"id","kind","target_id","owner_id","status","step","error","created_at","started_at","finished_at","attempts"}
  */
 json_t *operation_to_json(const struct operation *op);
 

@@ -2898,31 +2898,28 @@ def scenario_scaleout():
     check(f"every one of the {n} create operations succeeded",
           len(ended) == n and all(o.get("status") == "succeeded" for o in ended.values()),
           repr([o for o in ended.values() if o.get("status") != "succeeded"][:5]))
-    by_pid = {}
-    for o in ended.values():
-        wid = o.get("worker_id") or ""
-        parts = wid.split(":")
-        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-        by_pid.setdefault(pid, []).append(o["id"])
-    print(f"       operations per worker process: "
-          f"{ {k: len(v) for k, v in by_pid.items()} }")
-    check("each operation was taken once (attempts 1) by one runner of one of the two "
-          "workers", all(o.get("attempts") == 1 for o in ended.values())
-          and set(by_pid) <= set(workers),
-          repr([(o["id"][:8], o.get("attempts"), o.get("worker_id")) for o in ended.values()
-                if o.get("attempts") != 1][:5]) + f" pids {list(by_pid)} vs {workers}")
-    check("both worker processes ran operations", len(set(by_pid) & set(workers)) == 2,
-          repr(list(by_pid)))
-    once = []
+    # Which worker ran each create: the runner id ("host:pid:runner") its
+    # "created: running" event records.
+    by_pid, once = {}, []
     for op_id, vm in ops.items():
         _, evs = vm_events(vm, token=ut)
         done = [e for e in evs or [] if e.get("message") == "created: running"]
-        wid = ended.get(op_id, {}).get("worker_id")
-        if not (len(done) == 1 and (done[0].get("data") or {}).get("operation_id") == op_id
-                and (done[0].get("data") or {}).get("worker_id") == wid):
+        data = (done[0].get("data") or {}) if len(done) == 1 else {}
+        parts = str(data.get("worker_id") or "").split(":")
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if len(done) != 1 or data.get("operation_id") != op_id or pid is None:
             once.append((vm[:8], [(e.get("data") or {}) for e in done]))
-    check("each VM has exactly one 'created: running' event, by its operation's worker",
-          not once, repr(once[:5]))
+        by_pid.setdefault(pid, []).append(op_id)
+    print(f"       operations per worker process: "
+          f"{ {k: len(v) for k, v in by_pid.items()} }")
+    check("each VM has exactly one 'created: running' event, naming its operation and the "
+          "runner that did it", not once, repr(once[:5]))
+    check("each operation was taken once (attempts 1), by a runner of one of the two workers",
+          all(o.get("attempts") == 1 for o in ended.values()) and set(by_pid) <= set(workers),
+          repr([(o["id"][:8], o.get("attempts")) for o in ended.values()
+                if o.get("attempts") != 1][:5]) + f" pids {list(by_pid)} vs {workers}")
+    check("both worker processes ran operations", len(set(by_pid) & set(workers)) == 2,
+          repr(list(by_pid)))
     lists = []
     for node in range(NODES):
         r = node_request(node, "GET", "/v1/vms?limit=100", token=ut)

@@ -225,7 +225,7 @@ test_config__bad_values(void **state)
         {"token_ttl_s = 5", "token_ttl_s '5' is not an integer in 60..2592000"},
         {"admin_email = nobody", "admin_email"},
         {"pool_images = bad/name", "pool_images 'bad/name'"},
-        {"database = postgres://db/stratus", "database 'postgres://db/stratus'"},
+        {"database = mysql://db/stratus", "database 'mysql://db/stratus'"},
         {"max_body_bytes = 10", "max_body_bytes '10'"},
         {"max_body_bytes = 18446744073709551616", "max_body_bytes"},
         {"stop_timeout_s = 0", "stop_timeout_s '0'"},

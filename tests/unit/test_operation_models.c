@@ -97,7 +97,7 @@ test_operation_models__queued_operation_to_json(void **state)
                               "\"error\":null,\"finished_at\":null,\"id\":\"" OP_ID "\","
                               "\"kind\":\"vm.create\",\"owner_id\":\"" OWNER "\","
                               "\"started_at\":null,\"status\":\"queued\",\"step\":null,"
-                              "\"target_id\":\"" VM_ID "\",\"worker_id\":null}");
+                              "\"target_id\":\"" VM_ID "\"}");
     free(text);
     json_decref(j);
 }
