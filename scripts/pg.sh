@@ -75,7 +75,7 @@ start() {
 createdb() {
     local dir=$1 name=$2 port=$3
     need
-    as_pg "$PG_BIN/dropdb" --if-exists -h "$dir/sock" -p "$port" "$name"
+    as_pg "$PG_BIN/dropdb" --if-exists -h "$dir/sock" -p "$port" "$name" 2>/dev/null
     as_pg "$PG_BIN/createdb" -h "$dir/sock" -p "$port" "$name"
     url "$dir" "$port" "$name"
 }
