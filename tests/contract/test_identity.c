@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "contract/support/contract.h"
+#include "contract/support/rows.h"
 #include "util/mem.h"
 
 #define USER_A "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
@@ -26,50 +27,12 @@
 /* Appends per process in the concurrent audit test. */
 #define AUDIT_APPENDS 200
 
-static struct user
-make_user(const char *id, const char *email, int64_t created_at)
-{
-    struct user user;
-
-    memset(&user, 0, sizeof(user));
-    snprintf(user.id, sizeof(user.id), "%s", id ? id : "");
-    if (!id)
-        st_uuid_generate(user.id);
-    snprintf(user.email, sizeof(user.email), "%s", email);
-    strcpy(user.password_hash, "$argon2id$v=19$m=65536,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g");
-    strcpy(user.nickname, "ada");
-    user.status = USER_STATUS_ACTIVE;
-    user.roles = USER_ROLE_USER;
-    user.quota.max_vms = -1;
-    user.quota.max_vcpus = -1;
-    user.quota.max_memory_mib = -1;
-    user.quota.max_disk_gib = -1;
-    user.created_at = created_at;
-    user.updated_at = created_at;
-    return user;
-}
-
 static void
 insert_user(struct store_fixture *fx, const struct user *user)
 {
     struct st_error err = {0};
 
     assert_st_ok(user_repo_insert(&fx->store.users, user, &err), err);
-}
-
-static struct api_key
-make_key(const char *user_id, const char *name, const char *prefix, int64_t created_at)
-{
-    struct api_key key;
-
-    memset(&key, 0, sizeof(key));
-    st_uuid_generate(key.id);
-    strcpy(key.user_id, user_id);
-    snprintf(key.name, sizeof(key.name), "%s", name);
-    snprintf(key.prefix, sizeof(key.prefix), "%s", prefix);
-    memset(key.hash, 'f', ST_HASH_HEX_BUF - 1);
-    key.created_at = created_at;
-    return key;
 }
 
 /* Replace the string in @buf (@n bytes) and zero the rest, as the store reads it back. */

@@ -17,66 +17,13 @@
 #include <cmocka.h>
 
 #include "contract/support/contract.h"
+#include "contract/support/rows.h"
 #include "util/mem.h"
 
 #define OWNER_A "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 #define OWNER_B "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
 #define IMAGE_1 "11111111-1111-4111-8111-111111111111"
 #define IMAGE_2 "22222222-2222-4222-8222-222222222222"
-
-static struct vm
-make_vm(const char *owner, const char *name, const char *image_id, int64_t created_at)
-{
-    struct vm vm;
-
-    memset(&vm, 0, sizeof(vm));
-    st_uuid_generate(vm.id);
-    strcpy(vm.owner_id, owner);
-    snprintf(vm.name, sizeof(vm.name), "%s", name);
-    vm.status = VM_STATUS_CREATING;
-    vm.step = VM_STEP_ROW;
-    vm.vcpus = 2;
-    vm.memory_mib = 2048;
-    vm.disk_gib = 10;
-    strcpy(vm.image_id, image_id);
-    vm.created_at = created_at;
-    vm.updated_at = created_at;
-    return vm;
-}
-
-static struct image
-make_image(const char *owner, const char *name, int64_t created_at)
-{
-    struct image image;
-
-    memset(&image, 0, sizeof(image));
-    st_uuid_generate(image.id);
-    strcpy(image.owner_id, owner);
-    snprintf(image.name, sizeof(image.name), "%s", name);
-    image.format = IMAGE_FORMAT_RAW;
-    image.status = IMAGE_STATUS_ACTIVE;
-    image.size_bytes = 5ULL << 32; /* above 32 bits on purpose */
-    image.virtual_size_bytes = 10ULL << 32;
-    image.created_at = created_at;
-    image.updated_at = created_at + 1;
-    return image;
-}
-
-static struct flavor
-make_flavor(const char *owner, const char *name, int64_t created_at)
-{
-    struct flavor flavor;
-
-    memset(&flavor, 0, sizeof(flavor));
-    st_uuid_generate(flavor.id);
-    strcpy(flavor.owner_id, owner);
-    snprintf(flavor.name, sizeof(flavor.name), "%s", name);
-    flavor.vcpus = 4;
-    flavor.memory_mib = 8192;
-    flavor.disk_gib = 40;
-    flavor.created_at = created_at;
-    return flavor;
-}
 
 static void
 insert_vm(struct store_fixture *fx, const struct vm *vm)
