@@ -133,6 +133,32 @@ def request(method, path, body=None, ctype="application/json", timeout=60, heade
         conn.close()
 
 
+def at_once(n, send, bound):
+    """Call @send(i) for i in 0..n-1 from n threads released together by a
+    barrier; wait at most @bound seconds for all.  The list of what each
+    returned (a Resp) or raised (the exception), None for one still going."""
+    results = [None] * n
+    gate = threading.Barrier(n)
+
+    def one(i):
+        try:
+            gate.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            results[i] = send(i)
+        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
+            results[i] = e
+
+    t0 = time.time()
+    ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(max(1, t0 + bound - time.time()))
+    return results
+
+
 # --- identity helpers ------------------------------------------------------
 
 _auth_lock = threading.Lock()
@@ -1807,28 +1833,11 @@ def scenario_quota():
     before = domains()
     check("libvirt lists its domains", before is not None)
 
-    results = [None] * n
-    gate = threading.Barrier(n)
-
-    def create(i):
-        try:
-            gate.wait(30)
-        except threading.BrokenBarrierError:
-            pass
-        try:
-            results[i] = request("POST", "/v1/vms", {"name": f"q{tag}-{i}", "image_id": img,
-                                                     "vcpus": 1, "memory_mib": mem,
-                                                     "disk_gib": 1}, timeout=600,
-                                 token=u["token"])
-        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
-            results[i] = e
-
     t0 = time.time()
-    threads = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(max(1, t0 + 660 - time.time()))
+    results = at_once(n, lambda i: request(
+        "POST", "/v1/vms", {"name": f"q{tag}-{i}", "image_id": img, "vcpus": 1,
+                            "memory_mib": mem, "disk_gib": 1}, timeout=600,
+        token=u["token"]), 660)
     took = time.time() - t0
     good = [r for r in results if isinstance(r, Resp) and r.status == 202
             and isinstance(r.json, dict) and isinstance(r.json.get("id"), str)]
@@ -2548,25 +2557,8 @@ def scenario_idempotency():
     n = 5
     key2 = f"e2e-c-{tag}-{uuid.uuid4()}"
     body2 = dict(body, name=f"idem-c-{tag}")
-    results = [None] * n
-    gate = threading.Barrier(n)
-
-    def post(i):
-        try:
-            gate.wait(30)
-        except threading.BrokenBarrierError:
-            pass
-        try:
-            results[i] = request("POST", "/v1/vms", body2, headers={"Idempotency-Key": key2},
-                                 timeout=120)
-        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
-            results[i] = e
-
-    ts = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(150)
+    results = at_once(n, lambda i: request("POST", "/v1/vms", body2,
+                                           headers={"Idempotency-Key": key2}, timeout=120), 150)
     resps = [r for r in results if isinstance(r, Resp)]
     ids = {(r.json or {}).get("id") for r in resps if isinstance(r.json, dict)}
     for i in ids:
@@ -2703,25 +2695,16 @@ def scenario_concurrency():
           and r.json.get("quota") == quota, repr(r))
     img = import_image("n" + tag, token=ut)
 
-    results = [None] * n
-    gate = threading.Barrier(n)
     probes = []          # (path, seconds, status or exception)
     stop = threading.Event()
     known = []
 
     def create(i):
-        try:
-            gate.wait(30)
-        except threading.BrokenBarrierError:
-            pass
-        try:
-            results[i] = request("POST", "/v1/vms", {"name": f"c{tag}-{i}", "image_id": img,
-                                                     "vcpus": 1, "memory_mib": 64,
-                                                     "disk_gib": 1}, timeout=120, token=ut)
-            if results[i].status == 202 and isinstance(results[i].json, dict):
-                known.append(results[i].json["id"])
-        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
-            results[i] = e
+        r = request("POST", "/v1/vms", {"name": f"c{tag}-{i}", "image_id": img, "vcpus": 1,
+                                        "memory_mib": 64, "disk_gib": 1}, timeout=120, token=ut)
+        if r.status == 202 and isinstance(r.json, dict):
+            known.append(r.json["id"])
+        return r
 
     def probe():
         k = 0
@@ -2739,11 +2722,7 @@ def scenario_concurrency():
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     t0 = time.time()
-    ts = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(max(1, t0 + 150 - time.time()))
+    results = at_once(n, create, 150)
     took = time.time() - t0
     good = [r for r in results if isinstance(r, Resp) and accepted(r, "vm.create", "creating")]
     vms = [r.json["id"] for r in good]
@@ -2865,27 +2844,10 @@ def scenario_scaleout():
               r.status == 200 and r.json.get("id") == u["id"], repr(r))
     img = import_image("s" + tag, token=ut)
 
-    results = [None] * n
-    gate = threading.Barrier(n)
-
-    def create(i):
-        try:
-            gate.wait(30)
-        except threading.BrokenBarrierError:
-            pass
-        try:
-            results[i] = request("POST", "/v1/vms", {"name": f"s{tag}-{i}", "image_id": img,
-                                                     "vcpus": 1, "memory_mib": 64,
-                                                     "disk_gib": 1}, timeout=120, token=ut)
-        except Exception as e:  # noqa: BLE001 - reported as this request's outcome
-            results[i] = e
-
     t0 = time.time()
-    ts = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(max(1, t0 + 150 - time.time()))
+    results = at_once(n, lambda i: request(
+        "POST", "/v1/vms", {"name": f"s{tag}-{i}", "image_id": img, "vcpus": 1,
+                            "memory_mib": 64, "disk_gib": 1}, timeout=120, token=ut), 150)
     good = [r for r in results if isinstance(r, Resp) and accepted(r, "vm.create", "creating")]
     vms = [r.json["id"] for r in good]
     cleanup_vms.extend(vms)
