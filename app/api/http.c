@@ -29,6 +29,8 @@ static const struct problem_kind {
     {ST_ERR_INTERNAL, 500, "internal", "Internal error"},
     {ST_ERR_UNAUTHENTICATED, 401, "unauthenticated", "Unauthorized"},
     {ST_ERR_THROTTLED, 429, "throttled", "Too many requests"},
+    {ST_ERR_STALE, 409, "stale", "Changed meanwhile"},
+    {ST_ERR_PRECONDITION, 412, "precondition_failed", "Precondition failed"},
     {ST_ERR_OK, 405, "method_not_allowed", "Method not allowed"},
     {ST_ERR_OK, 413, "payload_too_large", "Payload too large"},
     {ST_ERR_OK, 415, "unsupported_media_type", "Unsupported media type"},

@@ -15,6 +15,8 @@ struct flavor {
     unsigned vcpus;
     unsigned memory_mib;
     unsigned disk_gib;
+    /* Bumped by every update; a write names the revision it read (compare-and-set). */
+    uint64_t revision;
     int64_t created_at;
 };
 

@@ -32,6 +32,8 @@ struct image {
     enum image_visibility visibility;
     uint64_t size_bytes;         /* bytes on disk */
     uint64_t virtual_size_bytes; /* guest-visible size */
+    /* Bumped by every update; a write names the revision it read (compare-and-set). */
+    uint64_t revision;
     int64_t created_at;
     int64_t updated_at;
 };

@@ -1,5 +1,5 @@
 /*
- * operation.h - long work done by stratus-worker (VM create and delete),
+ * operation.h - long work done by stratus-worker (VM create, delete, actions and resize),
  * the events a VM leaves behind, and idempotency records of POST requests.
  */
 #ifndef STRATUS_MODELS_OPERATION_H
@@ -12,6 +12,13 @@
 enum op_kind {
     OP_KIND_VM_CREATE = 0,
     OP_KIND_VM_DELETE,
+    OP_KIND_VM_START,
+    OP_KIND_VM_STOP,
+    OP_KIND_VM_FORCE_STOP,
+    OP_KIND_VM_REBOOT,
+    OP_KIND_VM_PAUSE,
+    OP_KIND_VM_RESUME,
+    OP_KIND_VM_RESIZE,
 };
 
 /* queued -> running -> succeeded | failed; a running one whose lease ran out is taken again. */
@@ -39,6 +46,7 @@ struct operation {
     char worker_id[ST_WORKER_ID_BUF]; /* who holds (or last held) it; "" when never claimed */
     int64_t lease_expires_at;         /* ms; meaningful while running */
     unsigned attempts;                /* claims so far */
+    uint64_t revision;                /* bumped by every claim, renewal and finish */
 };
 
 struct op_filter {

@@ -61,6 +61,8 @@ struct user {
     enum user_status status;
     unsigned roles;     /* USER_ROLE_* bits */
     struct quota quota; /* per-user overrides; < 0 members use the configured default */
+    /* Bumped by every update; a write names the revision it read (compare-and-set). */
+    uint64_t revision;
     int64_t created_at;
     int64_t updated_at;
 };

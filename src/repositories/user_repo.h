@@ -26,7 +26,9 @@ struct user_repo_ops {
                 struct st_error *err);
     /*
      * Mandatory. Write every mutable member (email, password_hash, nickname,
-     * status, roles, quota, updated_at) of the row user->id.
+     * status, roles, quota, updated_at) of the row user->id, if its revision
+     * is still user->revision (compare-and-set: ST_ERR_STALE otherwise); the
+     * stored revision becomes user->revision + 1.
      */
     int (*update)(void *self, const struct user *user, struct st_error *err);
     /* Mandatory. How many active users hold USER_ROLE_ADMIN. */

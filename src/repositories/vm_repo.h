@@ -7,8 +7,15 @@
  *
  * All methods return 0 on success or -1 with @err filled.  Out-parameters
  * are written only on success.  Codes: ST_ERR_NOT_FOUND (no such row in
- * scope), ST_ERR_CONFLICT (owner+name taken), ST_ERR_UNAVAILABLE (store
+ * scope), ST_ERR_CONFLICT (owner+name taken), ST_ERR_STALE (the row's
+ * revision is no longer the one the caller read), ST_ERR_UNAVAILABLE (store
  * busy or down: retry later), ST_ERR_BACKEND (anything else the store said).
+ *
+ * Revisions: a row is inserted with the revision the caller set (1 for a
+ * new row).  Every update is compare-and-set: it writes only while the
+ * stored revision equals vm->revision, and the stored revision becomes
+ * vm->revision + 1 (the caller bumps its own copy on success).  Inside a
+ * store_tx every method joins the open transaction.
  */
 #ifndef STRATUS_REPOSITORIES_VM_REPO_H
 #define STRATUS_REPOSITORIES_VM_REPO_H
@@ -35,7 +42,9 @@ struct vm_repo_ops {
     /*
      * Mandatory. Write every mutable member of @vm (name, status, step,
      * vcpus, memory_mib, disk_gib, flavor_id, fault, updated_at) to the row with
-     * vm->id within scope.
+     * vm->id within scope, if its revision is still vm->revision
+     * (ST_ERR_STALE "VM 'x' changed meanwhile" otherwise); the stored
+     * revision becomes vm->revision + 1.
      */
     int (*update)(void *self, const char *owner, const struct vm *vm, struct st_error *err);
     /* Mandatory. Remove the row. */
@@ -58,10 +67,10 @@ struct vm_repo_ops {
     /* Mandatory. What @owner's rows add up to (every row counts). */
     int (*usage)(void *self, const char *owner, struct quota_usage *out, struct st_error *err);
     /*
-     * Mandatory. update() only if the rows of the VM's owner, with this
-     * row's new sizes instead of its old ones, stay within @limits; one
-     * write transaction, and the same ST_ERR_FORBIDDEN and *v as
-     * insert_within_quota().
+     * Mandatory. update() (compare-and-set, as above) only if the rows of
+     * the VM's owner, with this row's new sizes instead of its old ones,
+     * stay within @limits; one write transaction, and the same
+     * ST_ERR_FORBIDDEN and *v as insert_within_quota().
      */
     int (*update_within_quota)(void *self, const char *owner, const struct vm *vm,
                                const struct quota *limits, struct quota_violation *v,

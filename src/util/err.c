@@ -80,6 +80,10 @@ st_err_code_name(enum st_err_code code)
         return "unauthenticated";
     case ST_ERR_THROTTLED:
         return "throttled";
+    case ST_ERR_STALE:
+        return "stale";
+    case ST_ERR_PRECONDITION:
+        return "precondition_failed";
     }
     return "unknown";
 }

@@ -22,6 +22,8 @@ enum st_err_code {
     ST_ERR_INTERNAL,        /* a bug or resource exhaustion on our side */
     ST_ERR_UNAUTHENTICATED, /* no valid credentials: who is calling is unknown */
     ST_ERR_THROTTLED,       /* too many attempts: wait before trying again */
+    ST_ERR_STALE,           /* the row changed since it was read: read it again */
+    ST_ERR_PRECONDITION,    /* the caller's expected revision (If-Match) is not the row's */
 };
 
 #define ST_ERROR_MSG_MAX 512
