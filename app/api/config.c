@@ -11,7 +11,6 @@
 #include "util/mem.h"
 
 #define CPUINFO_MAX (4u * 1024 * 1024)
-#define WORKERS_MAX 1024
 #define STOP_TIMEOUT_MAX_S 240
 #define QUOTA_KEY_MAX 1000000000ul
 
@@ -51,7 +50,7 @@ struct key_def {
 static const struct key_def keys[] = {
     STR_KEY(socket, KEY_PATH, "var/run/stratus-api.sock"),
     NUM_KEY(socket_mode, KEY_MODE, 0, 0777, "0660"),
-    NUM_KEY(workers, KEY_UINT, 0, WORKERS_MAX, "0"),
+    NUM_KEY(workers, KEY_UINT, 0, API_CONFIG_WORKERS_MAX, "0"),
     STR_KEY(database, KEY_DATABASE, "var/stratus.db"),
     STR_KEY(libvirt_uri, KEY_STRING, "qemu:///system"),
     STR_KEY(virt_type, KEY_VIRT, "auto"),
@@ -89,6 +88,8 @@ static const struct key_def keys[] = {
     NUM_KEY(event_retention_days, KEY_UINT, 1, 3650, "30"),
     NUM_KEY(idempotency_ttl_s, KEY_UINT, 60, 7u * 86400, "86400"),
     NUM_KEY(wait_max_s, KEY_UINT, 1, 60, "30"),
+    /* 0: half the workers, at least 1 (resolve()). */
+    NUM_KEY(max_waiting_requests, KEY_UINT, 0, API_CONFIG_WORKERS_MAX, "0"),
     STR_KEY(test_hooks, KEY_BOOL, "false"),
 };
 
@@ -418,8 +419,12 @@ resolve(struct api_config *cfg)
         cores = sysconf(_SC_NPROCESSORS_ONLN);
         if (cores < 1)
             cores = 1;
-        cfg->workers = cores > WORKERS_MAX / 2 ? WORKERS_MAX : (unsigned)(2 * cores);
+        cfg->workers =
+            cores > API_CONFIG_WORKERS_MAX / 2 ? API_CONFIG_WORKERS_MAX : (unsigned)(2 * cores);
     }
+    /* The other half keeps serving while the first waits. */
+    if (cfg->max_waiting_requests == 0)
+        cfg->max_waiting_requests = cfg->workers > 1 ? cfg->workers / 2 : 1;
     if (strcmp(cfg->virt_type, "auto") == 0) {
         char *cpuinfo = read_cpuinfo();
 

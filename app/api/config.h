@@ -18,6 +18,7 @@
 #include "util/err.h"
 
 #define API_CONFIG_STR 512
+#define API_CONFIG_WORKERS_MAX 1024
 
 struct api_config {
     char socket[ST_PATH_BUF];
@@ -62,14 +63,17 @@ struct api_config {
     unsigned event_retention_days;
     unsigned idempotency_ttl_s;
     unsigned wait_max_s; /* GET /v1/operations/{id}?wait= is cut to this */
-    bool test_hooks;     /* honour STRATUS_TEST_CRASH_AFTER (tests only) */
+    /* Requests of one master waiting at once; resolved: never 0 (api/waitgate.h). */
+    unsigned max_waiting_requests;
+    bool test_hooks; /* honour STRATUS_TEST_CRASH_AFTER (tests only) */
 };
 
 /*
  * Load the configuration: defaults, then @path when not NULL (a missing
  * file is an error: it was asked for), then the environment.  Resolves
- * derived values (directories under state_dir, workers = 0, virt_type auto
- * using /proc/cpuinfo).  Returns 0 with *cfg filled, or -1 with @err
+ * derived values (directories under state_dir, workers = 0,
+ * max_waiting_requests = 0 as half the workers but at least 1, virt_type
+ * auto using /proc/cpuinfo).  Returns 0 with *cfg filled, or -1 with @err
  * (ST_ERR_INVALID) and *cfg untouched.
  */
 int api_config_load(struct api_config *cfg, const char *path, struct st_error *err);

@@ -17,6 +17,7 @@
 #include "api/fcgi.h"
 #include "api/handlers.h"
 #include "api/log.h"
+#include "api/waitgate.h"
 #include "util/ids.h"
 #include "util/mem.h"
 
@@ -26,6 +27,11 @@
 #define RESTART_QUICK_MS 2000 /* a worker that dies sooner than this is failing */
 #define RESTART_BACKOFF_MAX_MS 10000
 #define TICK_MS 1000
+/*
+ * Wait-gate slots: one per live worker, current and retiring sets together,
+ * so a reload may start a full new set while the old one finishes.
+ */
+#define MASTER_SLOTS (2 * API_CONFIG_WORKERS_MAX)
 
 struct worker {
     pid_t pid;          /* 0: not running */
@@ -43,6 +49,7 @@ struct master {
     size_t n_workers;
     pid_t *retiring; /* old sets told to stop after SIGHUP */
     size_t n_retiring;
+    pid_t *slots; /* MASTER_SLOTS long: the worker in each wait-gate slot; 0: free */
 };
 
 /* ---- worker ---- */
@@ -98,6 +105,12 @@ worker_serve(struct app *app, FCGX_Request *fr)
     fcgi_read_request(fr, app->cfg.max_body_bytes, &req);
     http_response_init(&resp);
     api_dispatch(app, &req, &resp);
+    /* A place kept past its request would be lost for the life of this worker. */
+    if (waitgate_held()) {
+        api_log(API_LOG_WARN, "request %s ended still holding a waiting place; giving it back",
+                req.request_id);
+        waitgate_leave();
+    }
     fcgi_write_response(fr, &resp);
     api_log_request(req.request_id, req.method, req.path, resp.status, st_monotonic_ms() - start);
     http_response_release(&resp);
@@ -282,18 +295,56 @@ set_nonblocking(int fd, struct st_error *err)
     return 0;
 }
 
+/* A free wait-gate slot, or -1 when every one has a live worker. */
+static int
+free_slot(const struct master *m)
+{
+    size_t i;
+
+    for (i = 0; i < MASTER_SLOTS; i++)
+        if (m->slots[i] == 0)
+            return (int)i;
+    return -1;
+}
+
+/* @pid was reaped: give back its waiting place, then its slot. */
+static void
+release_slot(struct master *m, pid_t pid)
+{
+    size_t i;
+
+    for (i = 0; i < MASTER_SLOTS; i++) {
+        if (m->slots[i] == pid) {
+            waitgate_reclaim((unsigned)i);
+            m->slots[i] = 0;
+            return;
+        }
+    }
+}
+
 static void
 spawn(struct master *m, struct worker *w)
 {
-    pid_t pid = fork();
+    int slot = free_slot(m);
+    pid_t pid;
 
+    if (slot < 0) {
+        api_log(API_LOG_WARN, "all %d worker slots are taken by running workers; retrying",
+                MASTER_SLOTS);
+        w->start_at = st_monotonic_ms() + TICK_MS;
+        return;
+    }
+    pid = fork();
     if (pid < 0) {
         api_log(API_LOG_ERROR, "fork failed: %s; retrying", strerror(errno));
         w->start_at = st_monotonic_ms() + TICK_MS;
         return;
     }
-    if (pid == 0)
+    if (pid == 0) {
+        waitgate_bind_slot((unsigned)slot);
         worker_main(&m->cfg, m->listen_fd);
+    }
+    m->slots[slot] = pid;
     w->pid = pid;
     w->started_ms = st_monotonic_ms();
     api_log(API_LOG_DEBUG, "worker %ld started", (long)pid);
@@ -365,6 +416,7 @@ reap(struct master *m, bool stopping)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         bool found = false;
 
+        release_slot(m, pid);
         for (i = 0; i < m->n_workers && !found; i++) {
             if (m->workers[i].pid == pid) {
                 worker_died(&m->workers[i], status, stopping);
@@ -421,6 +473,7 @@ reload(struct master *m)
         fresh.socket_mode = m->cfg.socket_mode;
     }
     m->cfg = fresh;
+    waitgate_set_limit(m->cfg.max_waiting_requests);
     if (api_log_level_parse(m->cfg.log_level, &level) == 0)
         api_log_set_level(level);
     /* The old set finishes its requests while the new one already accepts. */
@@ -435,8 +488,8 @@ reload(struct master *m)
     spawn_due(m);
     for (i = 0; i < m->n_retiring; i++)
         kill(m->retiring[i], SIGTERM);
-    api_log(API_LOG_INFO, "configuration reloaded: %u workers, virt_type %s", m->cfg.workers,
-            m->cfg.virt_type_resolved);
+    api_log(API_LOG_INFO, "configuration reloaded: %u workers (%u may wait), virt_type %s",
+            m->cfg.workers, m->cfg.max_waiting_requests, m->cfg.virt_type_resolved);
 }
 
 static void
@@ -485,15 +538,19 @@ master_run(const char *config_path, const struct api_config *cfg)
     m.config_path = config_path;
     m.listen_fd = -1;
     master_signals(&set);
-    if (FCGX_Init() != 0 || open_listener(&m, &err) < 0 || set_nonblocking(m.listen_fd, &err) < 0) {
+    if (FCGX_Init() != 0 || open_listener(&m, &err) < 0 || set_nonblocking(m.listen_fd, &err) < 0 ||
+        waitgate_init(m.cfg.max_waiting_requests, MASTER_SLOTS, &err) < 0) {
         api_log(API_LOG_ERROR, "cannot start: %s", err.msg[0] ? err.msg : "FCGX_Init failed");
         if (m.socket_created)
             unlink(m.cfg.socket);
         return 1;
     }
-    api_log(API_LOG_INFO,
-            "stratus-api starting: %u workers, virt_type %s (configured %s), libvirt %s",
-            m.cfg.workers, m.cfg.virt_type_resolved, m.cfg.virt_type, m.cfg.libvirt_uri);
+    api_log(
+        API_LOG_INFO,
+        "stratus-api starting: %u workers (%u may wait), virt_type %s (configured %s), libvirt %s",
+        m.cfg.workers, m.cfg.max_waiting_requests, m.cfg.virt_type_resolved, m.cfg.virt_type,
+        m.cfg.libvirt_uri);
+    m.slots = st_xcalloc(MASTER_SLOTS, sizeof(*m.slots));
     new_worker_set(&m);
     while (!stopping) {
         spawn_due(&m);
@@ -511,6 +568,8 @@ master_run(const char *config_path, const struct api_config *cfg)
         unlink(m.cfg.socket);
     free(m.workers);
     free(m.retiring);
+    free(m.slots);
+    waitgate_free();
     api_log(API_LOG_INFO, "stopped");
     return 0;
 }

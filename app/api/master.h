@@ -12,6 +12,12 @@
  *                    keep running as before.
  * Each worker opens its own app (one SQLite and one libvirt connection)
  * after the fork and serves FastCGI requests until told to stop.
+ *
+ * Before the first fork the master sets up the wait gate (api/waitgate.h)
+ * for cfg->max_waiting_requests, shared by every worker it starts, current
+ * and retiring sets alike; a reload changes only its limit.  Each worker
+ * runs in a slot of its own, and the master gives back the waiting place of
+ * a worker that died holding one before the slot is used again.
  */
 #ifndef STRATUS_API_MASTER_H
 #define STRATUS_API_MASTER_H

@@ -97,6 +97,8 @@ test_config__defaults(void **state)
     assert_string_equal(cfg.socket, "var/run/stratus-api.sock");
     assert_int_equal(cfg.socket_mode, 0660);
     assert_int_equal(cfg.workers, (unsigned)(2 * (cores < 1 ? 1 : cores)));
+    assert_int_equal(cfg.max_waiting_requests, cfg.workers / 2);
+    assert_int_equal(cfg.wait_max_s, 30);
     assert_string_equal(cfg.database, "var/stratus.db");
     assert_string_equal(cfg.libvirt_uri, "qemu:///system");
     assert_string_equal(cfg.virt_type, "auto");
@@ -229,6 +231,9 @@ test_config__bad_values(void **state)
         {"max_body_bytes = 10", "max_body_bytes '10'"},
         {"max_body_bytes = 18446744073709551616", "max_body_bytes"},
         {"stop_timeout_s = 0", "stop_timeout_s '0'"},
+        {"max_waiting_requests = -1", "max_waiting_requests '-1' is not an integer in 0..1024"},
+        {"max_waiting_requests = half", "max_waiting_requests 'half'"},
+        {"max_waiting_requests = 1025", "max_waiting_requests '1025' is not an integer in 0..1024"},
         /* A stop must end before nginx's fastcgi_read_timeout (300 s). */
         {"stop_timeout_s = 241", "stop_timeout_s '241' is not an integer in 1..240"},
         {"socket =", "socket must not be empty"},
@@ -255,6 +260,54 @@ test_config__bad_values(void **state)
     }
     /* A failed load leaves the struct as it was. */
     assert_int_equal(((unsigned char *)&cfg)[0], 0x5a);
+}
+
+static void
+test_config__max_waiting_requests(void **state)
+{
+    static const struct {
+        const char *text;
+        unsigned want;
+    } cases[] = {
+        /* Unset or 0: half the workers, at least 1. */
+        {"workers = 1\n", 1},
+        {"workers = 2\n", 1},
+        {"workers = 3\n", 1},
+        {"workers = 8\n", 4},
+        {"workers = 9\nmax_waiting_requests = 0\n", 4},
+        {"workers = 8\nmax_waiting_requests = 3\n", 3},
+        {"workers = 2\nmax_waiting_requests = 1\n", 1},
+        /* Not capped at the workers: then no wait is ever refused. */
+        {"workers = 2\nmax_waiting_requests = 16\n", 16},
+        {"workers = 4\nmax_waiting_requests = 1024\n", 1024},
+    };
+    struct cfg_env *env = *state;
+    struct api_config cfg;
+    struct st_error err = {0};
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        write_file(env, cases[i].text);
+        if (api_config_load(&cfg, env->path, &err) != 0)
+            fail_msg("'%s' was refused: %s", cases[i].text, err.msg);
+        if (cfg.max_waiting_requests != cases[i].want)
+            fail_msg("'%s': max_waiting_requests %u, want %u", cases[i].text,
+                     cfg.max_waiting_requests, cases[i].want);
+    }
+
+    /* The environment wins over the file, and is checked the same way. */
+    write_file(env, "workers = 8\nmax_waiting_requests = 3\n");
+    setenv("STRATUS_MAX_WAITING_REQUESTS", "5", 1);
+    assert_int_equal(api_config_load(&cfg, env->path, &err), 0);
+    assert_int_equal(cfg.max_waiting_requests, 5);
+    setenv("STRATUS_MAX_WAITING_REQUESTS", "0", 1);
+    assert_int_equal(api_config_load(&cfg, env->path, &err), 0);
+    assert_int_equal(cfg.max_waiting_requests, 4);
+    setenv("STRATUS_MAX_WAITING_REQUESTS", "2000", 1);
+    assert_int_equal(api_config_load(&cfg, env->path, &err), -1);
+    assert_int_equal(err.code, ST_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "STRATUS_MAX_WAITING_REQUESTS"));
+    assert_non_null(strstr(err.msg, "max_waiting_requests '2000'"));
 }
 
 static void
@@ -342,6 +395,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_config__file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config__env_overrides, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config__bad_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config__max_waiting_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config__unknown_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config__missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config__virt_type_auto, setup, teardown),
