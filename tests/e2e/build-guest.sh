@@ -4,11 +4,18 @@
 #   tests/e2e/build-guest.sh [--check] [--check-libvirt]
 #
 # Output: tests/.cache/guest.qcow2 (cached, keyed on the kernel and busybox
-# versions and on this script).  The guest is a FAT disk with syslinux, the
-# Debian cloud kernel and a busybox initramfs whose /init prints
+# versions and on this script); its path is the one line on stdout.  The
+# guest is a FAT disk with syslinux, the Debian cloud kernel and a busybox
+# initramfs whose /init prints
 #   STRATUS-GUEST-BOOTED boot=N
 # to the serial console (N counts boots, kept on the disk itself), then a
 # STRATUS-GUEST-TICK line every 5 s, and powers off on the ACPI power button.
+#
+# Next to it, tests/.cache/guest-noacpi.qcow2 is the same disk whose
+# syslinux.cfg adds stratus.noacpid to the kernel command line: its /init
+# reads that from /proc/cmdline, starts no acpid, so the guest ignores the
+# power button (a stop waits stop_timeout_s, then pulls the plug), and its
+# marker line ends in " acpid=off".
 #
 # --check          boot it once with qemu-system-x86_64 (TCG) and read the marker
 # --check-libvirt  boot it once under qemu:///system and read the marker from
@@ -18,6 +25,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE="$ROOT/tests/.cache"
 OUT="$CACHE/guest.qcow2"
+OUT_NOACPI="$CACHE/guest-noacpi.qcow2"
+NOACPI_ARG=stratus.noacpid
 MARKER=STRATUS-GUEST-BOOTED
 
 die() { echo "build-guest: $*" >&2; exit 1; }
@@ -106,8 +115,16 @@ else
 fi
 
 # acpid first: whoever sees the marker may press the power button at once.
-[ -x /bin/acpid ] && [ -f /etc/acpid.conf ] && acpid -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log
-say "STRATUS-GUEST-BOOTED boot=$boot"
+# A kernel command line with stratus.noacpid asks for a guest that ignores it.
+acpid=on
+case " $(cat /proc/cmdline) " in *" stratus.noacpid "*) acpid=off ;; esac
+[ $acpid = on ] && [ -x /bin/acpid ] && [ -f /etc/acpid.conf ] &&
+    acpid -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log
+if [ $acpid = on ]; then
+    say "STRATUS-GUEST-BOOTED boot=$boot"
+else
+    say "STRATUS-GUEST-BOOTED boot=$boot acpid=off"
+fi
 t=0
 while :; do
     sleep 5
@@ -118,16 +135,8 @@ INIT
     chmod 755 "$work/root/init"
     (cd "$work/root" && find . | cpio -o -H newc --quiet | gzip -9) >"$work/initrd.gz"
 
-    cat >"$work/syslinux.cfg" <<'CFG'
-SERIAL 0 115200
-DEFAULT stratus
-PROMPT 0
-TIMEOUT 0
-LABEL stratus
-  KERNEL /vmlinuz
-  INITRD /initrd.gz
-  APPEND console=tty0 console=ttyS0,115200 panic=-1 quiet loglevel=3
-CFG
+    syslinux_cfg "" >"$work/syslinux.cfg"
+    syslinux_cfg " $NOACPI_ARG" >"$work/syslinux-noacpi.cfg"
 
     # A FAT "superfloppy" (no partition table): syslinux's boot sector is
     # the first sector, which the BIOS runs directly.
@@ -137,18 +146,38 @@ CFG
     mcopy -i "$work/disk.img" "$work/initrd.gz" ::/initrd.gz
     mcopy -i "$work/disk.img" "$work/syslinux.cfg" ::/syslinux.cfg
     syslinux --install "$work/disk.img"
+    # The variant: the same disk, another kernel command line.
+    cp "$work/disk.img" "$work/disk-noacpi.img"
+    mcopy -o -i "$work/disk-noacpi.img" "$work/syslinux-noacpi.cfg" ::/syslinux.cfg
     mkdir -p "$CACHE"
     qemu-img convert -q -f raw -O qcow2 "$work/disk.img" "$OUT.tmp"
+    qemu-img convert -q -f raw -O qcow2 "$work/disk-noacpi.img" "$OUT_NOACPI.tmp"
     mv "$OUT.tmp" "$OUT"
+    mv "$OUT_NOACPI.tmp" "$OUT_NOACPI"
     echo "$key" >"$CACHE/guest.key"
-    log "built $OUT ($key)"
+    log "built $OUT and $OUT_NOACPI ($key)"
 }
 
-# Boot a copy with plain QEMU (TCG) and wait for the marker on the serial port.
+# syslinux.cfg with @1 appended to the kernel command line.
+syslinux_cfg() {
+    cat <<CFG
+SERIAL 0 115200
+DEFAULT stratus
+PROMPT 0
+TIMEOUT 0
+LABEL stratus
+  KERNEL /vmlinuz
+  INITRD /initrd.gz
+  APPEND console=tty0 console=ttyS0,115200 panic=-1 quiet loglevel=3$1
+CFG
+}
+
+# Boot a copy of image @1 with plain QEMU (TCG) and wait for the marker on
+# the serial port.
 check_qemu() {
-    local tmp out rc=1
+    local img=$1 tmp out rc=1
     tmp=$(mktemp -d)
-    qemu-img create -q -f qcow2 -F qcow2 -b "$OUT" "$tmp/d.qcow2"
+    qemu-img create -q -f qcow2 -F qcow2 -b "$img" "$tmp/d.qcow2"
     timeout 120 qemu-system-x86_64 -machine accel=tcg -m 256 -nographic -no-reboot \
         -drive file="$tmp/d.qcow2",if=virtio,format=qcow2 \
         -serial file:"$tmp/serial.log" -monitor none -display none >/dev/null 2>&1 &
@@ -161,7 +190,7 @@ check_qemu() {
     wait "$pid" 2>/dev/null || true
     out=$(grep -ao "$MARKER.*" "$tmp/serial.log" 2>/dev/null | head -n1 | tr -d "\r")
     rm -rf "$tmp"
-    [ $rc = 0 ] && log "qemu: $out" || log "qemu: no $MARKER within 120 s"
+    [ $rc = 0 ] && log "qemu: ${img##*/}: $out" || log "qemu: ${img##*/}: no $MARKER within 120 s"
     return $rc
 }
 
@@ -221,16 +250,20 @@ XML
     return $rc
 }
 
-if [ -f "$OUT" ] && [ "$(cat "$CACHE/guest.key" 2>/dev/null)" = "$key" ]; then
+if [ -f "$OUT" ] && [ -f "$OUT_NOACPI" ] &&
+    [ "$(cat "$CACHE/guest.key" 2>/dev/null)" = "$key" ]; then
     :
 else
     build
 fi
-# QEMU runs as libvirt-qemu: it needs to read the image.
-chmod 644 "$OUT"
+# QEMU runs as libvirt-qemu: it needs to read the images.
+chmod 644 "$OUT" "$OUT_NOACPI"
 
 case "${1:-}" in
---check) check_qemu ;;
+--check)
+    check_qemu "$OUT"
+    check_qemu "$OUT_NOACPI"
+    ;;
 --check-libvirt)
     started=$(mktemp)
     "$ROOT/scripts/services.sh" start "$started"

@@ -3,19 +3,24 @@
 
 Started by tests/e2e/run.sh, which passes the stack's layout in the
 environment (E2E_URL, E2E_STATE, E2E_CONSOLE_DIR, E2E_IMPORT_DIR,
-E2E_POOLS_DIR, E2E_API_PIDFILE, E2E_GUEST, E2E_SERVICES_FILES, E2E_ROOT).
-Standard library only.  Prints one line per check and ends with
+E2E_POOLS_DIR, E2E_API_PIDFILE, E2E_GUEST, E2E_SERVICES_FILES, E2E_ROOT);
+the guest that ignores the ACPI power button is guest-noacpi.qcow2 next to
+E2E_GUEST.  Standard library only.  Prints one line per check (a check
+repeated in every round of a loop only when it fails) and ends with
 "e2e: N passed, N failed".
 
     tests/e2e/test_api.py [scenario ...]   # badinput lifecycle failure workers libvirtd
                                            # libvirtd_hang signals auth tenancy quota
                                            # throttle audit operations crash reconcile
-                                           # idempotency poweroff concurrency
+                                           # idempotency poweroff concurrency ifmatch
+                                           # races action_crash waitbound
 
-POST /v1/vms and DELETE /v1/vms/{id} answer 202 with an operation that
-stratus-worker carries out; the scenarios follow it with GET
-/v1/operations/{id}?wait=N.  Some stop the stack's worker (pid in
-<E2E_STATE>/run/worker.pid) and start it again the way scripts/run.sh does.
+POST /v1/vms, DELETE /v1/vms/{id}, every VM action and a resize (PATCH with
+vcpus/memory_mib) answer 202 with an operation that stratus-worker carries
+out; the scenarios follow it with GET /v1/operations/{id}?wait=N.  Some stop
+the stack's worker (pid in <E2E_STATE>/run/worker.pid) and start it again the
+way scripts/run.sh does.  Single resources carry a revision, sent as ETag and
+checked against If-Match.
 
 Every request is sent as the bootstrap admin (its password is in
 <E2E_STATE>/admin-password) unless a scenario says otherwise.
@@ -48,6 +53,8 @@ STORE = os.environ.get("E2E_STORE", "sqlite")
 NODES = int(os.environ.get("E2E_NODES", "1"))
 WORKER_PROCS = int(os.environ.get("E2E_WORKER_PROCS", "1"))
 GUEST = os.environ.get("E2E_GUEST", "")
+# build-guest.sh writes the variant that ignores the ACPI power button next to GUEST.
+GUEST_NOACPI = os.path.join(os.path.dirname(GUEST), "guest-noacpi.qcow2") if GUEST else ""
 ROOT = os.environ.get("E2E_ROOT", os.getcwd())
 SERVICES_FILES = [f for f in os.environ.get("E2E_SERVICES_FILES", "").split(":") if f]
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
@@ -56,6 +63,12 @@ BOOT_TIMEOUT = float(os.environ.get("E2E_BOOT_TIMEOUT", "180"))
 ADMIN_BIN = os.environ.get("E2E_ADMIN_BIN", os.path.join(ROOT, "build", "stratus-admin"))
 ADMIN_PASSWORD_FILE = os.path.join(STATE, "admin-password")
 ACTIONS = ("start", "stop", "reboot", "force-stop", "pause", "resume")
+# What each action needs and leaves (docs/api.md, State machine).
+ACTION_FROM = {"start": ("stopped",), "stop": ("running",), "reboot": ("running",),
+               "force-stop": ("running", "paused"), "pause": ("running",),
+               "resume": ("paused",)}
+ACTION_RESULT = {"start": "running", "stop": "stopped", "reboot": "running",
+                 "force-stop": "stopped", "pause": "paused", "resume": "running"}
 WRONG_LOGIN = "e-mail or password is wrong"
 
 passed = 0
@@ -68,12 +81,15 @@ class Fail(Exception):
     pass
 
 
-def check(name, cond, why=""):
-    """Record one check; a failed check raises Fail to end its scenario."""
+def check(name, cond, why="", quiet=False):
+    """Record one check; a failed check raises Fail to end its scenario.
+    @quiet: a passing check is counted but not printed (checks repeated
+    in every round of a loop)."""
     global passed, failed
     if cond:
         passed += 1
-        print(f"ok   - {name}", flush=True)
+        if not quiet:
+            print(f"ok   - {name}", flush=True)
         return
     failed += 1
     print(f"FAIL - {name}{': ' + why if why else ''}", flush=True)
@@ -131,6 +147,20 @@ def request(method, path, body=None, ctype="application/json", timeout=60, heade
         return Resp(r.status, r.getheaders(), r.read())
     finally:
         conn.close()
+
+
+def request_again_after(method, path, body=None, headers=None, token=None, tries=10):
+    """@method @path, sent again (at most @tries times) after the Retry-After
+    of an answer 409 or 503 that carries one: (the last answer, how many
+    times it was sent again)."""
+    n = 0
+    while True:
+        r = request(method, path, body, headers=headers, token=token, timeout=120)
+        ra = retry_after(r)
+        if r.status not in (409, 503) or ra is None or n == tries:
+            return r, n
+        n += 1
+        time.sleep(min(max(ra, 0.2), 5))
 
 
 def at_once(n, send, bound):
@@ -259,6 +289,30 @@ def full_problem(r):
                                  for k in ("type", "detail", "request_id"))
 
 
+def precondition_failed(r):
+    """A 412 problem document whose type ends in precondition_failed."""
+    return (r.status == 412 and full_problem(r)
+            and r.json["type"].endswith("precondition_failed"))
+
+
+def revision(doc):
+    """The integer revision (>= 1) of a resource document, else None."""
+    rev = doc.get("revision") if isinstance(doc, dict) else None
+    return rev if isinstance(rev, int) and not isinstance(rev, bool) and rev >= 1 else None
+
+
+def has_etag(r):
+    """Whether @r carries ETag: "<revision>" of the resource in its body."""
+    rev = revision(r.json)
+    return rev is not None and r.header("ETag") == f'"{rev}"'
+
+
+def retry_after(r):
+    """Retry-After of @r as whole seconds (>= 0), else None."""
+    ra = (r.header("Retry-After") or "").strip()
+    return int(ra) if ra.isdigit() else None
+
+
 def problem_key(r):
     j = r.json if isinstance(r.json, dict) else {}
     return (r.status, j.get("type"), j.get("title"), j.get("status"))
@@ -325,28 +379,19 @@ def wait_new_boot(vm_id, before, timeout=BOOT_TIMEOUT):
     return None
 
 
-def action(vm_id, name, want, timeout=120, token=None):
-    r = request("POST", f"/v1/vms/{vm_id}/{name}", timeout=timeout, token=token)
-    check(f"POST {name} answers 200 with the VM", r.status == 200 and isinstance(r.json, dict)
-          and r.json.get("id") == vm_id, repr(r))
-    if r.json.get("status") != want:
-        r = wait_vm(vm_id, want, token=token)
-    check(f"after {name} the VM is {want}", r.status == 200 and r.json.get("status") == want,
-          repr(r))
-    return r
-
-
-def guest_copy(tag):
-    """A copy of the test guest in the import dir, for POST /v1/images."""
-    check("the guest image was built", bool(GUEST) and os.path.isfile(GUEST), GUEST)
+def guest_copy(tag, guest=None):
+    """A copy of the test guest (or of @guest, a variant build-guest.sh
+    wrote) in the import dir, for POST /v1/images."""
+    guest = guest or GUEST
+    check("the guest image was built", bool(guest) and os.path.isfile(guest), guest)
     src = os.path.join(IMPORT_DIR, f"guest-{tag}.qcow2")
-    shutil.copyfile(GUEST, src)
+    shutil.copyfile(guest, src)
     os.chmod(src, 0o644)
     return src
 
 
-def import_image(tag, token=None, visibility=None):
-    src = guest_copy(tag)
+def import_image(tag, token=None, visibility=None, guest=None):
+    src = guest_copy(tag, guest)
     body = {"name": f"guest-{tag}", "source_path": src, "format": "qcow2"}
     if visibility is not None:
         body["visibility"] = visibility
@@ -357,14 +402,25 @@ def import_image(tag, token=None, visibility=None):
     image_id = r.json["id"]
     cleanup_images.append(image_id)
     g = request("GET", f"/v1/images/{image_id}", token=token)
-    check("GET the image answers 200", g.status == 200 and g.json.get("id") == image_id, repr(g))
+    check("GET the image answers 200 with its revision", g.status == 200
+          and g.json.get("id") == image_id and revision(g.json) is not None, repr(g))
     return image_id
 
 
 # --- operations: creates and deletes are queued, a worker does them ----------
 
 OP_KEYS = ("id", "kind", "target_id", "owner_id", "status", "step", "error", "created_at",
-           "started_at", "finished_at", "attempts")
+           "started_at", "finished_at", "attempts", "revision")
+OP_KINDS = ("vm.create", "vm.delete", "vm.resize") + tuple("vm." + a for a in ACTIONS)
+# The steps of each action's operation (and a resize's), in order; the crash
+# knob STRATUS_TEST_CRASH_AFTER=<kind>:<step> ends a worker right after one.
+ACTION_STEPS = {"vm.start": ("define", "start", "record"),
+                "vm.stop": ("shutdown", "wait", "destroy", "record"),
+                "vm.force-stop": ("destroy", "record"),
+                "vm.reboot": ("reboot", "record"),
+                "vm.pause": ("suspend", "record"),
+                "vm.resume": ("resume", "record"),
+                "vm.resize": ("define", "record")}
 OP_STATUSES = ("queued", "running", "succeeded", "failed")
 OP_DONE = ("succeeded", "failed")
 EVENT_KEYS = ("id", "vm_id", "at", "type", "message", "data")
@@ -377,20 +433,25 @@ def is_op(op, kind=None, target=None):
     """Whether @op is an operation document (of @kind, on @target)."""
     return (isinstance(op, dict) and all(k in op for k in OP_KEYS)
             and isinstance(op["id"], str) and len(op["id"]) == 36
-            and op["kind"] in ("vm.create", "vm.delete") and (kind is None or op["kind"] == kind)
+            and op["kind"] in OP_KINDS and (kind is None or op["kind"] == kind)
             and isinstance(op["target_id"], str) and (target is None or op["target_id"] == target)
             and isinstance(op["owner_id"], str) and op["status"] in OP_STATUSES
             and isinstance(op["attempts"], int) and isinstance(op["created_at"], str)
-            and re.fullmatch(RFC3339, op["created_at"]) is not None)
+            and re.fullmatch(RFC3339, op["created_at"]) is not None
+            and revision(op) is not None)
 
 
-def accepted(r, kind, vm_status, vm_id=None):
-    """Whether @r is a 202 with the VM (in @vm_status), its queued or running
-    operation of @kind on it, and Location: /v1/operations/{op id}."""
+def accepted(r, kind, vm_status, vm_id=None, etag=False):
+    """Whether @r is a 202 with the VM (in @vm_status, or one of a tuple of
+    them) and its revision, its queued or running operation of @kind on it,
+    and Location: /v1/operations/{op id}; with @etag, also ETag: the VM's
+    revision."""
     j = r.json if isinstance(r.json, dict) else {}
     op = j.get("operation")
+    statuses = vm_status if isinstance(vm_status, tuple) else (vm_status,)
     return (r.status == 202 and isinstance(j.get("id"), str) and len(j["id"]) == 36
-            and (vm_id is None or j["id"] == vm_id) and j.get("status") == vm_status
+            and (vm_id is None or j["id"] == vm_id) and j.get("status") in statuses
+            and revision(j) is not None and (not etag or has_etag(r))
             and is_op(op, kind, j["id"]) and op["status"] in ("queued", "running")
             and op["owner_id"] == j.get("owner_id")
             and r.header("Location") == f"/v1/operations/{op['id']}")
@@ -404,7 +465,8 @@ def get_op(op_id, wait=None, token=None):
 
 def wait_op(op_id, token=None, bound=90):
     """GET /v1/operations/{id}?wait=30 until the operation has ended, for at
-    most @bound seconds; the last answer."""
+    most @bound seconds; the last answer.  An answer with Retry-After (too
+    many requests wait already) is followed by a pause of that long."""
     deadline = time.time() + bound
     while True:
         w = int(max(0, min(30, deadline - time.time())))
@@ -412,8 +474,9 @@ def wait_op(op_id, token=None, bound=90):
         if (r.status != 200 or not isinstance(r.json, dict) or r.json.get("status") in OP_DONE
                 or time.time() >= deadline):
             return r
-        if w == 0:
-            time.sleep(0.5)
+        ra = retry_after(r)
+        if w == 0 or ra is not None:
+            time.sleep(max(0.5, min(ra or 0, 5, deadline - time.time())))
 
 
 def op_succeeded(r):
@@ -421,18 +484,21 @@ def op_succeeded(r):
             and r.json.get("error") is None and isinstance(r.json.get("finished_at"), str))
 
 
-def submit_create(body, token=None, headers=None, what="POST /v1/vms"):
-    """POST /v1/vms, which must answer 202: (vm id, operation)."""
+def submit_create(body, token=None, headers=None, what="POST /v1/vms", etag=False):
+    """POST /v1/vms, which must answer 202 (with @etag, also ETag: the new
+    VM's revision, 1): (vm id, operation)."""
     r = request("POST", "/v1/vms", body, timeout=120, token=token, headers=headers)
-    check(f"{what} answers 202 with the VM (creating), its vm.create operation and a Location",
-          accepted(r, "vm.create", "creating"), repr(r))
+    check(f"{what} answers 202 with the VM (creating), its vm.create operation and a Location"
+          + (", ETag \"1\" and revision 1" if etag else ""),
+          accepted(r, "vm.create", "creating", etag=etag)
+          and (not etag or revision(r.json) == 1), repr(r))
     cleanup_vms.append(r.json["id"])
     return r.json["id"], r.json["operation"]
 
 
-def create_vm(body, token=None, what="POST /v1/vms"):
+def create_vm(body, token=None, what="POST /v1/vms", etag=False):
     """Create a VM and wait for its operation: the VM (GET) once it runs."""
-    vm_id, op = submit_create(body, token=token, what=what)
+    vm_id, op = submit_create(body, token=token, what=what, etag=etag)
     o = wait_op(op["id"], token=token)
     check(f"the create operation {op['id'][:8]} succeeds", op_succeeded(o)
           and o.json["target_id"] == vm_id and o.json["attempts"] >= 1, repr(o))
@@ -442,18 +508,19 @@ def create_vm(body, token=None, what="POST /v1/vms"):
     return g.json
 
 
-def submit_delete(vm_id, token=None, what=None):
-    """DELETE /v1/vms/{id}, which must answer 202: the operation."""
-    r = request("DELETE", f"/v1/vms/{vm_id}", timeout=120, token=token)
+def submit_delete(vm_id, token=None, what=None, headers=None, etag=False):
+    """DELETE /v1/vms/{id}, which must answer 202 (with @etag, also ETag:
+    the VM's revision): the operation."""
+    r = request("DELETE", f"/v1/vms/{vm_id}", timeout=120, token=token, headers=headers)
     check(f"{what or 'DELETE VM ' + vm_id[:8]} answers 202 with the VM (deleting), its "
-          f"vm.delete operation and a Location", accepted(r, "vm.delete", "deleting", vm_id),
-          repr(r))
+          f"vm.delete operation and a Location{', ETag its revision' if etag else ''}",
+          accepted(r, "vm.delete", "deleting", vm_id, etag=etag), repr(r))
     return r.json["operation"]
 
 
-def delete_vm(vm_id, token=None, what=None):
+def delete_vm(vm_id, token=None, what=None, headers=None, etag=False):
     """Delete a VM and wait for its operation; then GET answers 404."""
-    op = submit_delete(vm_id, token=token, what=what)
+    op = submit_delete(vm_id, token=token, what=what, headers=headers, etag=etag)
     o = wait_op(op["id"], token=token)
     check(f"the delete operation {op['id'][:8]} succeeds", op_succeeded(o), repr(o))
     g = request("GET", f"/v1/vms/{vm_id}", token=token)
@@ -461,6 +528,105 @@ def delete_vm(vm_id, token=None, what=None):
     if vm_id in cleanup_vms:
         cleanup_vms.remove(vm_id)
     return o.json
+
+
+def post_action(vm_id, name, token=None, headers=None, wait=None):
+    """POST /v1/vms/{id}/{name}[?wait=N]: the answer, whatever it is."""
+    q = "" if wait is None else f"?wait={wait}"
+    return request("POST", f"/v1/vms/{vm_id}/{name}{q}", token=token, headers=headers,
+                   timeout=(wait or 0) + 60)
+
+
+def submit_action(vm_id, name, token=None, headers=None, etag=False, quiet=False):
+    """POST /v1/vms/{id}/{name}, which must answer 202 with the VM (as it was,
+    or already as the action leaves it: libvirt says), its vm.<name>
+    operation and a Location (with @etag, also ETag: the VM's revision):
+    the operation."""
+    r = post_action(vm_id, name, token=token, headers=headers)
+    check(f"POST {name} answers 202 with the VM, its vm.{name} operation and a Location"
+          + (", ETag its revision" if etag else ""),
+          accepted(r, "vm." + name, ACTION_FROM[name] + (ACTION_RESULT[name],), vm_id,
+                   etag=etag), repr(r), quiet=quiet)
+    return r.json["operation"]
+
+
+def finish_op(op, token=None, quiet=False, bound=120):
+    """Wait for operation @op (a document), which must succeed: the ended one."""
+    o = wait_op(op["id"], token=token, bound=bound)
+    check(f"the {op['kind']} operation {op['id'][:8]} succeeds", op_succeeded(o)
+          and o.json["id"] == op["id"], repr(o), quiet=quiet)
+    return o.json
+
+
+def action(vm_id, name, want=None, token=None, quiet=False):
+    """POST action @name (202), wait for its operation to succeed; then GET
+    must show the VM in @want (by default what the action leaves): the
+    ended operation."""
+    want = want or ACTION_RESULT[name]
+    o = finish_op(submit_action(vm_id, name, token=token, quiet=quiet), token=token,
+                  quiet=quiet)
+    g = request("GET", f"/v1/vms/{vm_id}", token=token)
+    check(f"after {name} the VM is {want}", g.status == 200 and g.json.get("status") == want,
+          repr(g), quiet=quiet)
+    return o
+
+
+# The action that moves a VM from one status toward another.
+TOWARD = {("stopped", "running"): "start", ("stopped", "paused"): "start",
+          ("running", "stopped"): "force-stop", ("running", "paused"): "pause",
+          ("paused", "running"): "resume", ("paused", "stopped"): "force-stop"}
+
+
+def bring_to(vm_id, want, token=None, quiet=True):
+    """Move the VM to status @want with the actions that takes (at most
+    two), each waited for: the VM (GET)."""
+    cur = g = None
+    for _ in range(3):
+        g = request("GET", f"/v1/vms/{vm_id}", token=token)
+        cur = g.json.get("status") if g.status == 200 and isinstance(g.json, dict) else None
+        if cur == want or (cur, want) not in TOWARD:
+            break
+        action(vm_id, TOWARD[(cur, want)], token=token, quiet=quiet)
+    check(f"VM {vm_id[:8]} is brought to {want}", cur == want, repr(g), quiet=quiet)
+    return g
+
+
+def submit_resize(vm_id, vcpus, memory_mib, token=None, etag=False):
+    """PATCH the VM's sizes, which must answer 202 with the VM (stopped, the
+    new sizes already in the row) and its vm.resize operation: the operation."""
+    r = request("PATCH", f"/v1/vms/{vm_id}", {"vcpus": vcpus, "memory_mib": memory_mib},
+                token=token, timeout=120)
+    check(f"PATCH {{vcpus: {vcpus}, memory_mib: {memory_mib}}} answers 202 with the VM "
+          f"(stopped, new sizes), its vm.resize operation and a Location"
+          + (", ETag its revision" if etag else ""),
+          accepted(r, "vm.resize", "stopped", vm_id, etag=etag)
+          and vm_sizes(r.json) == (vcpus, memory_mib), repr(r))
+    return r.json["operation"]
+
+
+# libvirt's domstate for each status a VM shows.
+DOMSTATE = {"running": "running", "paused": "paused", "stopped": "shut off"}
+
+
+def domain_sizes(vm_id):
+    """(vCPUs, max memory in MiB) of domain stratus-<id> as it runs (virsh
+    dominfo) and as it is defined (virsh dumpxml --inactive): (live,
+    defined), None where libvirt did not say."""
+    dom = f"stratus-{vm_id}"
+    rc, out = virsh("dominfo", dom)
+    cpus = re.search(r"^CPU\(s\):\s*(\d+)\s*$", out, re.M)
+    mem = re.search(r"^Max memory:\s*(\d+) KiB\s*$", out, re.M)
+    live = (int(cpus.group(1)), int(mem.group(1)) // 1024) if rc == 0 and cpus and mem else None
+    rc, xml = virsh("dumpxml", "--inactive", dom)
+    cpus = re.search(r"<vcpu\b[^>]*>(\d+)</vcpu>", xml)
+    mem = re.search(r"<memory unit='KiB'>(\d+)</memory>", xml)
+    defined = (int(cpus.group(1)), int(mem.group(1)) // 1024) if rc == 0 and cpus and mem else None
+    return live, defined
+
+
+def vm_sizes(doc):
+    """(vcpus, memory_mib) of a VM document."""
+    return (doc.get("vcpus"), doc.get("memory_mib")) if isinstance(doc, dict) else None
 
 
 def vm_events(vm_id, token=None):
@@ -766,6 +932,8 @@ def scenario_badinput():
         ("path traversal", "GET", "/v1/vms/%2e%2e/%2e%2e/etc/passwd", None, None),
         ("unknown action", "POST", f"/v1/vms/{rid}/explode", None, None),
         ("action on unknown VM", "POST", f"/v1/vms/{rid}/start", None, None),
+        ("action wait not a number", "POST", f"/v1/vms/{rid}/start?wait=abc", None, None),
+        ("action wait negative", "POST", f"/v1/vms/{rid}/stop?wait=-1", None, None),
         ("DELETE collection", "DELETE", "/v1/vms", None, None),
         ("PUT on a VM", "PUT", f"/v1/vms/{rid}", b"{}", J),
         ("GET an action", "GET", f"/v1/vms/{rid}/start", None, None),
@@ -1005,14 +1173,19 @@ def served_libvirtd_pid():
     return None, f"candidates {cands}, socket inodes {sorted(inodes)}"
 
 
-def timed_get(path, timeout=60):
-    """(start, seconds, Resp or the exception) of one GET."""
+def timed(method, path, timeout=60):
+    """(start, seconds, Resp or the exception) of one request."""
     t0 = time.time()
     try:
-        r = request("GET", path, timeout=timeout)
+        r = request(method, path, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - reported as this request's outcome
         r = e
     return t0, time.time() - t0, r
+
+
+def timed_get(path, timeout=60):
+    """(start, seconds, Resp or the exception) of one GET."""
+    return timed("GET", path, timeout)
 
 
 def scenario_libvirtd_hang():
@@ -1281,13 +1454,14 @@ def signals_term():
     raw.sendall(fcgi_record(1, struct.pack("!HB5x", 1, 0)) + fcgi_record(4, params))
 
     # The stop outlasts the signal: the guest is still booting and ignores
-    # ACPI, so the API waits stop_timeout_s (5 s in e2e), then pulls the plug.
+    # ACPI, so the worker waits stop_timeout_s (5 s in e2e), then pulls the
+    # plug; the request waits for that with ?wait=30.
     result = {}
 
     def stop():
         t0 = time.time()
         try:
-            result["resp"] = request("POST", f"/v1/vms/{vm_id}/stop", timeout=60)
+            result["resp"] = post_action(vm_id, "stop", wait=30)
         except Exception as e:  # noqa: BLE001
             result["resp"] = e
         result["secs"] = time.time() - t0
@@ -1309,9 +1483,12 @@ def signals_term():
     t.join(90)
     r = result.get("resp")
     print(f"       stop took {result.get('secs', 0):.1f} s: {r!r}"[:300])
-    check("the stop in flight at SIGTERM answers 200", isinstance(r, Resp) and r.status == 200,
-          repr(r))
-    check("... with status stopped", r.json.get("status") == "stopped", repr(r))
+    check("the stop?wait=30 in flight at SIGTERM answers 200 (its operation ended meanwhile)",
+          isinstance(r, Resp) and r.status == 200, repr(r))
+    op = r.json.get("operation") if isinstance(r.json, dict) else None
+    check("... with status stopped and its vm.stop operation succeeded",
+          r.json.get("status") == "stopped" and is_op(op, "vm.stop", vm_id)
+          and op["status"] == "succeeded", repr(r))
     check("... and it was still running when the signal came (it lasted over 1.5 s)",
           result.get("secs", 0) > 1.5, f"{result.get('secs', 0):.1f} s")
     deadline = time.time() + 40
@@ -1477,11 +1654,11 @@ def scenario_auth():
     u = r.json if isinstance(r.json, dict) else {}
     check("the admin creates a user: 201", r.status == 201 and u.get("email") == email, repr(r))
     defaults = {"max_vms": 10, "max_vcpus": 32, "max_memory_mib": 65536, "max_disk_gib": 500}
-    check("the user document: id, nickname, active, roles [user], default quota, times",
-          isinstance(u.get("id"), str) and u.get("nickname") == f"n-{tag}"
+    check("the user document: id, nickname, active, roles [user], default quota, times, "
+          "revision 1", isinstance(u.get("id"), str) and u.get("nickname") == f"n-{tag}"
           and u.get("status") == "active" and u.get("roles") == ["user"]
           and u.get("quota") == defaults and isinstance(u.get("created_at"), str)
-          and isinstance(u.get("updated_at"), str), repr(u))
+          and isinstance(u.get("updated_at"), str) and revision(u) == 1, repr(u))
     check("... with no password or hash", not leaks_secret(u) and pw.encode() not in r.body,
           repr(u))
     uid = u["id"]
@@ -2163,9 +2340,12 @@ def scenario_operations():
     check("the admin: GET A's operation answers 200", r.status == 200
           and r.json.get("id") == op["id"], repr(r))
 
-    # Actions, then the events so far.
-    action(vm_id, "stop", "stopped", token=at)
-    action(vm_id, "start", "running", token=at)
+    # Actions (operations too), then the events so far.
+    sop = action(vm_id, "stop", "stopped", token=at)
+    aop = action(vm_id, "start", "running", token=at)
+    check("... the stop and start operations are A's, on the VM",
+          all(o.get("owner_id") == a["id"] and o.get("target_id") == vm_id for o in (sop, aop)),
+          repr([sop, aop]))
     r, evs = vm_events(vm_id, token=at)
     check("GET /v1/vms/{id}/events answers 200 with items", evs is not None, repr(r))
     print(f"       events: {[(e.get('type'), e.get('message')) for e in evs]}")
@@ -2223,8 +2403,9 @@ def scenario_operations():
         check("?target_id=<VM>&status=queued lists just the delete", op_ids(r) == [dop["id"]],
               repr(r))
         r = request("GET", f"/v1/operations?target_id={vm_id}", token=at)
-        check("?target_id=<VM> lists the create and the delete",
-              op_ids(r) is not None and sorted(op_ids(r)) == sorted([op["id"], dop["id"]]),
+        check("?target_id=<VM> lists the create, the stop, the start and the delete",
+              op_ids(r) is not None
+              and sorted(op_ids(r)) == sorted([op["id"], sop["id"], aop["id"], dop["id"]]),
               repr(r))
         r = request("GET", f"/v1/operations/{dop['id']}", token=bt)
         check("B: GET A's queued operation answers 404 (problem)",
@@ -2553,12 +2734,21 @@ def scenario_idempotency():
           and full_problem(r), repr(r))
     check("... and makes no VM", named(f"idem-other-{tag}") == [], repr(named(f"idem-other-{tag}")))
 
-    # Concurrent duplicates.
+    # Concurrent duplicates.  A duplicate that finds every waiting place
+    # taken is told to come back (409 + Retry-After): it does, as a client
+    # should.
     n = 5
     key2 = f"e2e-c-{tag}-{uuid.uuid4()}"
     body2 = dict(body, name=f"idem-c-{tag}")
-    results = at_once(n, lambda i: request("POST", "/v1/vms", body2,
-                                           headers={"Idempotency-Key": key2}, timeout=120), 150)
+    again = [0] * n
+
+    def send(i):
+        r, again[i] = request_again_after("POST", "/v1/vms", body2,
+                                          headers={"Idempotency-Key": key2})
+        return r
+
+    results = at_once(n, send, 150)
+    print(f"       sent again after Retry-After: {again}")
     resps = [r for r in results if isinstance(r, Resp)]
     ids = {(r.json or {}).get("id") for r in resps if isinstance(r.json, dict)}
     for i in ids:
@@ -2980,6 +3170,506 @@ def scenario_dbdown():
     cleanup_images.remove(img)
 
 
+# --- (t) revisions: ETag on single resources, If-Match on PATCH, DELETE, actions ---
+
+# If-Match values that are no entity tag at all.
+BAD_IF_MATCH = ("nonsense", '"1')
+
+
+def etag_check(what, r, rev=None):
+    """@r answers 200 with ETag: "<the body's revision>" (and that revision is @rev)."""
+    check(f"{what} answers 200 with ETag \"<revision>\" of the body"
+          + (f" (revision {rev})" if rev is not None else ""),
+          r.status == 200 and has_etag(r) and (rev is None or revision(r.json) == rev),
+          f"ETag {r.header('ETag')!r}: {r!r}")
+
+
+def vm_unchanged(vm_id, before, what, token=None):
+    """The VM is as @before (a VM document) says and has no operation under way."""
+    g = request("GET", f"/v1/vms/{vm_id}", token=token)
+    keys = ("name", "status", "vcpus", "memory_mib", "revision")
+    check(f"... {what}: the VM is unchanged ({', '.join(keys)})", g.status == 200
+          and all(g.json.get(k) == before.get(k) for k in keys), f"before {before!r}; now {g!r}")
+    busy = [i for st in ("queued", "running") for i in op_ids(request(
+        "GET", f"/v1/operations?target_id={vm_id}&status={st}", token=token)) or []]
+    check("... and no operation on it is queued or running", not busy, repr(busy))
+
+
+def refused_if_match(what, vm_id, stale, send):
+    """@send(headers) with the stale ETag @stale answers 412, with malformed
+    If-Match values 400; none changes the VM."""
+    g = request("GET", f"/v1/vms/{vm_id}")
+    check("GET the VM answers 200", g.status == 200, repr(g))
+    r = send({"If-Match": stale})
+    check(f"{what} with If-Match: {stale} (stale; the VM is at {g.header('ETag')}) answers 412, "
+          f"a precondition_failed problem", precondition_failed(r), repr(r))
+    for bad in BAD_IF_MATCH:
+        r = send({"If-Match": bad})
+        check(f"{what} with If-Match: {bad} (malformed) answers 400 (problem)",
+              r.status == 400 and full_problem(r), repr(r))
+    vm_unchanged(vm_id, g.json, f"after the refused {what}s")
+
+
+def scenario_ifmatch():
+    tag = uuid.uuid4().hex[:8]
+    img = import_image("e" + tag)
+    etag_check("GET /v1/images/{id}", request("GET", f"/v1/images/{img}"))
+    r = request("POST", "/v1/flavors", {"name": f"etag-{tag}", "vcpus": 1, "memory_mib": 128,
+                                         "disk_gib": 1})
+    check("POST /v1/flavors answers 201 with revision 1", r.status == 201
+          and revision(r.json) == 1, repr(r))
+    fid = r.json["id"]
+    try:
+        etag_check("GET /v1/flavors/{id}", request("GET", f"/v1/flavors/{fid}"), 1)
+    finally:
+        r = request("DELETE", f"/v1/flavors/{fid}")
+        check("the flavor is deleted (204)", r.status == 204, repr(r))
+    u = new_user("etag")
+    etag_check("GET /v1/users/{id}", request("GET", f"/v1/users/{u['id']}"))
+    etag_check("GET /v1/users/me", request("GET", "/v1/users/me", token=u["token"]))
+
+    vm = create_vm({"name": f"etag-{tag}", "image_id": img, "vcpus": 1, "memory_mib": 128,
+                    "disk_gib": 1}, etag=True)
+    vm_id = vm["id"]
+    r = request("GET", f"/v1/operations?target_id={vm_id}")
+    check("its create operation is listed", op_ids(r) is not None and len(op_ids(r)) == 1,
+          repr(r))
+    etag_check("GET /v1/operations/{id}", get_op(op_ids(r)[0]))
+    g = request("GET", f"/v1/vms/{vm_id}")
+    etag_check("GET /v1/vms/{id}", g)
+    first, rev0 = g.header("ETag"), revision(g.json)
+
+    # PATCH (a rename): the current ETag, a stale one, malformed ones, *.
+    r = request("PATCH", f"/v1/vms/{vm_id}", {"name": f"etag1-{tag}"},
+                headers={"If-Match": first})
+    check(f"PATCH rename with If-Match: {first} (current) answers 200: the new name, "
+          f"revision {rev0 + 1}, ETag \"{rev0 + 1}\"", r.status == 200
+          and r.json.get("name") == f"etag1-{tag}" and revision(r.json) == rev0 + 1
+          and has_etag(r), f"ETag {r.header('ETag')!r}: {r!r}")
+    second = r.header("ETag")
+    refused_if_match("PATCH rename", vm_id, first, lambda h: request(
+        "PATCH", f"/v1/vms/{vm_id}", {"name": f"etag-stale-{tag}"}, headers=h))
+    r = request("PATCH", f"/v1/vms/{vm_id}", {"name": f"etag2-{tag}"}, headers={"If-Match": "*"})
+    check(f"PATCH rename with If-Match: * answers 200: the new name, revision {rev0 + 2}",
+          r.status == 200 and r.json.get("name") == f"etag2-{tag}"
+          and revision(r.json) == rev0 + 2 and has_etag(r), repr(r))
+    etag_check("GET the VM after the renames", request("GET", f"/v1/vms/{vm_id}"), rev0 + 2)
+
+    # An action: stale and malformed refused; the current ETag with ?wait=30
+    # answers 200 once the operation has ended; * goes through too.
+    refused_if_match("POST pause", vm_id, second,
+                     lambda h: post_action(vm_id, "pause", headers=h))
+    g = request("GET", f"/v1/vms/{vm_id}")
+    r = post_action(vm_id, "pause", headers={"If-Match": g.header("ETag")}, wait=30)
+    op = r.json.get("operation") if isinstance(r.json, dict) else None
+    check(f"POST pause?wait=30 with If-Match: {g.header('ETag')} (current) answers 200 with "
+          f"the VM paused, its ended vm.pause operation (succeeded) and ETag its revision",
+          r.status == 200 and r.json.get("status") == "paused" and is_op(op, "vm.pause", vm_id)
+          and op["status"] == "succeeded" and has_etag(r)
+          and revision(r.json) > revision(g.json), repr(r))
+    check("... libvirt says paused", virsh("domstate", f"stratus-{vm_id}")[1].strip() == "paused")
+    finish_op(submit_action(vm_id, "resume", headers={"If-Match": "*"}, etag=True))
+    etag_check("GET the VM after resume", request("GET", f"/v1/vms/{vm_id}"))
+
+    # A resize answers 202 with the VM's ETag too.
+    action(vm_id, "force-stop")
+    finish_op(submit_resize(vm_id, 2, 192, etag=True))
+    live, defined = domain_sizes(vm_id)
+    check("... the domain is redefined with 2 vCPUs and 192 MiB", live == defined == (2, 192),
+          f"dominfo {live}, dumpxml {defined}")
+
+    # DELETE: stale and malformed refused; the current ETag goes through.
+    refused_if_match("DELETE", vm_id, second, lambda h: request(
+        "DELETE", f"/v1/vms/{vm_id}", headers=h, timeout=120))
+    g = request("GET", f"/v1/vms/{vm_id}")
+    delete_vm(vm_id, headers={"If-Match": g.header("ETag")}, etag=True,
+              what=f"DELETE with If-Match: {g.header('ETag')} (current)")
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (u) races on one VM: resize, start, stop and rename at once ---------------
+
+RACE_ROUNDS = 50
+RACE_QUOTA = {"max_vms": 2, "max_vcpus": 4, "max_memory_mib": 1024, "max_disk_gib": 10}
+RACE_FIT = ((2, 192), (1, 128))         # within RACE_QUOTA
+RACE_OVER = ((6, 192), (1, 2048))       # past max_vcpus, past max_memory_mib
+
+
+def over_quota(r):
+    j = r.json if isinstance(r.json, dict) else {}
+    return (r.status == 403 and full_problem(r) and j["type"].endswith("quota_exceeded")
+            and j.get("quota") in ("max_vcpus", "max_memory_mib"))
+
+
+def conflict(r):
+    return r.status == 409 and full_problem(r)
+
+
+def named_as(r, name):
+    return isinstance(r.json, dict) and r.json.get("name") == name
+
+
+def fit_other_than(sizes):
+    return RACE_FIT[0] if sizes != RACE_FIT[0] else RACE_FIT[1]
+
+
+def race_round(label, vm_id, token, reqs, counts):
+    """Send @reqs ({what: (method, path under the VM, body, {status: test})})
+    at once.  Each answer must have one of its statuses and pass that status's
+    test; a 409 must name the VM (and, if it names an operation, one accepted
+    in this round); every operation accepted must succeed.  Counts (what,
+    status) in @counts.  ({what: Resp}, {what: ended operation})."""
+    names = list(reqs)
+
+    def send(i):
+        method, sub, body, _ = reqs[names[i]]
+        return request(method, f"/v1/vms/{vm_id}{sub}", body, token=token, timeout=120)
+
+    out = dict(zip(names, at_once(len(names), send, 150)))
+    for what, r in out.items():
+        st = r.status if isinstance(r, Resp) else type(r).__name__
+        counts[(what, st)] = counts.get((what, st), 0) + 1
+        tests = reqs[what][3]
+        check(f"{label}: {what} answers one of {sorted(tests)} as documented",
+              isinstance(r, Resp) and r.status in tests and tests[r.status](r), repr(r),
+              quiet=True)
+    ops = {what: r.json["operation"] for what, r in out.items() if r.status == 202}
+    for what, r in out.items():
+        if r.status != 409:
+            continue
+        d = str(r.json.get("detail"))
+        check(f"{label}: the 409 to {what} names the VM (and the operation in progress)",
+              vm_id in d and ("operation" not in d or any(o["id"] in d for o in ops.values())),
+              d, quiet=True)
+    return out, {what: finish_op(op, token=token, quiet=True) for what, op in ops.items()}
+
+
+def race_outcome(label, vm_id, token, want):
+    """After a round: the row has @want (status, name, sizes), libvirt runs
+    the domain in that state with the row's sizes, the owner's usage is the
+    row's and within the quota."""
+    g = request("GET", f"/v1/vms/{vm_id}", token=token)
+    j = g.json if g.status == 200 and isinstance(g.json, dict) else {}
+    got = {"status": j.get("status"), "name": j.get("name"), "sizes": vm_sizes(j)}
+    check(f"{label}: the VM is {want['status']}, named as the last accepted rename, with the "
+          f"sizes of the last accepted resize", got == want, f"want {want}; got {got}",
+          quiet=True)
+    live, defined = domain_sizes(vm_id)
+    check(f"{label}: libvirt's vCPUs and max memory (dominfo, dumpxml) are the row's",
+          live == defined == want["sizes"], f"dominfo {live}, dumpxml {defined}, row "
+          f"{want['sizes']}", quiet=True)
+    rc, out = virsh("domstate", f"stratus-{vm_id}")
+    check(f"{label}: libvirt's domain state is {DOMSTATE[want['status']]}",
+          rc == 0 and out.strip() == DOMSTATE[want["status"]], out.strip(), quiet=True)
+    q = request("GET", "/v1/users/me/quota", token=token)
+    usage = (q.json or {}).get("usage") if q.status == 200 else None
+    check(f"{label}: the owner's usage is the VM's sizes, within the quota",
+          usage == {"vms": 1, "vcpus": want["sizes"][0], "memory_mib": want["sizes"][1],
+                    "disk_gib": 1} and usage["vcpus"] <= RACE_QUOTA["max_vcpus"]
+          and usage["memory_mib"] <= RACE_QUOTA["max_memory_mib"], repr(q), quiet=True)
+
+
+def race_resize_start(vm_id, token, tag, i, counts):
+    """Round @i of race 1: on the stopped VM, a resize (fitting the quota or
+    not), a start and a rename at once."""
+    label = f"race 1 round {i + 1}"
+    g = bring_to(vm_id, "stopped", token=token)
+    sizes = vm_sizes(g.json)
+    ask = RACE_OVER[(i // 3) % 2] if i % 3 == 2 else fit_other_than(sizes)
+    name = f"r1-{tag}-{i}"
+    out, _ = race_round(label, vm_id, token, {
+        "resize": ("PATCH", "", {"vcpus": ask[0], "memory_mib": ask[1]}, {
+            202: lambda r: (accepted(r, "vm.resize", "stopped", vm_id)
+                            and vm_sizes(r.json) == ask and ask in RACE_FIT),
+            403: lambda r: over_quota(r) and ask in RACE_OVER, 409: conflict}),
+        "start": ("POST", "/start", None, {
+            202: lambda r: accepted(r, "vm.start", ("stopped", "running"), vm_id),
+            409: conflict}),
+        "rename": ("PATCH", "", {"name": name}, {
+            200: lambda r: named_as(r, name), 409: conflict})}, counts)
+    race_outcome(label, vm_id, token, {
+        "status": "running" if out["start"].status == 202 else "stopped",
+        "name": name if out["rename"].status == 200 else g.json.get("name"),
+        "sizes": ask if out["resize"].status == 202 else sizes})
+
+
+def race_stop_rename(vm_id, token, tag, i, counts):
+    """Round @i of race 2: on the running VM, a stop (a force-stop, but
+    every tenth round the ACPI stop), a rename and a resize at once."""
+    label = f"race 2 round {i + 1}"
+    g = bring_to(vm_id, "running", token=token)
+    sizes = vm_sizes(g.json)
+    ask = fit_other_than(sizes)
+    name = f"r2-{tag}-{i}"
+    stop = "stop" if i % 10 == 9 else "force-stop"
+    out, ended = race_round(label, vm_id, token, {
+        stop: ("POST", f"/{stop}", None, {
+            202: lambda r: accepted(r, "vm." + stop, ("running", "stopped"), vm_id),
+            409: conflict}),
+        "rename": ("PATCH", "", {"name": name}, {
+            200: lambda r: named_as(r, name), 409: conflict}),
+        # Only once the VM has stopped may a resize be taken.
+        "resize": ("PATCH", "", {"vcpus": ask[0], "memory_mib": ask[1]}, {
+            202: lambda r: (accepted(r, "vm.resize", "stopped", vm_id)
+                            and vm_sizes(r.json) == ask), 409: conflict})},
+        counts)
+    if "resize" in ended:
+        stopped_at = parse_time((ended.get(stop) or {}).get("finished_at"))
+        asked_at = parse_time(ended["resize"].get("created_at"))
+        check(f"{label}: the resize was taken only after the {stop} had ended",
+              stopped_at is not None and asked_at is not None and stopped_at <= asked_at,
+              f"{stop} {ended.get(stop)}; resize {ended['resize']}", quiet=True)
+    race_outcome(label, vm_id, token, {
+        "status": "stopped" if out[stop].status == 202 else "running",
+        "name": name if out["rename"].status == 200 else g.json.get("name"),
+        "sizes": ask if out["resize"].status == 202 else sizes})
+
+
+def race_stage(what, run_round, held):
+    """Run @run_round(i, counts) for RACE_ROUNDS rounds (a failed check ends
+    the stage); print how long they took, what was answered and what @held:
+    the counts of (request, status)."""
+    counts = {}
+    t0 = time.time()
+    for i in range(RACE_ROUNDS):
+        run_round(i, counts)
+    shown = ", ".join(f"{w} {st}: {n}" for (w, st), n in sorted(counts.items(), key=str))
+    print(f"       {what}: {RACE_ROUNDS} rounds in {time.time() - t0:.1f} s; {shown}")
+    print(f"       in all {RACE_ROUNDS} rounds {held}")
+    return counts
+
+
+def scenario_races():
+    tag = uuid.uuid4().hex[:8]
+    u = new_user("races")
+    ut = u["token"]
+    r = request("PATCH", f"/v1/users/{u['id']}", {"quota": RACE_QUOTA})
+    check(f"the admin gives the user a small quota ({RACE_QUOTA['max_vcpus']} vCPUs, "
+          f"{RACE_QUOTA['max_memory_mib']} MiB)", r.status == 200
+          and r.json.get("quota") == RACE_QUOTA, repr(r))
+    img = import_image("x" + tag, token=ut)
+    vm_id = create_vm({"name": f"race-{tag}", "image_id": img, "vcpus": 1, "memory_mib": 128,
+                       "disk_gib": 1}, token=ut)["id"]
+
+    c1 = race_stage("race 1 (resize + start + rename on a stopped VM)",
+                    lambda i, c: race_resize_start(vm_id, ut, tag, i, c),
+                    "every answer was documented, every operation succeeded, libvirt matched "
+                    "the row, no rename was lost and the quota held")
+    check("race 1: the resize was taken in some rounds and refused over the quota in some",
+          c1.get(("resize", 202), 0) > 0 and c1.get(("resize", 403), 0) > 0, repr(c1))
+    c2 = race_stage("race 2 (stop + rename + resize on a running VM)",
+                    lambda i, c: race_stop_rename(vm_id, ut, tag, i, c),
+                    "every answer was documented, no resize of the running VM was taken, "
+                    "libvirt matched the row and no rename was lost")
+    check("race 2: the resize was refused (409) in some rounds",
+          c2.get(("resize", 409), 0) > 0, repr(c2))
+
+    delete_vm(vm_id, token=ut)
+    r = request("DELETE", f"/v1/images/{img}", token=ut, timeout=60)
+    check("the user deletes its image (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (v) a worker dies after each step of an action or a resize -----------------
+
+# Every (kind, step) of ACTION_STEPS, in an order that needs few extra actions
+# in between: each case leaves the VM where the next one starts.
+ACTION_CRASH_ORDER = (
+    ("vm.pause", "suspend"), ("vm.resume", "resume"), ("vm.pause", "record"),
+    ("vm.resume", "record"), ("vm.reboot", "reboot"), ("vm.reboot", "record"),
+    ("vm.stop", "shutdown"), ("vm.resize", "define"), ("vm.start", "define"),
+    ("vm.stop", "wait"), ("vm.resize", "record"), ("vm.start", "start"),
+    ("vm.force-stop", "destroy"), ("vm.start", "record"), ("vm.stop", "destroy"),
+    ("vm.stop", "record"), ("vm.force-stop", "record"))
+
+
+def action_crash_case(vm_id, kind, step):
+    """One crash case on the VM: it is brought to where @kind applies, a
+    crash worker dies after @step, a normal worker finishes the operation;
+    then the VM's status, domain state and sizes must be the outcome's."""
+    name = kind[len("vm."):]
+    if kind == "vm.resize":
+        g = bring_to(vm_id, "stopped")
+        want, sizes = "stopped", fit_other_than(vm_sizes(g.json))
+    else:
+        g = bring_to(vm_id, ACTION_FROM[name][0])
+        want, sizes = ACTION_RESULT[name], vm_sizes(g.json)
+
+    def submit():
+        if kind == "vm.resize":
+            return submit_resize(vm_id, *sizes, etag=True)
+        return submit_action(vm_id, name, etag=True)
+
+    _, evs = vm_events(vm_id)
+    seen = {e.get("id") for e in evs or []}
+    crash_case(kind, step, submit)
+    g = request("GET", f"/v1/vms/{vm_id}")
+    check(f"{kind}:{step}: the VM is {want} with {sizes[0]} vCPUs and {sizes[1]} MiB",
+          g.status == 200 and g.json.get("status") == want and vm_sizes(g.json) == sizes,
+          repr(g))
+    rc, out = virsh("domstate", f"stratus-{vm_id}")
+    check(f"... libvirt's domain state is {DOMSTATE[want]}", rc == 0
+          and out.strip() == DOMSTATE[want], out.strip())
+    live, defined = domain_sizes(vm_id)
+    check("... and its vCPUs and max memory are the row's", live == defined == sizes,
+          f"dominfo {live}, dumpxml {defined}")
+    if kind == "vm.resize":
+        return
+    message = f"{name}: now {want}"
+    _, evs = vm_events(vm_id)
+    new = [e for e in evs or [] if e.get("id") not in seen and e.get("type") == "STATE_CHANGE"
+           and e.get("message") == message]
+    check(f"... a STATE_CHANGE event '{message}' was recorded", new, repr(evs))
+    soft_check("... once, though a worker died on the way", len(new) == 1, repr(new))
+
+
+def scenario_action_crash():
+    """Each case runs on (a failed case does not end the scenario; it still counts)."""
+    check("the cases cover every step of every action's and a resize's operation",
+          sorted(ACTION_CRASH_ORDER) == sorted((k, s) for k, steps in ACTION_STEPS.items()
+                                               for s in steps), repr(ACTION_CRASH_ORDER))
+    tag = uuid.uuid4().hex[:8]
+    img = import_image("k" + tag)
+    vm_id = create_vm({"name": f"acrash-{tag}", "image_id": img, "vcpus": 1,
+                       "memory_mib": 128, "disk_gib": 1})["id"]
+    broken = []
+    t0 = time.time()
+    for kind, step in ACTION_CRASH_ORDER:
+        try:
+            action_crash_case(vm_id, kind, step)
+        except Fail:
+            broken.append(f"{kind}:{step}")
+    print(f"       {len(ACTION_CRASH_ORDER)} crash cases in {time.time() - t0:.1f} s; "
+          f"failed: {', '.join(broken) or 'none'}")
+    no_orphan_of(vm_id)
+    delete_vm(vm_id)
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
+# --- (w) no client occupies the API: bounded waits --------------------------------
+
+QUICK_S = 1.0   # "at once"
+
+
+def health_probes(stop, out):
+    """GET /v1/health about every 100 ms until @stop is set; (start, seconds,
+    Resp or exception) appended to @out."""
+    for _ in range(6000):
+        if stop.is_set():
+            return
+        out.append(timed_get("/v1/health", timeout=30))
+        stop.wait(0.1)
+
+
+def show_timed(x, t_ref):
+    t0, secs, r = x
+    what = (f"{r.status}{' RA=' + r.header('Retry-After') if r.header('Retry-After') else ''}"
+            f" {(r.json or {}).get('status') if isinstance(r.json, dict) else ''}"
+            if isinstance(r, Resp) else repr(r))
+    return f"at {t0 - t_ref:+.1f}s took {secs:.1f}s: {what}"
+
+
+def scenario_waitbound():
+    n = 20
+    tag = uuid.uuid4().hex[:8]
+    wait_max = int(api_setting("wait_max_s", "30"))
+    workers = int(api_setting("workers", "4"))
+    max_waiting = int(api_setting("max_waiting_requests", str(max(1, workers // 2))))
+    stop_timeout = float(api_setting("stop_timeout_s", "5"))
+    print(f"       {workers} API workers, max_waiting_requests {max_waiting}, wait_max_s "
+          f"{wait_max}, stop_timeout_s {stop_timeout:g}")
+    img = import_image("w" + tag, guest=GUEST_NOACPI)
+    body = {"image_id": img, "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
+    vm_id = create_vm(dict(body, name=f"wb-{tag}"))["id"]
+    other = create_vm(dict(body, name=f"wb-other-{tag}"))["id"]
+    line = wait_new_boot(vm_id, "")
+    check("the guest boots and says it runs no acpid (it ignores the power button)",
+          line is not None and "acpid=off" in line, repr(line))
+    print(f"       {line}")
+
+    probes, late = [], {}
+    stop = threading.Event()
+    prober = threading.Thread(target=health_probes, args=(stop, probes), daemon=True)
+
+    def late_action():   # once the waiting places are taken
+        time.sleep(0.5)
+        late["x"] = timed("POST", f"/v1/vms/{other}/pause?wait={wait_max}",
+                          timeout=wait_max + 60)
+
+    prober.start()
+    t_ref = time.time()
+    sop = submit_action(vm_id, "stop")
+    lt = threading.Thread(target=late_action, daemon=True)
+    lt.start()
+    results = at_once(n, lambda i: timed("GET", f"/v1/operations/{sop['id']}?wait=30",
+                                         timeout=wait_max + 60), wait_max + 90)
+    lt.join(wait_max + 90)
+    stop.set()
+    prober.join(30)
+    shown = {}
+    for x in results:
+        k = show_timed(x, t_ref) if x else "still waiting"
+        shown[k] = shown.get(k, 0) + 1
+    print(f"       {n} GET ?wait=30: " + "; ".join(f"{k} (x{c})" for k, c in shown.items()))
+    lx = late.get("x")
+    print(f"       late POST pause?wait={wait_max}: {show_timed(lx, t_ref) if lx else None}")
+
+    answered = [x for x in results if isinstance(x, tuple) and isinstance(x[2], Resp)
+                and x[2].status == 200 and is_op(x[2].json, "vm.stop", vm_id)
+                and x[2].json["id"] == sop["id"]]
+    check(f"all {n} GET /v1/operations/{{stop}}?wait=30 answer 200 with the operation",
+          len(answered) == n, repr([x for x in results if x not in answered][:5]))
+    waited = [x for x in answered if x[1] > QUICK_S]
+    quick = [x for x in answered if x[1] <= QUICK_S]
+    check(f"at most max_waiting_requests ({max_waiting}), and at least one, waited longer than "
+          f"{QUICK_S:g} s", 1 <= len(waited) <= max_waiting, f"{len(waited)} waited")
+    check("... those answered once the stop had ended (succeeded)",
+          all(x[2].json["status"] == "succeeded" for x in waited), repr([x[2] for x in waited]))
+    check(f"the other {len(quick)} answered at once with Retry-After and the operation as it "
+          f"was (queued or running)", all(retry_after(x[2]) is not None
+                                          and x[2].json["status"] in ("queued", "running")
+                                          for x in quick),
+          repr([show_timed(x, t_ref) for x in quick]))
+    check(f"while the waiting places were taken, POST pause?wait={wait_max} answered at once: "
+          f"202 with its vm.pause operation and Retry-After",
+          lx is not None and isinstance(lx[2], Resp) and lx[1] <= QUICK_S
+          and accepted(lx[2], "vm.pause", ("running", "paused"), other)
+          and retry_after(lx[2]) is not None, repr(lx))
+    everything = [x for x in results + probes + [lx] if x]
+    check(f"no request was held longer than wait_max_s + 2 s ({wait_max + 2} s)",
+          len(everything) == len(results) + len(probes) + 1
+          and all(x[1] < wait_max + 2 for x in everything),
+          repr([show_timed(x, t_ref) for x in everything if x[1] >= wait_max + 2][:5]))
+    slow = [x for x in probes if not (isinstance(x[2], Resp) and x[2].status == 200
+                                      and x[1] < QUICK_S)]
+    print(f"       {len(probes)} health probes, slowest "
+          f"{max((x[1] for x in probes), default=0):.2f} s")
+    check(f"every GET /v1/health meanwhile answered 200 within {QUICK_S:g} s",
+          len(probes) >= 10 and not slow, repr([show_timed(x, t_ref) for x in slow][:5]))
+
+    o = finish_op(sop)
+    took = (parse_time(o.get("finished_at")) or 0) - (parse_time(o.get("started_at")) or 0)
+    print(f"       the stop ran {took:.1f} s")
+    check(f"... the guest ignored the power button: the stop took stop_timeout_s "
+          f"({stop_timeout:g} s) and pulled the plug", took >= stop_timeout - 0.5
+          and "STRATUS-GUEST-POWEROFF" not in console_log(vm_id), f"{took:.1f} s")
+    g = request("GET", f"/v1/vms/{vm_id}")
+    check("the VM is stopped", g.status == 200 and g.json.get("status") == "stopped", repr(g))
+    rc, out = virsh("domstate", f"stratus-{vm_id}")
+    check("... libvirt says shut off", rc == 0 and out.strip() == "shut off", out.strip())
+    if lx and isinstance(lx[2], Resp) and lx[2].status == 202:
+        finish_op(lx[2].json["operation"])
+    for v in (vm_id, other):
+        delete_vm(v)
+    r = request("DELETE", f"/v1/images/{img}", timeout=60)
+    check("the image is deleted (204)", r.status == 204, repr(r))
+    cleanup_images.remove(img)
+
+
 SCENARIOS = {
     "badinput": scenario_badinput,
     "lifecycle": scenario_lifecycle,
@@ -2999,6 +3689,10 @@ SCENARIOS = {
     "idempotency": scenario_idempotency,
     "poweroff": scenario_poweroff,
     "concurrency": scenario_concurrency,
+    "ifmatch": scenario_ifmatch,
+    "races": scenario_races,
+    "action_crash": scenario_action_crash,
+    "waitbound": scenario_waitbound,
     "scaleout": scenario_scaleout,
     "dbdown": scenario_dbdown,
 }
