@@ -90,7 +90,7 @@ main(int argc, char **argv)
         snprintf(name, sizeof(name), "bench-%zu", i);
         fixture_create_req(fx, name, &req);
         t = st_monotonic_ns();
-        if (op_service_create_vm(&svc, FIXTURE_OWNER, NULL, &req, &vms[i], &op, NULL, &err) < 0)
+        if (op_service_create_vm(&svc, FIXTURE_OWNER, &req, &vms[i], &op, NULL, &err) < 0)
             die("accept", &err);
         accept_ns[i] = st_monotonic_ns() - t;
     }
@@ -108,7 +108,7 @@ main(int argc, char **argv)
         struct operation op;
         struct vm vm;
 
-        if (op_service_delete_vm(&svc, NULL, vms[i].id, &vm, &op, &err) < 0)
+        if (op_service_delete_vm(&svc, NULL, vms[i].id, 0, &vm, &op, &err) < 0)
             die("delete", &err);
     }
     t0 = st_monotonic_ns();

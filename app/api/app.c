@@ -12,6 +12,12 @@
 #include "util/mem.h"
 
 #define APP_POLL_INTERVAL_MS 200
+/*
+ * An Idempotency-Key whose first request is unanswered this long after it
+ * began never will be (nginx gives up on a request after 300 s): the worker
+ * serving it died, and the key is free again.
+ */
+#define APP_IDEM_ABANDONED_MS 310000
 #define APP_KEYS_CHECK_MS 1000
 
 int
@@ -255,7 +261,9 @@ wire_services(struct app *app)
         .ops = &app->store.ops,
         .events = &app->store.events,
         .vms = &app->store.vms,
+        .tx = &app->store.tx,
         .vm_svc = &app->vm_svc,
+        .users = &app->user_svc,
         .cfg =
             {
                 .lease_ms = (int64_t)app->cfg.lease_s * 1000,
@@ -263,6 +271,11 @@ wire_services(struct app *app)
                 .wait_poll_ms = APP_POLL_INTERVAL_MS,
             },
         .probe = NULL,
+    };
+    app->idem_svc = (struct idem_service){
+        .records = &app->store.events,
+        .ttl_ms = (int64_t)app->cfg.idempotency_ttl_s * 1000,
+        .abandoned_ms = APP_IDEM_ABANDONED_MS,
     };
     app->reconcile_svc = (struct reconcile_service){
         .vms = &app->store.vms,

@@ -24,6 +24,7 @@
 #include "repositories/vm_repo.h"
 #include "services/audit_service.h"
 #include "services/flavor_service.h"
+#include "services/idem_service.h"
 #include "services/image_service.h"
 #include "services/op_service.h"
 #include "services/reconcile_service.h"
@@ -49,6 +50,7 @@ struct app {
     struct user_service user_svc;
     struct audit_service audit_svc;
     struct op_service op_svc;
+    struct idem_service idem_svc;
     struct reconcile_service reconcile_svc;
 };
 

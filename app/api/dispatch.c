@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "api/log.h"
+#include "api/waitgate.h"
 #include "util/mem.h"
 #include "util/secret.h"
 
@@ -15,13 +16,14 @@ static const char *const vm_list_params[] = {"limit", "marker", "status", "name"
 static const char *const audit_params[] = {"limit", "marker", "user_id", "target_id", NULL};
 static const char *const op_list_params[] = {"limit", "marker", "target_id", "status", NULL};
 static const char *const op_get_params[] = {"wait", NULL};
+static const char *const action_params[] = {"wait", NULL};
 static const char *const collect_params[] = {"dry_run", NULL};
 
 #define USER ROUTE_AUTH_USER
 #define ADMIN ROUTE_AUTH_ADMIN
 #define ACTION(name)                                                                               \
     {                                                                                              \
-        "POST", "/v1/vms/{id}/" name, handle_vms_action, ROUTE_BODY_EMPTY, NULL, USER              \
+        "POST", "/v1/vms/{id}/" name, handle_vms_action, ROUTE_BODY_EMPTY, action_params, USER     \
     }
 
 const struct route api_routes[] = {
@@ -121,6 +123,89 @@ api_uuid_param(const struct api_call *call, const char *name, char out[ST_ID_BUF
     for (i = 0; i < ST_ID_BUF; i++)
         out[i] = (char)tolower((unsigned char)v[i]);
     return 0;
+}
+
+int
+api_wait_param(const struct api_call *call, int64_t *out, struct st_error *err)
+{
+    const char *v = http_query_get(call->query, "wait");
+    unsigned n = 0;
+    size_t i;
+
+    *out = 0;
+    if (!v)
+        return 0;
+    for (i = 0; v[i]; i++) {
+        if (!isdigit((unsigned char)v[i]) || i >= 2)
+            return st_error_set(err, ST_ERR_INVALID, "wait '%.32s' is not an integer in 0..60", v);
+        n = n * 10 + (unsigned)(v[i] - '0');
+    }
+    if (i == 0 || n > 60)
+        return st_error_set(err, ST_ERR_INVALID, "wait '%.32s' is not an integer in 0..60", v);
+    *out = (int64_t)n * 1000;
+    return 0;
+}
+
+int
+api_wait_operation(struct api_call *call, const char *id, int64_t wait_ms, struct operation *out,
+                   struct st_error *err)
+{
+    bool admitted = wait_ms > 0 && waitgate_enter();
+    int rc;
+
+    if (wait_ms > 0 && !admitted) {
+        /* Every waiting place is taken: the state now, and when to look again. */
+        http_response_header(call->resp, "Retry-After", "1");
+        wait_ms = 0;
+    }
+    rc = op_service_get(&call->app->op_svc, api_scope(call), id, wait_ms, out, err);
+    if (admitted)
+        waitgate_leave();
+    return rc;
+}
+
+int
+api_if_match(const struct api_call *call, uint64_t *expect, struct st_error *err)
+{
+    const char *v = call->req->if_match;
+    unsigned long long n = 0;
+    size_t i, len;
+
+    *expect = 0;
+    if (!v)
+        return 0;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    len = strlen(v);
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    if (len == 1 && v[0] == '*')
+        return 0;
+    if (len < 3 || len > 22 || v[0] != '"' || v[len - 1] != '"')
+        goto bad;
+    for (i = 1; i < len - 1; i++) {
+        if (!isdigit((unsigned char)v[i]))
+            goto bad;
+        n = n * 10 + (unsigned long long)(v[i] - '0');
+    }
+    if (n == 0)
+        goto bad;
+    *expect = n;
+    return 0;
+bad:
+    return st_error_set(err, ST_ERR_INVALID,
+                        "If-Match must be * or one entity tag as ETag gives it, like \"3\"; "
+                        "got '%.64s'",
+                        call->req->if_match);
+}
+
+void
+api_etag(struct api_call *call, uint64_t revision)
+{
+    char tag[32];
+
+    snprintf(tag, sizeof(tag), "\"%llu\"", (unsigned long long)revision);
+    http_response_header(call->resp, "ETag", tag);
 }
 
 /* The credential of "Authorization: Bearer <credential>", or NULL when malformed. */
@@ -325,14 +410,9 @@ prepare(struct api_call *call, struct route_match *match, struct principal *who,
     return 0;
 }
 
+/* A duplicate waits at most this long (and never past wait_max_s) for the first's answer. */
 #define IDEM_WAIT_MS 15000
 #define IDEM_POLL_MS 100
-/*
- * An answer still missing this long after its request began never comes
- * (nginx gives up on a request after 300 s): the worker serving it died, and
- * the key is free again.
- */
-#define IDEM_ABANDONED_MS 310000
 
 /* SHA-256 of what makes two requests the same request. */
 static void
@@ -369,20 +449,52 @@ idem_replay(struct api_call *call, const struct idem_record *rec)
 }
 
 /*
+ * The wait of a duplicate for the first request's answer: it holds one of
+ * the pool's waiting places for at most min(IDEM_WAIT_MS, wait_max_s).
+ * Returns with *res still IDEM_IN_PROGRESS when the answer did not come
+ * (or no place was free: then Retry-After is set).
+ */
+static int
+idem_wait(struct api_call *call, const char *hash, enum idem_begin_result *res,
+          struct idem_record *rec, struct st_error *err)
+{
+    const struct http_request *req = call->req;
+    int64_t bound = (int64_t)call->app->cfg.wait_max_s * 1000;
+    int64_t deadline;
+    int rc = 0;
+
+    if (!waitgate_enter()) {
+        http_response_header(call->resp, "Retry-After", "1");
+        return 0;
+    }
+    deadline = st_monotonic_ms() + (bound < IDEM_WAIT_MS ? bound : IDEM_WAIT_MS);
+    while (*res == IDEM_IN_PROGRESS && st_monotonic_ms() < deadline) {
+        st_sleep_ms(IDEM_POLL_MS);
+        idem_record_release(rec);
+        rc = idem_service_begin(&call->app->idem_svc, call->who->user_id, req->idempotency_key,
+                                hash, res, rec, err);
+        if (rc < 0)
+            break;
+    }
+    waitgate_leave();
+    if (*res == IDEM_IN_PROGRESS)
+        http_response_header(call->resp, "Retry-After", "1");
+    return rc;
+}
+
+/*
  * An Idempotency-Key on a POST: 1 when the request was answered here (a
  * replay, a reused key, a duplicate still running), 0 when the handler
- * should run and api_idem_end() store its answer.
+ * should run and idem_end() store its answer.
  */
 static int
 idem_start(struct api_call *call, bool *recorded)
 {
     const struct http_request *req = call->req;
-    struct app *app = call->app;
     enum idem_begin_result res = IDEM_NEW;
     char hash[ST_HASH_HEX_BUF];
     struct st_error err = {0};
     struct idem_record rec;
-    int64_t deadline = st_monotonic_ms() + IDEM_WAIT_MS;
     char *detail;
 
     *recorded = false;
@@ -395,28 +507,16 @@ idem_start(struct api_call *call, bool *recorded)
         return 1;
     }
     idem_hash(req, hash);
-    for (;;) {
-        memset(&rec, 0, sizeof(rec));
-        if (event_repo_idem_begin(
-                &app->store.events, call->who->user_id, req->idempotency_key, hash, st_now_ms(),
-                st_now_ms() + (int64_t)app->cfg.idempotency_ttl_s * 1000, &res, &rec, &err) < 0) {
-            api_fail(call, &err);
-            return 1;
-        }
-        if (res == IDEM_IN_PROGRESS && rec.created_at < st_now_ms() - IDEM_ABANDONED_MS &&
-            event_repo_idem_forget(&app->store.events, call->who->user_id, req->idempotency_key,
-                                   &err) == 0) {
-            idem_record_release(&rec);
-            continue;
-        }
-        if (res != IDEM_IN_PROGRESS || st_monotonic_ms() >= deadline)
-            break;
-        /* A duplicate sent while the first is served waits for its answer. */
+    if (idem_service_begin(&call->app->idem_svc, call->who->user_id, req->idempotency_key, hash,
+                           &res, &rec, &err) < 0 ||
+        (res == IDEM_IN_PROGRESS && idem_wait(call, hash, &res, &rec, &err) < 0)) {
         idem_record_release(&rec);
-        st_sleep_ms(IDEM_POLL_MS);
+        api_fail(call, &err);
+        return 1;
     }
     switch (res) {
     case IDEM_NEW:
+        idem_record_release(&rec);
         *recorded = true;
         return 0;
     case IDEM_DONE:
@@ -445,16 +545,10 @@ idem_end(struct api_call *call)
 {
     const struct http_response *resp = call->resp;
     struct st_error err = {0};
-    int rc;
 
-    if (resp->status >= 500)
-        rc = event_repo_idem_forget(&call->app->store.events, call->who->user_id,
-                                    call->req->idempotency_key, &err);
-    else
-        rc = event_repo_idem_finish(&call->app->store.events, call->who->user_id,
-                                    call->req->idempotency_key, resp->status, resp->body,
-                                    http_response_get_header(resp, "Location"), &err);
-    if (rc < 0)
+    if (idem_service_finish(&call->app->idem_svc, call->who->user_id, call->req->idempotency_key,
+                            resp->status, resp->body, http_response_get_header(resp, "Location"),
+                            &err) < 0)
         api_log(API_LOG_ERROR, "idempotency record of request %s not stored: %s",
                 call->req->request_id, err.msg);
 }

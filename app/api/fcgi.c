@@ -69,6 +69,7 @@ fcgi_read_request(FCGX_Request *fr, unsigned long max_body, struct http_request 
     http_request_set_auth(out, FCGX_GetParam("HTTP_AUTHORIZATION", fr->envp),
                           FCGX_GetParam("REMOTE_ADDR", fr->envp));
     http_request_set_idempotency_key(out, FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", fr->envp));
+    http_request_set_if_match(out, FCGX_GetParam("HTTP_IF_MATCH", fr->envp));
     free(body);
     free(uri);
 }

@@ -62,6 +62,24 @@ int api_uuid_param(const struct api_call *call, const char *name, char out[ST_ID
 void api_created(struct api_call *call, const char *collection, const char *id, json_t *doc);
 /* {"items": @items (stolen), "next_marker": @last_id or null} */
 void api_list_reply(struct api_call *call, json_t *items, const char *next_marker);
+/* ?wait=N seconds (0..60) into *out milliseconds; 0 when absent. */
+int api_wait_param(const struct api_call *call, int64_t *out, struct st_error *err);
+/*
+ * Operation @id within the caller's scope, after waiting up to @wait_ms
+ * (the service cuts it to wait_max_s) for it to end.  The wait holds one
+ * of the pool's max_waiting_requests places; when none is free the answer
+ * is the operation as it is now, with Retry-After set on the response.
+ */
+int api_wait_operation(struct api_call *call, const char *id, int64_t wait_ms,
+                       struct operation *out, struct st_error *err);
+/*
+ * The revision If-Match names: 0 when the header is absent or "*" (any),
+ * else the number of its one strong entity tag ("3").  Anything else is
+ * ST_ERR_INVALID.
+ */
+int api_if_match(const struct api_call *call, uint64_t *expect, struct st_error *err);
+/* ETag: "<revision>" on the response. */
+void api_etag(struct api_call *call, uint64_t revision);
 
 void handle_vms_list(struct api_call *call);
 void handle_vms_create(struct api_call *call);

@@ -58,15 +58,19 @@ handle_flavors_get(struct api_call *call)
         return;
     }
     http_response_json(call->resp, 200, flavor_to_json(&flavor));
+    api_etag(call, flavor.revision);
 }
 
 void
 handle_flavors_delete(struct api_call *call)
 {
     struct st_error err;
+    uint64_t expect;
 
     memset(&err, 0, sizeof(err));
-    if (flavor_service_delete(&call->app->flavor_svc, NULL, call->match->ids[0], &err) < 0) {
+    if (api_if_match(call, &expect, &err) < 0 ||
+        flavor_service_delete(&call->app->flavor_svc, NULL, call->match->ids[0], expect, &err) <
+            0) {
         api_fail(call, &err);
         return;
     }

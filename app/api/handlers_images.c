@@ -62,16 +62,19 @@ handle_images_get(struct api_call *call)
         return;
     }
     http_response_json(call->resp, 200, image_to_json(&image));
+    api_etag(call, image.revision);
 }
 
 void
 handle_images_delete(struct api_call *call)
 {
     struct st_error err;
+    uint64_t expect;
 
     memset(&err, 0, sizeof(err));
-    if (image_service_delete(&call->app->image_svc, api_scope(call), call->match->ids[0], &err) <
-        0) {
+    if (api_if_match(call, &expect, &err) < 0 ||
+        image_service_delete(&call->app->image_svc, api_scope(call), call->match->ids[0], expect,
+                             &err) < 0) {
         api_fail(call, &err);
         return;
     }

@@ -1,32 +1,9 @@
 #include "api/handlers.h"
 
-#include <ctype.h>
 #include <string.h>
 
 #include "services/op_service.h"
 #include "services/reconcile_service.h"
-
-/* ?wait=N seconds, 0..60 (the service cuts it to wait_max_s). */
-static int
-wait_param(const struct api_call *call, int64_t *out, struct st_error *err)
-{
-    const char *v = http_query_get(call->query, "wait");
-    unsigned n = 0;
-    size_t i;
-
-    *out = 0;
-    if (!v)
-        return 0;
-    for (i = 0; v[i]; i++) {
-        if (!isdigit((unsigned char)v[i]) || i >= 2)
-            return st_error_set(err, ST_ERR_INVALID, "wait '%.32s' is not an integer in 0..60", v);
-        n = n * 10 + (unsigned)(v[i] - '0');
-    }
-    if (i == 0 || n > 60)
-        return st_error_set(err, ST_ERR_INVALID, "wait '%.32s' is not an integer in 0..60", v);
-    *out = (int64_t)n * 1000;
-    return 0;
-}
 
 void
 handle_operations_get(struct api_call *call)
@@ -36,13 +13,13 @@ handle_operations_get(struct api_call *call)
     int64_t wait_ms;
 
     memset(&err, 0, sizeof(err));
-    if (wait_param(call, &wait_ms, &err) < 0 ||
-        op_service_get(&call->app->op_svc, api_scope(call), call->match->ids[0], wait_ms, &op,
-                       &err) < 0) {
+    if (api_wait_param(call, &wait_ms, &err) < 0 ||
+        api_wait_operation(call, call->match->ids[0], wait_ms, &op, &err) < 0) {
         api_fail(call, &err);
         return;
     }
     http_response_json(call->resp, 200, operation_to_json(&op));
+    api_etag(call, op.revision);
 }
 
 void

@@ -107,6 +107,7 @@ handle_users_get(struct api_call *call)
         return;
     }
     http_response_json(call->resp, 200, user_doc(call, &user));
+    api_etag(call, user.revision);
 }
 
 void
@@ -115,17 +116,19 @@ handle_users_patch(struct api_call *call)
     struct user_patch_req req;
     struct st_error err;
     struct user user;
+    uint64_t expect;
 
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
-    if (user_patch_req_decode(call->body, &req, &err) < 0 ||
-        user_service_update(&call->app->user_svc, call->who, named_user(call), &req, &user, &err) <
-            0) {
+    if (user_patch_req_decode(call->body, &req, &err) < 0 || api_if_match(call, &expect, &err) < 0 ||
+        user_service_update(&call->app->user_svc, call->who, named_user(call), &req, expect, &user,
+                            &err) < 0) {
         api_fail(call, &err);
         return;
     }
     memcpy(call->target_id, user.id, ST_ID_BUF);
     http_response_json(call->resp, 200, user_doc(call, &user));
+    api_etag(call, user.revision);
 }
 
 void

@@ -20,6 +20,7 @@ api_accepted(struct api_call *call, const struct vm *vm, const struct operation 
     json_object_set_new(doc, "operation", operation_to_json(op));
     http_response_json(call->resp, 202, doc);
     http_response_header(call->resp, "Location", location);
+    api_etag(call, vm->revision);
     memcpy(call->target_id, vm->id, ST_ID_BUF);
     free(location);
 }
@@ -85,9 +86,7 @@ handle_vms_create(struct api_call *call)
 {
     struct quota_violation violation = {0};
     struct vm_create_req req;
-    struct quota_usage unused;
     struct operation op;
-    struct quota limits;
     struct st_error err;
     struct vm vm;
 
@@ -96,12 +95,8 @@ handle_vms_create(struct api_call *call)
     memset(&vm, 0, sizeof(vm));
     /* The creator owns the VM, admins too; their quota applies to them. */
     if (vm_create_req_decode(call->body, &req, &err) < 0 ||
-        user_service_quota(&call->app->user_svc, call->who->user_id, &limits, &unused, &err) < 0) {
-        api_fail(call, &err);
-        return;
-    }
-    if (op_service_create_vm(&call->app->op_svc, call->who->user_id, &limits, &req, &vm, &op,
-                             &violation, &err) < 0) {
+        op_service_create_vm(&call->app->op_svc, call->who->user_id, &req, &vm, &op, &violation,
+                             &err) < 0) {
         if (violation.quota)
             quota_problem(call, &err, &violation);
         else
@@ -123,6 +118,7 @@ handle_vms_get(struct api_call *call)
         return;
     }
     http_response_json(call->resp, 200, vm_to_json(&vm));
+    api_etag(call, vm.revision);
 }
 
 void
@@ -130,34 +126,29 @@ handle_vms_patch(struct api_call *call)
 {
     struct quota_violation violation = {0};
     struct vm_patch_req req;
-    struct quota_usage unused;
-    struct quota limits;
+    struct operation op;
     struct st_error err;
+    uint64_t expect;
+    bool queued = false;
     struct vm vm;
-    bool limited;
 
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
-    /* A resize counts against the quota of the VM's owner, whoever asks. */
-    if (vm_patch_req_decode(call->body, &req, &err) < 0 ||
-        vm_service_get(&call->app->vm_svc, api_scope(call), call->match->ids[0], &vm, &err) < 0)
-        goto fail;
-    limited = user_service_quota(&call->app->user_svc, vm.owner_id, &limits, &unused, &err) == 0;
-    /* An owner that is no user (rows from before identity) has no quota. */
-    if (!limited && err.code != ST_ERR_NOT_FOUND)
-        goto fail;
-    if (vm_service_update_within(&call->app->vm_svc, api_scope(call), limited ? &limits : NULL,
-                                 call->match->ids[0], &req, &vm, &violation, &err) < 0) {
-        if (violation.quota) {
+    if (vm_patch_req_decode(call->body, &req, &err) < 0 || api_if_match(call, &expect, &err) < 0 ||
+        op_service_patch_vm(&call->app->op_svc, api_scope(call), call->match->ids[0], &req, expect,
+                            &vm, &op, &queued, &violation, &err) < 0) {
+        if (violation.quota)
             quota_problem(call, &err, &violation);
-            return;
-        }
-        goto fail;
+        else
+            api_fail(call, &err);
+        return;
+    }
+    if (queued) {
+        api_accepted(call, &vm, &op);
+        return;
     }
     http_response_json(call->resp, 200, vm_to_json(&vm));
-    return;
-fail:
-    api_fail(call, &err);
+    api_etag(call, vm.revision);
 }
 
 void
@@ -165,26 +156,43 @@ handle_vms_delete(struct api_call *call)
 {
     struct operation op;
     struct st_error err;
+    uint64_t expect;
     struct vm vm;
 
     memset(&err, 0, sizeof(err));
-    if (op_service_delete_vm(&call->app->op_svc, api_scope(call), call->match->ids[0], &vm, &op,
-                             &err) < 0) {
+    if (api_if_match(call, &expect, &err) < 0 ||
+        op_service_delete_vm(&call->app->op_svc, api_scope(call), call->match->ids[0], expect, &vm,
+                             &op, &err) < 0) {
         api_fail(call, &err);
         return;
     }
     api_accepted(call, &vm, &op);
 }
 
-/* The VM's history is best effort: the action itself has happened. */
+/*
+ * ?wait=: the outcome when it comes in time (200 with the VM as it now is
+ * and the ended operation), else the 202 of any accepted operation.
+ */
 static void
-action_event(struct api_call *call, const char *action, const struct vm *vm)
+action_reply(struct api_call *call, const struct vm *accepted, const struct operation *op,
+             int64_t wait_ms)
 {
-    struct st_error ignored = {0};
-    char *message = st_xasprintf("%s: now %s", action, vm_status_name(vm->status));
+    struct st_error err = {0};
+    struct operation now;
+    json_t *doc;
+    struct vm vm;
 
-    op_service_event(&call->app->op_svc, vm, VM_EVENT_STATE_CHANGE, message, NULL, &ignored);
-    free(message);
+    if (wait_ms <= 0 || api_wait_operation(call, op->id, wait_ms, &now, &err) < 0 ||
+        !op_status_terminal(now.status) ||
+        vm_service_get(&call->app->vm_svc, api_scope(call), accepted->id, &vm, &err) < 0) {
+        api_accepted(call, accepted, op);
+        return;
+    }
+    doc = vm_to_json(&vm);
+    json_object_set_new(doc, "operation", operation_to_json(&now));
+    http_response_json(call->resp, 200, doc);
+    api_etag(call, vm.revision);
+    memcpy(call->target_id, vm.id, ST_ID_BUF);
 }
 
 void
@@ -193,7 +201,10 @@ handle_vms_action(struct api_call *call)
     /* The action is the last segment of the route's own pattern. */
     const char *name = strrchr(call->match->route->pattern, '/') + 1;
     enum vm_action action;
+    struct operation op;
     struct st_error err;
+    int64_t wait_ms;
+    uint64_t expect;
     struct vm vm;
 
     memset(&err, 0, sizeof(err));
@@ -202,11 +213,11 @@ handle_vms_action(struct api_call *call)
         api_fail(call, &err);
         return;
     }
-    if (vm_service_action(&call->app->vm_svc, api_scope(call), call->match->ids[0], action, &vm,
-                          &err) < 0) {
+    if (api_wait_param(call, &wait_ms, &err) < 0 || api_if_match(call, &expect, &err) < 0 ||
+        op_service_action_vm(&call->app->op_svc, api_scope(call), call->match->ids[0], action,
+                             expect, &vm, &op, &err) < 0) {
         api_fail(call, &err);
         return;
     }
-    action_event(call, name, &vm);
-    http_response_json(call->resp, 200, vm_to_json(&vm));
+    action_reply(call, &vm, &op, wait_ms);
 }

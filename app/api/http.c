@@ -137,6 +137,7 @@ http_request_release(struct http_request *req)
     free(req->authorization);
     free(req->client_addr);
     free(req->idempotency_key);
+    free(req->if_match);
     memset(req, 0, sizeof(*req));
 }
 
@@ -145,6 +146,13 @@ http_request_set_idempotency_key(struct http_request *req, const char *key)
 {
     free(req->idempotency_key);
     req->idempotency_key = key ? st_xstrdup(key) : NULL;
+}
+
+void
+http_request_set_if_match(struct http_request *req, const char *value)
+{
+    free(req->if_match);
+    req->if_match = value ? st_xstrdup(value) : NULL;
 }
 
 void

@@ -35,6 +35,7 @@ struct http_request {
     char *authorization;   /* the Authorization header; NULL when absent */
     char *client_addr;     /* the peer as nginx saw it; NULL when unknown */
     char *idempotency_key; /* the Idempotency-Key header; NULL when absent */
+    char *if_match;        /* the If-Match header; NULL when absent */
 };
 
 /*
@@ -51,6 +52,8 @@ void http_request_set_auth(struct http_request *req, const char *authorization,
                            const char *client_addr);
 /* Set (copy) the Idempotency-Key header; NULL clears. */
 void http_request_set_idempotency_key(struct http_request *req, const char *key);
+/* Set (copy) the If-Match header; NULL clears. */
+void http_request_set_if_match(struct http_request *req, const char *value);
 
 /* True for 1..64 characters of [A-Za-z0-9._-]. */
 bool http_request_id_valid(const char *s);

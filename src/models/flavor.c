@@ -56,11 +56,14 @@ flavor_create_req_decode(const json_t *body, struct flavor_create_req *out, stru
 json_t *
 flavor_to_json(const struct flavor *flavor)
 {
+    json_t *doc;
     char created[ST_TIME_BUF];
 
     st_time_format(flavor->created_at, created);
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", flavor->id, "name", flavor->name,
-                     "owner_id", flavor->owner_id, "vcpus", (json_int_t)flavor->vcpus, "memory_mib",
-                     (json_int_t)flavor->memory_mib, "disk_gib", (json_int_t)flavor->disk_gib,
-                     "created_at", created);
+    doc = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", flavor->id, "name", flavor->name,
+                    "owner_id", flavor->owner_id, "vcpus", (json_int_t)flavor->vcpus, "memory_mib",
+                    (json_int_t)flavor->memory_mib, "disk_gib", (json_int_t)flavor->disk_gib,
+                    "created_at", created);
+    json_object_set_new(doc, "revision", json_integer((json_int_t)flavor->revision));
+    return doc;
 }

@@ -176,16 +176,19 @@ bytes_to_json_int(uint64_t n)
 json_t *
 image_to_json(const struct image *image)
 {
+    json_t *doc;
     char created[ST_TIME_BUF], updated[ST_TIME_BUF];
 
     st_time_format(image->created_at, created);
     st_time_format(image->updated_at, updated);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "id", image->id,
-                     "name", image->name, "owner_id", image->owner_id, "format",
-                     image_format_name(image->format), "status", image_status_name(image->status),
-                     "visibility", image_visibility_name(image->visibility), "size_bytes",
-                     bytes_to_json_int(image->size_bytes), "virtual_size_bytes",
-                     bytes_to_json_int(image->virtual_size_bytes), "min_disk_gib",
-                     (json_int_t)image_min_disk_gib(image), "created_at", created, "updated_at",
-                     updated);
+    doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "id", image->id,
+                    "name", image->name, "owner_id", image->owner_id, "format",
+                    image_format_name(image->format), "status", image_status_name(image->status),
+                    "visibility", image_visibility_name(image->visibility), "size_bytes",
+                    bytes_to_json_int(image->size_bytes), "virtual_size_bytes",
+                    bytes_to_json_int(image->virtual_size_bytes), "min_disk_gib",
+                    (json_int_t)image_min_disk_gib(image), "created_at", created, "updated_at",
+                    updated);
+    json_object_set_new(doc, "revision", json_integer((json_int_t)image->revision));
+    return doc;
 }

@@ -6,14 +6,10 @@
 #include "util/mem.h"
 
 static const char *const op_kind_names[] = {
-    [OP_KIND_VM_CREATE] = "vm.create",
-    [OP_KIND_VM_DELETE] = "vm.delete",
-    [OP_KIND_VM_START] = "vm.start",
-    [OP_KIND_VM_STOP] = "vm.stop",
-    [OP_KIND_VM_FORCE_STOP] = "vm.force-stop",
-    [OP_KIND_VM_REBOOT] = "vm.reboot",
-    [OP_KIND_VM_PAUSE] = "vm.pause",
-    [OP_KIND_VM_RESUME] = "vm.resume",
+    [OP_KIND_VM_CREATE] = "vm.create",         [OP_KIND_VM_DELETE] = "vm.delete",
+    [OP_KIND_VM_START] = "vm.start",           [OP_KIND_VM_STOP] = "vm.stop",
+    [OP_KIND_VM_FORCE_STOP] = "vm.force-stop", [OP_KIND_VM_REBOOT] = "vm.reboot",
+    [OP_KIND_VM_PAUSE] = "vm.pause",           [OP_KIND_VM_RESUME] = "vm.resume",
     [OP_KIND_VM_RESIZE] = "vm.resize",
 };
 
@@ -137,14 +133,17 @@ operation_time_to_json(int64_t ms)
 json_t *
 operation_to_json(const struct operation *op)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", op->id,
-                     "kind", op_kind_name(op->kind), "target_id", op->target_id, "owner_id",
-                     op->owner_id, "status", op_status_name(op->status), "step",
-                     operation_text_to_json(op->step, true), "error",
-                     operation_text_to_json(op->error, true), "created_at",
-                     operation_time_to_json(op->created_at), "started_at",
-                     operation_time_to_json(op->started_at), "finished_at",
-                     operation_time_to_json(op->finished_at), "attempts", (json_int_t)op->attempts);
+    json_t *doc;
+    doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", op->id, "kind",
+                    op_kind_name(op->kind), "target_id", op->target_id, "owner_id", op->owner_id,
+                    "status", op_status_name(op->status), "step",
+                    operation_text_to_json(op->step, true), "error",
+                    operation_text_to_json(op->error, true), "created_at",
+                    operation_time_to_json(op->created_at), "started_at",
+                    operation_time_to_json(op->started_at), "finished_at",
+                    operation_time_to_json(op->finished_at), "attempts", (json_int_t)op->attempts);
+    json_object_set_new(doc, "revision", json_integer((json_int_t)op->revision));
+    return doc;
 }
 
 void

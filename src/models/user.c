@@ -568,17 +568,20 @@ quota_usage_to_json(const struct quota_usage *u)
 json_t *
 user_to_json(const struct user *user, const struct quota *effective)
 {
+    json_t *doc;
     char created[ST_TIME_BUF], updated[ST_TIME_BUF];
 
     st_time_format(user->created_at, created);
     st_time_format(user->updated_at, updated);
     /* password_hash stays out, whoever asks. */
-    return json_pack("{s:s, s:o, s:o, s:s, s:o, s:o, s:s, s:s}", "id", user->id, "email",
-                     user_text_to_json(user->email), "nickname",
-                     user_optional_to_json(user->nickname), "status",
-                     user_status_name(user->status), "roles", user_roles_to_json(user->roles),
-                     "quota", quota_to_json(effective ? effective : &user->quota), "created_at",
-                     created, "updated_at", updated);
+    doc = json_pack("{s:s, s:o, s:o, s:s, s:o, s:o, s:s, s:s}", "id", user->id, "email",
+                    user_text_to_json(user->email), "nickname",
+                    user_optional_to_json(user->nickname), "status", user_status_name(user->status),
+                    "roles", user_roles_to_json(user->roles), "quota",
+                    quota_to_json(effective ? effective : &user->quota), "created_at", created,
+                    "updated_at", updated);
+    json_object_set_new(doc, "revision", json_integer((json_int_t)user->revision));
+    return doc;
 }
 
 json_t *

@@ -181,15 +181,18 @@ vm_fault_to_json(const char *fault)
 json_t *
 vm_to_json(const struct vm *vm)
 {
+    json_t *doc;
     char created[ST_TIME_BUF], updated[ST_TIME_BUF];
 
     st_time_format(vm->created_at, created);
     st_time_format(vm->updated_at, updated);
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:s, s:s, s:s, s:o}", "id", vm->id,
-                     "name", vm->name, "status", vm_status_name(vm->status), "vcpus",
-                     (json_int_t)vm->vcpus, "memory_mib", (json_int_t)vm->memory_mib, "disk_gib",
-                     (json_int_t)vm->disk_gib, "image_id", vm->image_id, "flavor_id",
-                     vm->flavor_id[0] ? json_string(vm->flavor_id) : json_null(), "owner_id",
-                     vm->owner_id, "created_at", created, "updated_at", updated, "fault",
-                     vm_fault_to_json(vm->fault));
+    doc = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:s, s:s, s:s, s:o}", "id", vm->id,
+                    "name", vm->name, "status", vm_status_name(vm->status), "vcpus",
+                    (json_int_t)vm->vcpus, "memory_mib", (json_int_t)vm->memory_mib, "disk_gib",
+                    (json_int_t)vm->disk_gib, "image_id", vm->image_id, "flavor_id",
+                    vm->flavor_id[0] ? json_string(vm->flavor_id) : json_null(), "owner_id",
+                    vm->owner_id, "created_at", created, "updated_at", updated, "fault",
+                    vm_fault_to_json(vm->fault));
+    json_object_set_new(doc, "revision", json_integer((json_int_t)vm->revision));
+    return doc;
 }

@@ -55,7 +55,18 @@ flavor_service_list(struct flavor_service *svc, const char *owner, const struct 
 /* VMs copied the sizes when they were made, so a flavor in use may go. */
 int
 flavor_service_delete(struct flavor_service *svc, const char *owner, const char *id,
-                      struct st_error *err)
+                      uint64_t expect, struct st_error *err)
 {
+    struct flavor flavor;
+
+    /* Flavors never change once made: the revision read is the one removed. */
+    if (expect) {
+        if (flavor_repo_get(svc->flavors, owner, id, &flavor, err) < 0)
+            return -1;
+        if (flavor.revision != expect)
+            return st_error_set(err, ST_ERR_PRECONDITION,
+                                "flavor '%s' is at revision %llu, not %llu (If-Match)", id,
+                                (unsigned long long)flavor.revision, (unsigned long long)expect);
+    }
     return flavor_repo_remove(svc->flavors, owner, id, err);
 }

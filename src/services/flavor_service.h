@@ -19,7 +19,8 @@ int flavor_service_get(struct flavor_service *svc, const char *owner, const char
 int flavor_service_list(struct flavor_service *svc, const char *owner,
                         const struct flavor_filter *f, struct flavor_list *out,
                         struct st_error *err);
+/* Remove a flavor; ST_ERR_PRECONDITION when @expect (If-Match; 0 for any) is not its revision. */
 int flavor_service_delete(struct flavor_service *svc, const char *owner, const char *id,
-                          struct st_error *err);
+                          uint64_t expect, struct st_error *err);
 
 #endif

@@ -99,7 +99,7 @@ image_service_list(struct image_service *svc, const char *owner, const struct im
 
 int
 image_service_delete(struct image_service *svc, const char *owner, const char *id,
-                     struct st_error *err)
+                     uint64_t expect, struct st_error *err)
 {
     struct st_error local = {0};
     struct image image;
@@ -108,6 +108,11 @@ image_service_delete(struct image_service *svc, const char *owner, const char *i
 
     if (image_repo_get(svc->images, owner, id, &image, err) < 0)
         return -1;
+    /* Images never change once registered: the revision read is the one removed. */
+    if (expect && image.revision != expect)
+        return st_error_set(err, ST_ERR_PRECONDITION,
+                            "image '%s' is at revision %llu, not %llu (If-Match)", id,
+                            (unsigned long long)image.revision, (unsigned long long)expect);
     /* A public image is visible to all, but only its owner (or an admin) may remove it. */
     if (owner && strcmp(image.owner_id, owner) != 0)
         return st_error_set(err, ST_ERR_FORBIDDEN,

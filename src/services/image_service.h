@@ -42,9 +42,10 @@ int image_service_list(struct image_service *svc, const char *owner, const struc
                        struct image_list *out, struct st_error *err);
 /*
  * ST_ERR_CONFLICT while any VM is built on it; ST_ERR_FORBIDDEN for
- * another owner's public image (admins pass a NULL @owner).
+ * another owner's public image (admins pass a NULL @owner); ST_ERR_PRECONDITION
+ * when @expect (If-Match; 0 for any) is not its revision.
  */
 int image_service_delete(struct image_service *svc, const char *owner, const char *id,
-                         struct st_error *err);
+                         uint64_t expect, struct st_error *err);
 
 #endif

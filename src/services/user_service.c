@@ -309,12 +309,17 @@ apply_password(struct user_service *svc, const struct principal *caller, struct 
 
 int
 user_service_update(struct user_service *svc, const struct principal *caller, const char *id,
-                    const struct user_patch_req *req, struct user *out, struct st_error *err)
+                    const struct user_patch_req *req, uint64_t expect, struct user *out,
+                    struct st_error *err)
 {
     struct user user;
 
     if (user_service_get(svc, caller, id, &user, err) < 0)
         return -1;
+    if (expect && user.revision != expect)
+        return st_error_set(err, ST_ERR_PRECONDITION,
+                            "user '%s' is at revision %llu, not %llu (If-Match)", user.id,
+                            (unsigned long long)user.revision, (unsigned long long)expect);
     if (!principal_is_admin(caller) && (req->has_status || req->has_roles || req->has_quota))
         return st_error_set(err, ST_ERR_FORBIDDEN,
                             "only an admin may change status, roles or quotas");
@@ -346,6 +351,18 @@ struct quota
 user_service_quota_of(const struct user_service *svc, const struct user *user)
 {
     return quota_effective(&user->quota, &svc->cfg.default_quota);
+}
+
+int
+user_service_limits(struct user_service *svc, const char *user_id, struct quota *limits,
+                    struct st_error *err)
+{
+    struct user user;
+
+    if (user_repo_get(svc->users, user_id, &user, err) < 0)
+        return -1;
+    *limits = user_service_quota_of(svc, &user);
+    return 0;
 }
 
 int

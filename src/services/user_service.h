@@ -116,13 +116,20 @@ int user_service_list(struct user_service *svc, const struct principal *caller,
  * old one; an admin may change anything of anyone (a password without the
  * old one).  Status, roles and quotas of oneself are admin-only
  * (ST_ERR_FORBIDDEN).  The last active admin cannot be disabled or lose
- * the role (ST_ERR_CONFLICT).
+ * the role (ST_ERR_CONFLICT).  The write is compare-and-set on the
+ * revision read: a user changed meanwhile is ST_ERR_STALE, and one not at
+ * @expect (If-Match; 0 for any) is ST_ERR_PRECONDITION.
  */
 int user_service_update(struct user_service *svc, const struct principal *caller, const char *id,
-                        const struct user_patch_req *req, struct user *out, struct st_error *err);
+                        const struct user_patch_req *req, uint64_t expect, struct user *out,
+                        struct st_error *err);
 
 /* The limits that apply to @user: its own where set, else the defaults. */
 struct quota user_service_quota_of(const struct user_service *svc, const struct user *user);
+
+/* @user_id's limits alone: one read of the user's row (ST_ERR_NOT_FOUND for no such user). */
+int user_service_limits(struct user_service *svc, const char *user_id, struct quota *limits,
+                        struct st_error *err);
 
 /* @user_id's limits and what their rows use now. */
 int user_service_quota(struct user_service *svc, const char *user_id, struct quota *limits,

@@ -13,11 +13,33 @@
 /* Used when the configuration leaves the poll interval unset. */
 #define POLL_INTERVAL_DEFAULT_MS 100
 
+/* How often a write that met a moved row is tried on the fresh one. */
+#define SAVE_TRIES 8
+
 static const char *const action_names[] = {
     [VM_ACTION_START] = "start",           [VM_ACTION_STOP] = "stop",
     [VM_ACTION_FORCE_STOP] = "force-stop", [VM_ACTION_REBOOT] = "reboot",
     [VM_ACTION_PAUSE] = "pause",           [VM_ACTION_RESUME] = "resume",
+    [VM_ACTION_RESIZE] = "resize",
 };
+
+static const char *const action_steps[][5] = {
+    [VM_ACTION_START] = {"define", "start", "record", NULL},
+    [VM_ACTION_STOP] = {"shutdown", "wait", "destroy", "record", NULL},
+    [VM_ACTION_FORCE_STOP] = {"destroy", "record", NULL},
+    [VM_ACTION_REBOOT] = {"reboot", "record", NULL},
+    [VM_ACTION_PAUSE] = {"suspend", "record", NULL},
+    [VM_ACTION_RESUME] = {"resume", "record", NULL},
+    [VM_ACTION_RESIZE] = {"define", "record", NULL},
+};
+
+const char *const *
+vm_action_steps(enum vm_action action)
+{
+    if ((size_t)action >= ST_ARRAY_LEN(action_steps))
+        BUG("an action without steps");
+    return action_steps[action];
+}
 
 const char *
 vm_action_name(enum vm_action action)
@@ -89,9 +111,8 @@ status_from_hv(enum hv_state state)
     return VM_STATUS_STOPPED;
 }
 
-/* Replace a live stored status by what the hypervisor sees (one call). */
-static int
-merge_one(struct vm_service *svc, struct vm *vm, struct st_error *err)
+int
+vm_service_merge(struct vm_service *svc, struct vm *vm, struct st_error *err)
 {
     struct st_error local = {0};
     enum hv_state state;
@@ -118,7 +139,7 @@ vm_service_get(struct vm_service *svc, const char *owner, const char *id, struct
 
     if (vm_repo_get(svc->vms, owner, id, &vm, err) < 0)
         return -1;
-    if (merge_one(svc, &vm, err) < 0)
+    if (vm_service_merge(svc, &vm, err) < 0)
         return -1;
     *out = vm;
     return 0;
@@ -227,20 +248,35 @@ vm_service_list(struct vm_service *svc, const char *owner, const struct vm_filte
     return 0;
 }
 
-/* Write @vm to its row with a fresh updated_at. */
-static int
-save(struct vm_service *svc, const char *owner, struct vm *vm, struct st_error *err)
+int
+vm_service_save_state(struct vm_service *svc, struct vm *vm, struct st_error *err)
 {
-    vm->updated_at = st_now_ms();
-    return vm_repo_update(svc->vms, owner, vm, err);
+    struct st_error local = {0};
+    struct vm fresh;
+    int tries;
+
+    for (tries = 0; tries < SAVE_TRIES; tries++) {
+        vm->updated_at = st_now_ms();
+        if (vm_repo_update(svc->vms, NULL, vm, &local) == 0) {
+            vm->revision++;
+            return 0;
+        }
+        if (local.code != ST_ERR_STALE || vm_repo_get(svc->vms, NULL, vm->id, &fresh, &local) < 0)
+            break;
+        fresh.status = vm->status;
+        fresh.step = vm->step;
+        memcpy(fresh.fault, vm->fault, sizeof(fresh.fault));
+        *vm = fresh;
+    }
+    error_pass(err, &local);
+    return -1;
 }
 
 static int
-record_step(struct vm_service *svc, const char *owner, struct vm *vm, enum vm_step step,
-            struct st_error *err)
+record_step(struct vm_service *svc, struct vm *vm, enum vm_step step, struct st_error *err)
 {
     vm->step = step;
-    if (save(svc, owner, vm, err) < 0) {
+    if (vm_service_save_state(svc, vm, err) < 0) {
         st_error_prefix(err, "recording step %s", vm_step_name(step));
         return -1;
     }
@@ -309,7 +345,22 @@ create_prepare(struct vm_service *svc, const char *owner, const struct vm_create
     st_strlcpy(vm->image_id, image->id, sizeof(vm->image_id));
     vm->status = VM_STATUS_CREATING;
     vm->step = VM_STEP_ROW;
+    vm->revision = 1;
     vm->created_at = vm->updated_at = st_now_ms();
+    return 0;
+}
+
+int
+vm_service_create_prepare(struct vm_service *svc, const char *owner,
+                          const struct vm_create_req *req, struct vm *out, struct st_error *err)
+{
+    struct image image;
+    struct vm vm;
+
+    memset(&vm, 0, sizeof(vm));
+    if (create_prepare(svc, owner, req, &vm, &image, err) < 0)
+        return -1;
+    *out = vm;
     return 0;
 }
 
@@ -375,13 +426,14 @@ create_undo(struct vm_service *svc, const struct vm *vm, enum vm_step done)
     return left;
 }
 
-/* Tell the hook a step is recorded; its refusal stops the work where it is. */
+/* Tell the hook a step is done; its refusal stops the work where it is. */
 static int
-step_done(struct vm_service *svc, const struct vm *vm, const char *step, struct st_error *err)
+step_done(const struct vm_step_hook *hook, const struct vm *vm, const char *step,
+          struct st_error *err)
 {
-    if (!svc->hook.fn)
+    if (!hook || !hook->fn)
         return 0;
-    return svc->hook.fn(svc->hook.ctx, vm->id, step, err);
+    return hook->fn(hook->ctx, vm->id, step, err);
 }
 
 /* Start, accepting a domain that an interrupted earlier attempt already started. */
@@ -409,32 +461,29 @@ start_once(struct vm_service *svc, const char *id, struct st_error *err)
  * owns it now), else 0 or -1.
  */
 static int
-create_steps(struct vm_service *svc, const char *owner, struct vm *vm, const struct image *image,
-             enum vm_step *attempted, const char **failed, struct st_error *err)
+create_steps(struct vm_service *svc, struct vm *vm, const struct image *image,
+             const struct vm_step_hook *hook, enum vm_step *attempted, const char **failed,
+             struct st_error *err)
 {
     struct storage_vol_info disk;
     struct hv_domain_spec spec;
     char disk_vol[ST_NAME_BUF];
-    struct st_error ignored = {0};
-    struct image still;
+    struct st_error stale = {0};
 
     *attempted = vm->step;
     vm_service_disk_vol_name(vm->id, disk_vol);
     if (vm->step < VM_STEP_DISK) {
         *failed = "disk";
         *attempted = VM_STEP_DISK;
-        /*
-         * The row is committed, so the image can no longer be deleted (its
-         * store refuses while a VM names it); make sure it was not deleted
-         * just before.  A volume left by an interrupted attempt goes first.
-         */
-        if (image_repo_get(svc->images, NULL, image->id, &still, err) < 0)
-            return -1;
-        storage_remove(svc->storage, svc->cfg.disk_pool, disk_vol, &ignored);
+        /* A volume left by an interrupted attempt goes first; none is the usual case. */
+        if (storage_remove(svc->storage, svc->cfg.disk_pool, disk_vol, &stale) < 0 &&
+            stale.code != ST_ERR_NOT_FOUND)
+            return st_error_set(err, stale.code, "cannot remove the half-made root disk: %s",
+                                stale.msg);
         if (create_disk(svc, vm, image, &disk, err) < 0 ||
-            record_step(svc, owner, vm, VM_STEP_DISK, err) < 0)
+            record_step(svc, vm, VM_STEP_DISK, err) < 0)
             return -1;
-        if (step_done(svc, vm, "disk", err) < 0)
+        if (step_done(hook, vm, "disk", err) < 0)
             return 1;
     } else if (storage_info(svc->storage, svc->cfg.disk_pool, disk_vol, &disk, err) < 0) {
         *failed = "define";
@@ -445,25 +494,24 @@ create_steps(struct vm_service *svc, const char *owner, struct vm *vm, const str
         *attempted = VM_STEP_DEFINED;
         spec_from_vm(svc, vm, disk.path, &spec);
         if (hypervisor_define(svc->hv, &spec, err) < 0 ||
-            record_step(svc, owner, vm, VM_STEP_DEFINED, err) < 0)
+            record_step(svc, vm, VM_STEP_DEFINED, err) < 0)
             return -1;
-        if (step_done(svc, vm, "define", err) < 0)
+        if (step_done(hook, vm, "define", err) < 0)
             return 1;
     }
     if (vm->step < VM_STEP_STARTED) {
         *failed = "start";
         *attempted = VM_STEP_STARTED;
-        if (start_once(svc, vm->id, err) < 0 ||
-            record_step(svc, owner, vm, VM_STEP_STARTED, err) < 0)
+        if (start_once(svc, vm->id, err) < 0 || record_step(svc, vm, VM_STEP_STARTED, err) < 0)
             return -1;
-        if (step_done(svc, vm, "start", err) < 0)
+        if (step_done(hook, vm, "start", err) < 0)
             return 1;
     }
     *failed = "finish";
     vm->status = VM_STATUS_RUNNING;
-    if (record_step(svc, owner, vm, VM_STEP_DONE, err) < 0)
+    if (record_step(svc, vm, VM_STEP_DONE, err) < 0)
         return -1;
-    return step_done(svc, vm, "finish", err) < 0 ? 1 : 0;
+    return step_done(hook, vm, "finish", err) < 0 ? 1 : 0;
 }
 
 /* The row, within @limits when they are given. */
@@ -493,7 +541,7 @@ vm_service_create_within(struct vm_service *svc, const char *owner, const struct
     out->id[0] = '\0';
     if (vm_service_create_row(svc, owner, limits, req, &vm, v, err) < 0)
         return -1;
-    return vm_service_create_resume(svc, vm.id, out, err);
+    return vm_service_create_resume(svc, vm.id, NULL, out, err);
 }
 
 int
@@ -502,22 +550,36 @@ vm_service_create_row(struct vm_service *svc, const char *owner, const struct qu
                       struct st_error *err)
 {
     struct quota_violation unused;
-    struct image image;
     struct vm vm;
 
-    if (create_prepare(svc, owner, req, &vm, &image, err) < 0 ||
+    if (vm_service_create_prepare(svc, owner, req, &vm, err) < 0 ||
         create_insert(svc, &vm, limits, v ? v : &unused, err) < 0)
         return -1;
     *out = vm;
     return 0;
 }
 
+/*
+ * Leave the row of a failed create in `error` saying @cause.  When the row
+ * cannot say it, @cause says so too: the next reconcile pass finds a
+ * creating row with no operation and requeues it.
+ */
+static void
+create_fail_row(struct vm_service *svc, struct vm *vm, struct st_error *cause)
+{
+    struct st_error unsaved = {0};
+
+    vm->status = VM_STATUS_ERROR;
+    st_strlcpy(vm->fault, cause->msg, sizeof(vm->fault));
+    if (vm_service_save_state(svc, vm, &unsaved) < 0)
+        st_error_prefix(cause, "(the row could not record this: %s)", unsaved.msg);
+}
+
 int
-vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
-                         struct st_error *err)
+vm_service_create_resume(struct vm_service *svc, const char *id, const struct vm_step_hook *hook,
+                         struct vm *out, struct st_error *err)
 {
     struct st_error cause = {0};
-    struct st_error ignored = {0};
     enum vm_step attempted = VM_STEP_ROW;
     const char *failed = "row";
     struct image image;
@@ -536,8 +598,12 @@ vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
     if (vm.status != VM_STATUS_CREATING)
         return st_error_set(err, ST_ERR_CONFLICT, "VM '%s' is %s, not creating", id,
                             vm_status_name(vm.status));
+    /*
+     * The row is committed, so the image can no longer be deleted (its
+     * store refuses while a VM names it): this one read is enough.
+     */
     if (image_repo_get(svc->images, NULL, vm.image_id, &image, &cause) == 0) {
-        rc = create_steps(svc, NULL, &vm, &image, &attempted, &failed, &cause);
+        rc = create_steps(svc, &vm, &image, hook, &attempted, &failed, &cause);
         if (rc == 0) {
             *out = vm;
             return 0;
@@ -556,10 +622,7 @@ vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
     if (cause.code == ST_ERR_NOT_FOUND)
         cause.code = ST_ERR_CONFLICT;
     vm.step = create_undo(svc, &vm, attempted);
-    vm.status = VM_STATUS_ERROR;
-    st_strlcpy(vm.fault, cause.msg, sizeof(vm.fault));
-    /* Best effort: the caller gets the cause even if the row cannot say it. */
-    save(svc, NULL, &vm, &ignored);
+    create_fail_row(svc, &vm, &cause);
     error_pass(err, &cause);
     return -1;
 }
@@ -576,17 +639,34 @@ vm_service_create_abandon(struct vm_service *svc, const char *id, const char *wh
     vm.step = create_undo(svc, &vm, VM_STEP_STARTED);
     vm.status = VM_STATUS_ERROR;
     st_strlcpy(vm.fault, why, sizeof(vm.fault));
-    return save(svc, NULL, &vm, err);
+    return vm_service_save_state(svc, &vm, err);
 }
 
-static bool
-resize_requested(const struct vm *vm, const struct vm_patch_req *req)
+int
+vm_service_patch_apply(const struct vm_patch_req *req, enum vm_status shown, struct vm *vm,
+                       bool *resize, struct st_error *err)
 {
-    return (req->has_vcpus && req->vcpus != vm->vcpus) ||
-           (req->has_memory_mib && req->memory_mib != vm->memory_mib);
+    if (req->has_name && st_name_check("name", req->name, err) < 0)
+        return -1;
+    *resize = (req->has_vcpus && req->vcpus != vm->vcpus) ||
+              (req->has_memory_mib && req->memory_mib != vm->memory_mib);
+    if (*resize && shown != VM_STATUS_STOPPED)
+        return st_error_set(err, ST_ERR_CONFLICT,
+                            "VM '%s' is %s; stop it to change vcpus or memory_mib", vm->id,
+                            vm_status_name(shown));
+    if (req->has_name)
+        st_strlcpy(vm->name, req->name, sizeof(vm->name));
+    if (req->has_vcpus)
+        vm->vcpus = req->vcpus;
+    if (req->has_memory_mib)
+        vm->memory_mib = req->memory_mib;
+    /* Sized by hand now: the flavor no longer describes it. */
+    if (*resize)
+        vm->flavor_id[0] = '\0';
+    return 0;
 }
 
-/* Redefine the (stopped) domain of @vm with its current sizes. */
+/* Define the domain of @vm from its row (a define replaces the one there). */
 static int
 redefine(struct vm_service *svc, const struct vm *vm, struct st_error *err)
 {
@@ -603,74 +683,12 @@ redefine(struct vm_service *svc, const struct vm *vm, struct st_error *err)
     return hypervisor_define(svc->hv, &spec, err);
 }
 
-/* The row after a PATCH; a resize within @limits when they are given. */
-static int
-update_save(struct vm_service *svc, const char *owner, struct vm *vm, bool resize,
-            const struct quota *limits, struct quota_violation *v, struct st_error *err)
-{
-    if (!resize || !limits)
-        return save(svc, owner, vm, err);
-    vm->updated_at = st_now_ms();
-    return vm_repo_update_within_quota(svc->vms, owner, vm, limits, v, err);
-}
-
 int
-vm_service_update(struct vm_service *svc, const char *owner, const char *id,
-                  const struct vm_patch_req *req, struct vm *out, struct st_error *err)
-{
-    return vm_service_update_within(svc, owner, NULL, id, req, out, NULL, err);
-}
-
-int
-vm_service_update_within(struct vm_service *svc, const char *owner, const struct quota *limits,
-                         const char *id, const struct vm_patch_req *req, struct vm *out,
-                         struct quota_violation *v, struct st_error *err)
-{
-    struct quota_violation unused;
-    struct st_error ignored = {0};
-    struct vm old, vm, shown;
-    bool resize;
-
-    if (req->has_name && st_name_check("name", req->name, err) < 0)
-        return -1;
-    if (vm_repo_get(svc->vms, owner, id, &old, err) < 0)
-        return -1;
-    shown = old;
-    if (merge_one(svc, &shown, err) < 0)
-        return -1;
-    resize = resize_requested(&old, req);
-    if (resize && shown.status != VM_STATUS_STOPPED)
-        return st_error_set(err, ST_ERR_CONFLICT,
-                            "VM '%s' is %s; stop it to change vcpus or memory_mib", id,
-                            vm_status_name(shown.status));
-    vm = old;
-    if (req->has_name)
-        st_strlcpy(vm.name, req->name, sizeof(vm.name));
-    if (req->has_vcpus)
-        vm.vcpus = req->vcpus;
-    if (req->has_memory_mib)
-        vm.memory_mib = req->memory_mib;
-    /* Sized by hand now: the flavor no longer describes it. */
-    if (resize)
-        vm.flavor_id[0] = '\0';
-    if (resize && redefine(svc, &vm, err) < 0)
-        return -1;
-    if (update_save(svc, owner, &vm, resize, limits, v ? v : &unused, err) < 0) {
-        /* Keep the domain in line with the row that stayed as it was. */
-        if (resize)
-            redefine(svc, &old, &ignored);
-        return -1;
-    }
-    vm.status = shown.status;
-    *out = vm;
-    return 0;
-}
-
-int
-vm_service_delete(struct vm_service *svc, const char *owner, const char *id, struct st_error *err)
+vm_service_delete(struct vm_service *svc, const char *owner, const char *id,
+                  const struct vm_step_hook *hook, struct st_error *err)
 {
     struct st_error cause = {0};
-    struct st_error ignored = {0};
+    struct st_error unsaved = {0};
     char disk_vol[ST_NAME_BUF];
     const char *failed;
     struct vm vm;
@@ -679,7 +697,7 @@ vm_service_delete(struct vm_service *svc, const char *owner, const char *id, str
         return -1;
     if (vm.status != VM_STATUS_DELETING) {
         vm.status = VM_STATUS_DELETING;
-        if (save(svc, owner, &vm, err) < 0)
+        if (vm_service_save_state(svc, &vm, err) < 0)
             return -1;
     }
     /* Each step accepts that an earlier, interrupted delete already did it. */
@@ -687,19 +705,19 @@ vm_service_delete(struct vm_service *svc, const char *owner, const char *id, str
     if (hypervisor_destroy(svc->hv, id, &cause) < 0 && cause.code != ST_ERR_NOT_FOUND &&
         cause.code != ST_ERR_CONFLICT)
         goto fail;
-    if (step_done(svc, &vm, "destroy", err) < 0)
+    if (step_done(hook, &vm, "destroy", err) < 0)
         return -1;
     failed = "undefine";
     if (hypervisor_undefine(svc->hv, id, &cause) < 0 && cause.code != ST_ERR_NOT_FOUND)
         goto fail;
-    if (step_done(svc, &vm, "undefine", err) < 0)
+    if (step_done(hook, &vm, "undefine", err) < 0)
         return -1;
     failed = "disk";
     vm_service_disk_vol_name(id, disk_vol);
     if (storage_remove(svc->storage, svc->cfg.disk_pool, disk_vol, &cause) < 0 &&
         cause.code != ST_ERR_NOT_FOUND)
         goto fail;
-    if (step_done(svc, &vm, "disk", err) < 0)
+    if (step_done(hook, &vm, "disk", err) < 0)
         return -1;
     failed = "row";
     if (vm_repo_remove(svc->vms, owner, id, &cause) < 0)
@@ -709,16 +727,19 @@ vm_service_delete(struct vm_service *svc, const char *owner, const char *id, str
 fail:
     st_error_prefix(&cause, "delete failed at step %s", failed);
     st_strlcpy(vm.fault, cause.msg, sizeof(vm.fault));
-    save(svc, owner, &vm, &ignored);
+    /* The operation carries the cause; the row saying it too is a courtesy. */
+    if (vm_service_save_state(svc, &vm, &unsaved) < 0)
+        st_error_prefix(&cause, "(and the row could not record it: %s)", unsaved.msg);
     error_pass(err, &cause);
     return -1;
 }
 
-static bool
-action_allowed(enum vm_action action, enum vm_status shown)
+bool
+vm_action_allowed(enum vm_action action, enum vm_status shown)
 {
     switch (action) {
     case VM_ACTION_START:
+    case VM_ACTION_RESIZE:
         return shown == VM_STATUS_STOPPED;
     case VM_ACTION_STOP:
     case VM_ACTION_REBOOT:
@@ -738,6 +759,7 @@ action_result(enum vm_action action)
     switch (action) {
     case VM_ACTION_STOP:
     case VM_ACTION_FORCE_STOP:
+    case VM_ACTION_RESIZE:
         return VM_STATUS_STOPPED;
     case VM_ACTION_PAUSE:
         return VM_STATUS_PAUSED;
@@ -749,7 +771,7 @@ action_result(enum vm_action action)
     return VM_STATUS_RUNNING;
 }
 
-/* Pull the plug, accepting a domain that went down on its own meanwhile. */
+/* Pull the plug, accepting a domain that is down already (on its own, or by an earlier attempt). */
 static int
 destroy_running(struct vm_service *svc, const char *id, struct st_error *err)
 {
@@ -762,9 +784,22 @@ destroy_running(struct vm_service *svc, const char *id, struct st_error *err)
     return 0;
 }
 
-/* ACPI shutdown, wait up to stop_timeout_ms for shutoff, then pull the plug. */
+/* ACPI power button; a domain that is down already needs none. */
 static int
-stop_graceful(struct vm_service *svc, const char *id, struct st_error *err)
+shutdown_once(struct vm_service *svc, const char *id, struct st_error *err)
+{
+    struct st_error local = {0};
+
+    if (hypervisor_shutdown(svc->hv, id, &local) < 0 && local.code != ST_ERR_CONFLICT) {
+        error_pass(err, &local);
+        return -1;
+    }
+    return 0;
+}
+
+/* Wait up to stop_timeout_ms for the domain to shut off; the next step pulls the plug. */
+static int
+wait_shutoff(struct vm_service *svc, const char *id, struct st_error *err)
 {
     unsigned interval = svc->cfg.poll_interval_ms;
     int64_t deadline;
@@ -772,64 +807,145 @@ stop_graceful(struct vm_service *svc, const char *id, struct st_error *err)
 
     if (interval == 0)
         interval = POLL_INTERVAL_DEFAULT_MS;
-    if (hypervisor_shutdown(svc->hv, id, err) < 0)
-        return -1;
     deadline = st_monotonic_ms() + svc->cfg.stop_timeout_ms;
     for (;;) {
         if (hypervisor_state(svc->hv, id, &state, err) < 0)
             return -1;
-        if (state == HV_STATE_SHUTOFF)
+        if (state == HV_STATE_SHUTOFF || st_monotonic_ms() >= deadline)
             return 0;
-        if (st_monotonic_ms() >= deadline)
-            break;
         st_sleep_ms(interval);
     }
-    return destroy_running(svc, id, err);
 }
 
+/* Run the hypervisor call that @state asks for, unless it is already so. */
 static int
-action_run(struct vm_service *svc, const char *id, enum vm_action action, struct st_error *err)
+change_unless(struct vm_service *svc, const char *id, enum hv_state state,
+              int (*call)(struct hypervisor *, const char *, struct st_error *),
+              struct st_error *err)
 {
-    switch (action) {
-    case VM_ACTION_START:
-        return hypervisor_start(svc->hv, id, err);
-    case VM_ACTION_STOP:
-        return stop_graceful(svc, id, err);
-    case VM_ACTION_FORCE_STOP:
-        return destroy_running(svc, id, err);
-    case VM_ACTION_REBOOT:
-        return hypervisor_reboot(svc->hv, id, err);
-    case VM_ACTION_PAUSE:
-        return hypervisor_suspend(svc->hv, id, err);
-    case VM_ACTION_RESUME:
-        return hypervisor_resume(svc->hv, id, err);
+    struct st_error local = {0};
+    enum hv_state now;
+
+    if (call(svc->hv, id, &local) == 0)
+        return 0;
+    if (local.code == ST_ERR_CONFLICT && hypervisor_state(svc->hv, id, &now, err) == 0 &&
+        now == state)
+        return 0;
+    error_pass(err, &local);
+    return -1;
+}
+
+/* Write the action's outcome to the row; *vm becomes the row as stored. */
+static int
+record_outcome(struct vm_service *svc, struct vm *vm, enum vm_action action, struct st_error *err)
+{
+    vm->status = action_result(action);
+    vm->fault[0] = '\0';
+    return vm_service_save_state(svc, vm, err);
+}
+
+/* One step of an action, by name. */
+static int
+action_step(struct vm_service *svc, struct vm *vm, enum vm_action action, const char *step,
+            struct st_error *err)
+{
+    if (strcmp(step, "define") == 0)
+        return redefine(svc, vm, err);
+    if (strcmp(step, "start") == 0)
+        return start_once(svc, vm->id, err);
+    if (strcmp(step, "shutdown") == 0)
+        return shutdown_once(svc, vm->id, err);
+    if (strcmp(step, "wait") == 0)
+        return wait_shutoff(svc, vm->id, err);
+    if (strcmp(step, "destroy") == 0)
+        return destroy_running(svc, vm->id, err);
+    if (strcmp(step, "reboot") == 0)
+        return hypervisor_reboot(svc->hv, vm->id, err);
+    if (strcmp(step, "suspend") == 0)
+        return change_unless(svc, vm->id, HV_STATE_PAUSED, hypervisor_suspend, err);
+    if (strcmp(step, "resume") == 0)
+        return change_unless(svc, vm->id, HV_STATE_RUNNING, hypervisor_resume, err);
+    if (strcmp(step, "record") == 0)
+        return record_outcome(svc, vm, action, err);
+    return st_error_set(err, ST_ERR_INTERNAL, "action %s has no step '%s'",
+                        vm_action_name(action), step);
+}
+
+/* Where a run resumes: the index after @done, or 0. */
+static size_t
+steps_resume_at(const char *const *steps, const char *done)
+{
+    size_t i;
+
+    if (!done || !*done)
+        return 0;
+    for (i = 0; steps[i]; i++)
+        if (strcmp(steps[i], done) == 0)
+            return i + 1;
+    return 0;
+}
+
+int
+vm_service_action_run(struct vm_service *svc, const char *id, enum vm_action action,
+                      const char *done, const struct vm_step_hook *hook, struct vm *out,
+                      struct st_error *err)
+{
+    const char *const *steps = vm_action_steps(action);
+    size_t i;
+    struct vm vm;
+
+    if (vm_repo_get(svc->vms, NULL, id, &vm, err) < 0)
+        return -1;
+    for (i = steps_resume_at(steps, done); steps[i]; i++) {
+        if (action_step(svc, &vm, action, steps[i], err) < 0) {
+            st_error_prefix(err, "%s VM '%s' failed at step %s", vm_action_name(action), id,
+                            steps[i]);
+            return -1;
+        }
+        if (step_done(hook, &vm, steps[i], err) < 0)
+            return 1;
     }
-    return st_error_set(err, ST_ERR_INTERNAL, "unknown action %d", (int)action);
+    *out = vm;
+    return 0;
+}
+
+int
+vm_service_update(struct vm_service *svc, const char *owner, const char *id,
+                  const struct vm_patch_req *req, struct vm *out, struct st_error *err)
+{
+    struct vm row, shown;
+    bool resize;
+
+    if (vm_repo_get(svc->vms, owner, id, &row, err) < 0)
+        return -1;
+    shown = row;
+    if (vm_service_merge(svc, &shown, err) < 0 ||
+        vm_service_patch_apply(req, shown.status, &row, &resize, err) < 0)
+        return -1;
+    row.updated_at = st_now_ms();
+    if (vm_repo_update(svc->vms, owner, &row, err) < 0)
+        return -1;
+    row.revision++;
+    if (resize && vm_service_action_run(svc, id, VM_ACTION_RESIZE, NULL, NULL, &row, err) != 0)
+        return -1;
+    row.status = shown.status;
+    *out = row;
+    return 0;
 }
 
 int
 vm_service_action(struct vm_service *svc, const char *owner, const char *id, enum vm_action action,
                   struct vm *out, struct st_error *err)
 {
-    struct vm vm, shown;
+    struct vm vm;
 
-    if (vm_repo_get(svc->vms, owner, id, &vm, err) < 0)
+    if (vm_service_get(svc, owner, id, &vm, err) < 0)
         return -1;
-    shown = vm;
-    if (merge_one(svc, &shown, err) < 0)
-        return -1;
-    if (!action_allowed(action, shown.status))
+    if (!vm_action_allowed(action, vm.status))
         return st_error_set(err, ST_ERR_CONFLICT, "VM '%s' is %s; cannot %s", id,
-                            vm_status_name(shown.status), vm_action_name(action));
-    if (action_run(svc, id, action, err) < 0) {
-        st_error_prefix(err, "%s VM '%s'", vm_action_name(action), id);
-        return -1;
-    }
-    vm.status = action_result(action);
-    vm.fault[0] = '\0';
-    if (save(svc, owner, &vm, err) < 0)
-        return -1;
-    if (merge_one(svc, &vm, err) < 0)
+                            vm_status_name(vm.status), vm_action_name(action));
+    if (vm_service_action_run(svc, id, action, NULL, NULL, &vm, err) != 0 ||
+        vm_service_merge(svc, &vm, err) < 0)
         return -1;
     *out = vm;
     return 0;

@@ -26,10 +26,12 @@ struct vm_service_config {
 
 /*
  * Called after each step of a create ("disk", "define", "start", "finish")
- * is recorded, and after each step of a delete ("destroy", "undefine",
- * "disk") is done.  Returning -1 (with @err filled) stops the work right
- * there, with nothing undone: the worker uses it to renew its lease and
- * to stop when the lease was lost.
+ * is recorded, after each step of a delete ("destroy", "undefine", "disk")
+ * and after each step of an action (vm_service_action_steps()) is done.
+ * Returning -1 (with @err filled) stops the work right there, with nothing
+ * undone: the worker uses it to record the step in the operation, renew
+ * its lease, and stop when the lease was lost.  Passed to each call that
+ * runs steps; NULL (or fn NULL) for none.
  */
 struct vm_step_hook {
     int (*fn)(void *ctx, const char *vm_id, const char *step, struct st_error *err);
@@ -44,9 +46,9 @@ struct vm_service {
     struct hypervisor *hv;
     struct storage *storage;
     struct vm_service_config cfg;
-    struct vm_step_hook hook; /* optional: fn NULL for none */
 };
 
+/* What an operation other than create and delete does to a VM. */
 enum vm_action {
     VM_ACTION_START = 0,
     VM_ACTION_STOP,
@@ -54,11 +56,25 @@ enum vm_action {
     VM_ACTION_REBOOT,
     VM_ACTION_PAUSE,
     VM_ACTION_RESUME,
+    VM_ACTION_RESIZE, /* redefine the stopped domain with the sizes its row holds */
 };
 
-/* "start", "force-stop", ... and back; parse returns -1 on an unknown name. */
+/* "start", "force-stop", ..., "resize" and back; parse returns -1 on an unknown name. */
 const char *vm_action_name(enum vm_action action);
 int vm_action_parse(const char *name, enum vm_action *out);
+
+/*
+ * The steps of @action in order, NULL-terminated: start is "define" (the
+ * domain from the row, so it never runs with sizes the row does not
+ * hold), "start", "record"; stop is "shutdown", "wait", "destroy",
+ * "record"; force-stop "destroy", "record"; reboot "reboot", "record";
+ * pause "suspend", "record"; resume "resume", "record"; resize "define",
+ * "record".  "record" writes the outcome to the row.
+ */
+const char *const *vm_action_steps(enum vm_action action);
+
+/* Whether @action applies to a VM shown as @status (else the request is refused at once). */
+bool vm_action_allowed(enum vm_action action, enum vm_status status);
 
 /* The root disk's volume name in cfg.disk_pool: "vm-<id>.qcow2". */
 void vm_service_disk_vol_name(const char *vm_id, char out[ST_NAME_BUF]);
@@ -99,8 +115,16 @@ int vm_service_create_within(struct vm_service *svc, const char *owner, const st
 int vm_service_create_row(struct vm_service *svc, const char *owner, const struct quota *limits,
                           const struct vm_create_req *req, struct vm *out,
                           struct quota_violation *v, struct st_error *err);
-int vm_service_create_resume(struct vm_service *svc, const char *id, struct vm *out,
-                             struct st_error *err);
+int vm_service_create_resume(struct vm_service *svc, const char *id, const struct vm_step_hook *hook,
+                             struct vm *out, struct st_error *err);
+
+/*
+ * Check and fill a new row for @req (not inserted): the image is read once
+ * here, and the worker reads it once more when it builds the disk.
+ */
+int vm_service_create_prepare(struct vm_service *svc, const char *owner,
+                              const struct vm_create_req *req, struct vm *out,
+                              struct st_error *err);
 /* Give a create up: undo whatever it made and leave the row in `error` saying @why. */
 int vm_service_create_abandon(struct vm_service *svc, const char *id, const char *why,
                               struct st_error *err);
@@ -108,6 +132,18 @@ int vm_service_create_abandon(struct vm_service *svc, const char *id, const char
 /* One VM, its status merged with what the hypervisor sees. */
 int vm_service_get(struct vm_service *svc, const char *owner, const char *id, struct vm *out,
                    struct st_error *err);
+
+/* Replace a live stored status of @vm by what the hypervisor sees (one call). */
+int vm_service_merge(struct vm_service *svc, struct vm *vm, struct st_error *err);
+
+/*
+ * Write @vm to its row (compare-and-set on vm->revision).  When the row
+ * moved meanwhile, the members a step owns (status, step, fault) are laid
+ * over the fresh row and the write is tried again, a few times: a step
+ * never loses what another writer changed, and never fails for it.  On
+ * success *vm is the row as stored.
+ */
+int vm_service_save_state(struct vm_service *svc, struct vm *vm, struct st_error *err);
 
 /*
  * One page: one repository list plus one hypervisor list_all, merged by id
@@ -117,18 +153,22 @@ int vm_service_get(struct vm_service *svc, const char *owner, const char *id, st
 int vm_service_list(struct vm_service *svc, const char *owner, const struct vm_filter *f,
                     struct vm_list *out, struct st_error *err);
 
-/* PATCH: rename always; vcpus/memory only while stopped (else ST_ERR_CONFLICT). */
-int vm_service_update(struct vm_service *svc, const char *owner, const char *id,
-                      const struct vm_patch_req *req, struct vm *out, struct st_error *err);
+/*
+ * Apply a PATCH to @vm (the row as read): *resize tells whether vcpus or
+ * memory_mib change, which needs the VM stopped (ST_ERR_CONFLICT naming the
+ * shown state otherwise, @shown being the merged status).  Validates the
+ * name.  Nothing is written.
+ */
+int vm_service_patch_apply(const struct vm_patch_req *req, enum vm_status shown, struct vm *vm,
+                           bool *resize, struct st_error *err);
 
 /*
- * The same, with a resize saved only while the VM owner's rows stay within
- * @limits (NULL: none) in the save's own transaction; ST_ERR_FORBIDDEN with
- * *v filled otherwise (the domain is put back as it was).
+ * A PATCH done at once, without an operation or a quota (for tests and
+ * tools): the row first (compare-and-set on the revision read), then, for
+ * a resize, the resize steps.  *out is the VM as it then is.
  */
-int vm_service_update_within(struct vm_service *svc, const char *owner, const struct quota *limits,
-                             const char *id, const struct vm_patch_req *req, struct vm *out,
-                             struct quota_violation *v, struct st_error *err);
+int vm_service_update(struct vm_service *svc, const char *owner, const char *id,
+                      const struct vm_patch_req *req, struct vm *out, struct st_error *err);
 
 /*
  * Delete: mark deleting, stop, undefine, delete the disk, delete the row.
@@ -136,9 +176,25 @@ int vm_service_update_within(struct vm_service *svc, const char *owner, const st
  * failed midway finishes it.  A VM that does not exist is ST_ERR_NOT_FOUND.
  */
 int vm_service_delete(struct vm_service *svc, const char *owner, const char *id,
-                      struct st_error *err);
+                      const struct vm_step_hook *hook, struct st_error *err);
 
-/* start/stop/force-stop/reboot/pause/resume with state checks. */
+/*
+ * Run @action's steps on VM @id (unscoped: the worker's), from the one
+ * after @done ("" or NULL: from the first; a name the action does not have
+ * also starts from the first).  Each step tolerates what an interrupted
+ * earlier attempt left: a start of a running domain, a stop of a stopped
+ * one.  Returns 0 with *out the row as recorded, 1 when the hook stopped
+ * the work (@err filled), or -1.
+ */
+int vm_service_action_run(struct vm_service *svc, const char *id, enum vm_action action,
+                          const char *done, const struct vm_step_hook *hook, struct vm *out,
+                          struct st_error *err);
+
+/*
+ * An action checked and done at once, without an operation (for tests and
+ * tools): refused with ST_ERR_CONFLICT naming the state when it does not
+ * apply, else every step, and *out is the VM as it then is.
+ */
 int vm_service_action(struct vm_service *svc, const char *owner, const char *id,
                       enum vm_action action, struct vm *out, struct st_error *err);
 

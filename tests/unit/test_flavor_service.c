@@ -67,12 +67,12 @@ test_flavor_service__crud(void **state)
     assert_false(list.more);
     flavor_list_release(&list);
 
-    assert_st_ok(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, small.id, &err), err);
+    assert_st_ok(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, small.id, 0, &err), err);
     assert_st_err(flavor_service_get(&fx->flavor_svc, FIXTURE_OWNER, small.id, &got, &err), err,
                   ST_ERR_NOT_FOUND, "");
-    assert_st_err(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, small.id, &err), err,
+    assert_st_err(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, small.id, 0, &err), err,
                   ST_ERR_NOT_FOUND, "");
-    assert_st_err(flavor_service_delete(&fx->flavor_svc, FIXTURE_OTHER_OWNER, large.id, &err), err,
+    assert_st_err(flavor_service_delete(&fx->flavor_svc, FIXTURE_OTHER_OWNER, large.id, 0, &err), err,
                   ST_ERR_NOT_FOUND, "");
     assert_st_ok(flavor_service_get(&fx->flavor_svc, FIXTURE_OWNER, large.id, &got, &err), err);
 }
@@ -158,7 +158,7 @@ test_flavor_service__create_vm_by_flavor(void **state)
     }
 
     /* Deleting the flavor later leaves the VM's sizes alone. */
-    assert_st_ok(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, flavor.id, &err), err);
+    assert_st_ok(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, flavor.id, 0, &err), err);
     assert_st_ok(vm_service_get(&fx->vm_svc, FIXTURE_OWNER, vm.id, &got, &err), err);
     assert_int_equal(got.memory_mib, 128);
 

@@ -246,17 +246,17 @@ test_image_service__delete_refused_while_used(void **state)
     struct vm vm;
 
     assert_st_ok(fixture_create_vm(fx, "web-01", &vm, &err), err);
-    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &err), err,
+    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, 0, &err), err,
                   ST_ERR_CONFLICT, "is used by 1 VM");
     assert_st_ok(image_service_get(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &got, &err), err);
     assert_int_equal(fixture_pool_volume_count(fx, fx->image_pool), 1);
 
-    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
-    assert_st_ok(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &err), err);
+    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err);
+    assert_st_ok(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, 0, &err), err);
     assert_st_err(image_service_get(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &got, &err), err,
                   ST_ERR_NOT_FOUND, "");
     assert_int_equal(fixture_pool_volume_count(fx, fx->image_pool), 0);
-    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &err), err,
+    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, 0, &err), err,
                   ST_ERR_NOT_FOUND, "");
 }
 
@@ -281,7 +281,7 @@ test_image_service__delete_counts_every_owner(void **state)
     row.created_at = row.updated_at = st_now_ms();
     assert_st_ok(vm_repo_insert(&fx->vms_real, &row, &err), err);
     assert_st_ok(fixture_seed_vms(fx, "mine", 2, VM_STATUS_STOPPED, &err), err);
-    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &err), err,
+    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, 0, &err), err,
                   ST_ERR_CONFLICT, "is used by 3 VMs");
 }
 
@@ -294,7 +294,7 @@ test_image_service__delete_tolerates_missing_volume(void **state)
 
     vm_service_image_vol_name(fx->image.id, vol);
     assert_st_ok(storage_remove(&fx->storage_real, fx->image_pool, vol, &err), err);
-    assert_st_ok(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &err), err);
+    assert_st_ok(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, 0, &err), err);
     assert_int_equal(image_count(fx, FIXTURE_OWNER), 0);
 }
 
@@ -306,10 +306,10 @@ test_image_service__delete_keeps_row_when_volume_removal_fails(void **state)
     struct image got;
 
     fault_storage_fail(&fx->storage, FAULT_ST_REMOVE, 1, ST_ERR_BACKEND);
-    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &err), err,
+    assert_st_err(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, 0, &err), err,
                   ST_ERR_BACKEND, "injected fault");
     assert_st_ok(image_service_get(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &got, &err), err);
-    assert_st_ok(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, &err), err);
+    assert_st_ok(image_service_delete(&fx->image_svc, FIXTURE_OWNER, fx->image.id, 0, &err), err);
 }
 
 int

@@ -173,7 +173,7 @@ accept_create(struct fixture *fx, const char *name, struct vm *vm, struct operat
     struct vm_create_req req;
 
     fixture_create_req(fx, name, &req);
-    assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, NULL, &req, vm, op, NULL, &err),
+    assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, vm, op, NULL, &err),
                  err);
 }
 
@@ -302,7 +302,7 @@ test_op_service__delete_is_queued_once_and_worked_away(void **state)
 
     create_running(fx, "bystander", &bystander);
     create_running(fx, "web-01", &vm);
-    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &marked, &op, &err), err);
+    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err), err);
     assert_int_equal(op.kind, OP_KIND_VM_DELETE);
     assert_int_equal(op.status, OP_STATUS_QUEUED);
     assert_string_equal(op.target_id, vm.id);
@@ -311,11 +311,11 @@ test_op_service__delete_is_queued_once_and_worked_away(void **state)
     /* Queued is not yet done: the domain is still there. */
     assert_domain_state(fx, vm.id, HV_STATE_RUNNING);
 
-    assert_st_err(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &marked, &again, &err),
+    assert_st_err(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &again, &err),
                   err, ST_ERR_CONFLICT, op.id);
     /* Another owner's VM is not there to delete. */
     assert_st_err(
-        op_service_delete_vm(&fx->op_svc, FIXTURE_OTHER_OWNER, vm.id, &marked, &again, &err), err,
+        op_service_delete_vm(&fx->op_svc, FIXTURE_OTHER_OWNER, vm.id, 0, &marked, &again, &err), err,
         ST_ERR_NOT_FOUND, "");
 
     work(fx, "w1");
@@ -340,7 +340,7 @@ test_op_service__delete_is_queued_once_and_worked_away(void **state)
                       err, ST_ERR_NOT_FOUND, "");
     }
     /* A second delete of the VM now gone. */
-    assert_st_err(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &marked, &again, &err),
+    assert_st_err(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &again, &err),
                   err, ST_ERR_NOT_FOUND, "");
     assert_only_left(fx, &bystander);
 }
@@ -466,6 +466,42 @@ test_op_service__list_is_scoped_and_filtered(void **state)
     op_list_release(&list);
 }
 
+/* FIXTURE_OWNER as a user with @limits, whose quota the operation service looks up itself. */
+struct owner_quota {
+    struct user_repo users;
+    struct user_service svc;
+};
+
+static void
+owner_quota_set(struct fixture *fx, struct owner_quota *q, const struct quota *limits)
+{
+    struct st_error err = {0};
+    struct user owner;
+
+    assert_st_ok(user_repo_sqlite_open(fx->db, &q->users, &err), err);
+    memset(&owner, 0, sizeof(owner));
+    st_strlcpy(owner.id, FIXTURE_OWNER, sizeof(owner.id));
+    st_strlcpy(owner.email, "owner@example.test", sizeof(owner.email));
+    st_strlcpy(owner.password_hash, "unused", sizeof(owner.password_hash));
+    owner.status = USER_STATUS_ACTIVE;
+    owner.roles = USER_ROLE_USER;
+    owner.quota = *limits;
+    owner.revision = 1;
+    owner.created_at = owner.updated_at = st_now_ms();
+    assert_st_ok(user_repo_insert(&q->users, &owner, &err), err);
+    memset(&q->svc, 0, sizeof(q->svc));
+    q->svc.users = &q->users;
+    q->svc.cfg.default_quota = (struct quota){-1, -1, -1, -1};
+    fx->op_svc.users = &q->svc;
+}
+
+static void
+owner_quota_drop(struct fixture *fx, struct owner_quota *q)
+{
+    fx->op_svc.users = NULL;
+    user_repo_close(&q->users);
+}
+
 static void
 test_op_service__create_over_quota_leaves_nothing(void **state)
 {
@@ -481,13 +517,16 @@ test_op_service__create_over_quota_leaves_nothing(void **state)
     struct operation op;
     struct vm vm;
 
+    struct owner_quota owner;
+
+    owner_quota_set(fx, &owner, &limits);
     fixture_create_req(fx, "one", &req);
     assert_st_ok(
-        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &limits, &req, &vm, &op, &v, &err), err);
+        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, &v, &err), err);
     fixture_create_req(fx, "two", &req);
     memset(&v, 0, sizeof(v));
     assert_st_err(
-        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &limits, &req, &vm, &op, &v, &err), err,
+        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, &v, &err), err,
         ST_ERR_FORBIDDEN, "");
     assert_non_null(v.quota);
     assert_string_equal(v.quota, "max_vms");
@@ -502,6 +541,7 @@ test_op_service__create_over_quota_leaves_nothing(void **state)
     assert_st_ok(op_repo_list(&fx->ops, NULL, &of, &ops, &err), err);
     assert_int_equal(ops.count, 1);
     op_list_release(&ops);
+    owner_quota_drop(fx, &owner);
 }
 
 static void
@@ -521,7 +561,7 @@ test_op_service__create_that_cannot_be_queued_takes_its_row_back(void **state)
     fx->op_svc.ops = &lossy.iface;
     fixture_create_req(fx, "unqueued", &req);
     assert_st_err(
-        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, NULL, &req, &vm, &op, NULL, &err), err,
+        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, NULL, &err), err,
         ST_ERR_UNAVAILABLE, "injected");
     fx->op_svc.ops = &fx->ops;
     assert_st_ok(vm_repo_list(&fx->vms_real, NULL, &vf, &vms, &err), err);
@@ -669,7 +709,7 @@ delete_resumes_after(struct fixture *fx, unsigned k)
 
     create_running(fx, "bystander", &bystander);
     create_running(fx, "doomed", &vm);
-    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &marked, &op, &err), err);
+    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err), err);
     work_until_lease_lost(fx, k);
     /* Stopped after destroy, undefine or disk: the row waits in deleting. */
     assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_DELETING);
@@ -701,7 +741,7 @@ test_op_service__delete_taken_over_after_a_lost_finish_succeeds(void **state)
 
     create_running(fx, "bystander", &bystander);
     create_running(fx, "lost-finish", &vm);
-    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &marked, &op, &err), err);
+    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err), err);
     lossy_init(&lossy, &fx->ops, 0);
     lossy.fail_finish = true;
     fx->op_svc.ops = &lossy.iface;
@@ -735,6 +775,286 @@ test_op_service__delete_resumes_after_stop_at_disk(void **state)
     delete_resumes_after(*state, 3);
 }
 
+/* Put VM @id in @want at once, by actions without operations. */
+static void
+bring_to(struct fixture *fx, const char *id, enum vm_status want)
+{
+    struct st_error err = {0};
+    struct vm got;
+
+    assert_st_ok(vm_service_get(&fx->vm_svc, NULL, id, &got, &err), err);
+    if (got.status == want)
+        return;
+    if (want == VM_STATUS_STOPPED) {
+        assert_st_ok(vm_service_action(&fx->vm_svc, NULL, id, VM_ACTION_FORCE_STOP, &got, &err),
+                     err);
+        return;
+    }
+    if (got.status == VM_STATUS_STOPPED)
+        assert_st_ok(vm_service_action(&fx->vm_svc, NULL, id, VM_ACTION_START, &got, &err), err);
+    if (want == VM_STATUS_PAUSED && got.status != VM_STATUS_PAUSED)
+        assert_st_ok(vm_service_action(&fx->vm_svc, NULL, id, VM_ACTION_PAUSE, &got, &err), err);
+    if (want == VM_STATUS_RUNNING && got.status == VM_STATUS_PAUSED)
+        assert_st_ok(vm_service_action(&fx->vm_svc, NULL, id, VM_ACTION_RESUME, &got, &err), err);
+    assert_int_equal(got.status, want);
+}
+
+/* Accept @action on @vm_id (a resize toggles vcpus between 1 and 2). */
+static void
+accept_action(struct fixture *fx, const char *vm_id, enum vm_action action, struct operation *op)
+{
+    struct quota_violation v = {0};
+    struct st_error err = {0};
+    struct vm_patch_req patch;
+    bool queued = false;
+    struct vm vm;
+
+    if (action != VM_ACTION_RESIZE) {
+        assert_st_ok(
+            op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm_id, action, 0, &vm, op, &err),
+            err);
+        return;
+    }
+    memset(&patch, 0, sizeof(patch));
+    patch.has_vcpus = true;
+    patch.vcpus = fx_stored(fx, vm_id).vcpus == 1 ? 2 : 1;
+    assert_st_ok(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm_id, &patch, 0, &vm, op,
+                                     &queued, &v, &err),
+                 err);
+    assert_true(queued);
+    /* The sizes are the row's before any domain holds them. */
+    assert_int_equal(fx_stored(fx, vm_id).vcpus, patch.vcpus);
+}
+
+static const struct {
+    enum vm_action action;
+    enum vm_status from, to;
+    enum hv_state domain;
+} action_cases[] = {
+    {VM_ACTION_START, VM_STATUS_STOPPED, VM_STATUS_RUNNING, HV_STATE_RUNNING},
+    {VM_ACTION_STOP, VM_STATUS_RUNNING, VM_STATUS_STOPPED, HV_STATE_SHUTOFF},
+    {VM_ACTION_FORCE_STOP, VM_STATUS_RUNNING, VM_STATUS_STOPPED, HV_STATE_SHUTOFF},
+    {VM_ACTION_REBOOT, VM_STATUS_RUNNING, VM_STATUS_RUNNING, HV_STATE_RUNNING},
+    {VM_ACTION_PAUSE, VM_STATUS_RUNNING, VM_STATUS_PAUSED, HV_STATE_PAUSED},
+    {VM_ACTION_RESUME, VM_STATUS_PAUSED, VM_STATUS_RUNNING, HV_STATE_RUNNING},
+    {VM_ACTION_RESIZE, VM_STATUS_STOPPED, VM_STATUS_STOPPED, HV_STATE_SHUTOFF},
+};
+
+static void
+test_op_service__actions_are_accepted_then_worked(void **state)
+{
+    struct fixture *fx = *state;
+    struct vm_event_list list = {0};
+    struct operation op, done;
+    struct vm vm, row;
+    size_t i;
+
+    create_running(fx, "acted-on", &vm);
+    for (i = 0; i < ST_ARRAY_LEN(action_cases); i++) {
+        bring_to(fx, vm.id, action_cases[i].from);
+        row = fx_stored(fx, vm.id);
+        accept_action(fx, vm.id, action_cases[i].action, &op);
+        assert_int_equal(op.status, OP_STATUS_QUEUED);
+        assert_string_equal(op_kind_name(op.kind) + 3, vm_action_name(action_cases[i].action));
+        /* Accepting moved the row on, and did nothing to the domain yet. */
+        assert_true(fx_stored(fx, vm.id).revision > row.revision);
+        work(fx, "w1");
+        done = op_stored(fx, op.id);
+        if (done.status != OP_STATUS_SUCCEEDED)
+            fail_msg("%s ended %s: %s", vm_action_name(action_cases[i].action),
+                     op_status_name(done.status), done.error);
+        assert_int_equal(fx_stored(fx, vm.id).status, action_cases[i].to);
+        assert_domain_state(fx, vm.id, action_cases[i].domain);
+        assert_idle(fx);
+    }
+    events(fx, FIXTURE_OWNER, vm.id, &list);
+    assert_int_equal(count_events(&list, VM_EVENT_INFO, "stop accepted"), 1);
+    assert_int_equal(count_events(&list, VM_EVENT_STATE_CHANGE, "stop: now stopped"), 1);
+    assert_int_equal(count_events(&list, VM_EVENT_STATE_CHANGE, "resized: "), 1);
+    vm_event_list_release(&list);
+    assert_no_orphans(fx);
+}
+
+static void
+test_op_service__actions_resume_after_a_stop_at_each_step(void **state)
+{
+    struct fixture *fx = *state;
+    const char *const *steps;
+    struct operation op;
+    unsigned k;
+    struct vm vm;
+    size_t i;
+
+    create_running(fx, "resumed", &vm);
+    for (i = 0; i < ST_ARRAY_LEN(action_cases); i++) {
+        steps = vm_action_steps(action_cases[i].action);
+        for (k = 1; steps[k - 1]; k++) {
+            bring_to(fx, vm.id, action_cases[i].from);
+            accept_action(fx, vm.id, action_cases[i].action, &op);
+            work_until_lease_lost(fx, k);
+            take_over(fx, op.id);
+            if (fx_stored(fx, vm.id).status != action_cases[i].to)
+                fail_msg("%s stopped after step %s ended with the VM %s",
+                         vm_action_name(action_cases[i].action), steps[k - 1],
+                         vm_status_name(fx_stored(fx, vm.id).status));
+            assert_domain_state(fx, vm.id, action_cases[i].domain);
+        }
+    }
+    assert_no_orphans(fx);
+}
+
+static void
+test_op_service__action_that_cannot_apply_is_refused_at_once(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct operation op, second;
+    struct vm vm, got;
+    struct vm_patch_req patch;
+    struct quota_violation v = {0};
+    bool queued = true;
+
+    create_running(fx, "refused", &vm);
+    assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_START, 0, &got,
+                                       &op, &err),
+                  err, ST_ERR_CONFLICT, "is running; cannot start");
+    assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_RESUME, 0, &got,
+                                       &op, &err),
+                  err, ST_ERR_CONFLICT, "is running; cannot resume");
+    assert_idle(fx);
+
+    /* One operation per VM: a second is refused naming the first; a rename is no operation. */
+    assert_st_ok(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, 0, &got,
+                                      &op, &err),
+                 err);
+    assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_FORCE_STOP, 0,
+                                       &got, &second, &err),
+                  err, ST_ERR_CONFLICT, op.id);
+    assert_st_err(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &got, &second, &err),
+                  err, ST_ERR_CONFLICT, op.id);
+    memset(&patch, 0, sizeof(patch));
+    patch.has_name = true;
+    st_strlcpy(patch.name, "renamed-meanwhile", sizeof(patch.name));
+    assert_st_ok(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &patch, 0, &got, &second,
+                                     &queued, &v, &err),
+                 err);
+    assert_false(queued);
+    /* Another owner sees no VM at all. */
+    assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OTHER_OWNER, vm.id, VM_ACTION_STOP, 0,
+                                       &got, &second, &err),
+                  err, ST_ERR_NOT_FOUND, "");
+    work(fx, "w1");
+    /* The worker's outcome did not undo the rename made while it ran. */
+    assert_string_equal(fx_stored(fx, vm.id).name, "renamed-meanwhile");
+    assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_STOPPED);
+}
+
+static void
+test_op_service__if_match_guards_every_accept(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct quota_violation v = {0};
+    struct vm_patch_req patch;
+    struct operation op;
+    bool queued = true;
+    struct vm vm, got;
+    uint64_t rev;
+
+    create_running(fx, "guarded", &vm);
+    rev = fx_stored(fx, vm.id).revision;
+    memset(&patch, 0, sizeof(patch));
+    patch.has_name = true;
+    st_strlcpy(patch.name, "guarded-2", sizeof(patch.name));
+    assert_st_err(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &patch, rev + 1, &got, &op,
+                                      &queued, &v, &err),
+                  err, ST_ERR_PRECONDITION, "If-Match");
+    assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, rev - 1,
+                                       &got, &op, &err),
+                  err, ST_ERR_PRECONDITION, "If-Match");
+    assert_st_err(
+        op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, rev + 7, &got, &op, &err), err,
+        ST_ERR_PRECONDITION, "If-Match");
+    assert_int_equal(fx_stored(fx, vm.id).revision, rev);
+    assert_string_equal(fx_stored(fx, vm.id).name, "guarded");
+    assert_idle(fx);
+
+    assert_st_ok(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &patch, rev, &got, &op,
+                                     &queued, &v, &err),
+                 err);
+    assert_false(queued);
+    assert_int_equal(got.revision, rev + 1);
+    assert_int_equal(fx_stored(fx, vm.id).revision, rev + 1);
+    /* The revision it had is stale now. */
+    assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, rev, &got,
+                                       &op, &err),
+                  err, ST_ERR_PRECONDITION, "If-Match");
+    assert_st_ok(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, rev + 1,
+                                      &got, &op, &err),
+                 err);
+    work(fx, "w1");
+}
+
+static void
+test_op_service__resize_over_quota_writes_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    struct quota limits = {.max_vms = -1, .max_vcpus = 2, .max_memory_mib = -1, .max_disk_gib = -1};
+    struct st_error err = {0};
+    struct quota_violation v = {0};
+    struct owner_quota owner;
+    struct vm_patch_req patch;
+    struct operation op;
+    bool queued = false;
+    struct vm vm, got, row;
+
+    create_running(fx, "grows", &vm);
+    bring_to(fx, vm.id, VM_STATUS_STOPPED);
+    owner_quota_set(fx, &owner, &limits);
+    row = fx_stored(fx, vm.id);
+    memset(&patch, 0, sizeof(patch));
+    patch.has_vcpus = true;
+    patch.vcpus = 3;
+    assert_st_err(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &patch, 0, &got, &op,
+                                      &queued, &v, &err),
+                  err, ST_ERR_FORBIDDEN, "max_vcpus");
+    assert_non_null(v.quota);
+    assert_int_equal(fx_stored(fx, vm.id).vcpus, row.vcpus);
+    assert_int_equal(fx_stored(fx, vm.id).revision, row.revision);
+    assert_idle(fx);
+    patch.vcpus = 2;
+    assert_st_ok(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &patch, 0, &got, &op,
+                                     &queued, &v, &err),
+                 err);
+    assert_true(queued);
+    work(fx, "w1");
+    assert_int_equal(op_stored(fx, op.id).status, OP_STATUS_SUCCEEDED);
+    assert_int_equal(fx_stored(fx, vm.id).vcpus, 2);
+    owner_quota_drop(fx, &owner);
+}
+
+static void
+test_op_service__resize_of_a_running_vm_is_refused(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct quota_violation v = {0};
+    struct vm_patch_req patch;
+    struct operation op;
+    bool queued = false;
+    struct vm vm, got;
+
+    create_running(fx, "too-big", &vm);
+    memset(&patch, 0, sizeof(patch));
+    patch.has_vcpus = true;
+    patch.vcpus = 4;
+    assert_st_err(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, &patch, 0, &got, &op,
+                                      &queued, &v, &err),
+                  err, ST_ERR_CONFLICT, "is running; stop it");
+    assert_int_equal(fx_stored(fx, vm.id).vcpus, vm.vcpus);
+    assert_idle(fx);
+}
+
 int
 main(void)
 {
@@ -756,6 +1076,12 @@ main(void)
         T(test_op_service__delete_resumes_after_stop_at_undefine),
         T(test_op_service__delete_resumes_after_stop_at_disk),
         T(test_op_service__delete_taken_over_after_a_lost_finish_succeeds),
+        T(test_op_service__actions_are_accepted_then_worked),
+        T(test_op_service__actions_resume_after_a_stop_at_each_step),
+        T(test_op_service__action_that_cannot_apply_is_refused_at_once),
+        T(test_op_service__if_match_guards_every_accept),
+        T(test_op_service__resize_of_a_running_vm_is_refused),
+        T(test_op_service__resize_over_quota_writes_nothing),
 #undef T
     };
 

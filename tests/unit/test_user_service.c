@@ -256,7 +256,7 @@ test_user_service__disabled_user_stops_at_once(void **state)
     memset(&patch, 0, sizeof(patch));
     patch.has_status = true;
     patch.status = USER_STATUS_DISABLED;
-    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, &user, &err), err);
+    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, 0, &user, &err), err);
     assert_code(user_service_authenticate(&fx->svc, token, T0 + 1000, &got, &err), err,
                 ST_ERR_UNAUTHENTICATED);
     assert_code(user_service_authenticate(&fx->svc, secret, T0 + 1000, &got, &err), err,
@@ -265,7 +265,7 @@ test_user_service__disabled_user_stops_at_once(void **state)
     assert_code(login(fx, "frank@example.test", PASSWORD, T0, &token, &retry, &err), err,
                 ST_ERR_FORBIDDEN);
     patch.status = USER_STATUS_ACTIVE;
-    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, &user, &err), err);
+    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, 0, &user, &err), err);
     assert_ok(user_service_authenticate(&fx->svc, secret, T0 + 1000, &got, &err), err);
     free(secret);
 }
@@ -328,34 +328,34 @@ test_user_service__update_rules(void **state)
     memset(&patch, 0, sizeof(patch));
     patch.has_nickname = true;
     snprintf(patch.nickname, sizeof(patch.nickname), "stolen");
-    assert_code(user_service_update(&fx->svc, &other, user.id, &patch, &got, &err), err,
+    assert_code(user_service_update(&fx->svc, &other, user.id, &patch, 0, &got, &err), err,
                 ST_ERR_NOT_FOUND);
-    assert_ok(user_service_update(&fx->svc, &who, user.id, &patch, &got, &err), err);
+    assert_ok(user_service_update(&fx->svc, &who, user.id, &patch, 0, &got, &err), err);
     assert_string_equal(got.nickname, "stolen");
 
     memset(&patch, 0, sizeof(patch));
     patch.has_quota = true;
     patch.quota = (struct quota){3, -1, -1, -1};
-    assert_code(user_service_update(&fx->svc, &who, user.id, &patch, &got, &err), err,
+    assert_code(user_service_update(&fx->svc, &who, user.id, &patch, 0, &got, &err), err,
                 ST_ERR_FORBIDDEN);
-    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, &got, &err), err);
+    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, 0, &got, &err), err);
     assert_int_equal(user_service_quota_of(&fx->svc, &got).max_vms, 3);
     assert_int_equal(user_service_quota_of(&fx->svc, &got).max_vcpus, 20);
     patch.quota.max_vms = -2; /* null: back to the default */
-    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, &got, &err), err);
+    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, 0, &got, &err), err);
     assert_int_equal(user_service_quota_of(&fx->svc, &got).max_vms, 10);
 
     /* A password changes only with the old one. */
     memset(&patch, 0, sizeof(patch));
     patch.has_password = true;
     snprintf(patch.password, sizeof(patch.password), "a brand new passphrase");
-    assert_code(user_service_update(&fx->svc, &who, user.id, &patch, &got, &err), err,
+    assert_code(user_service_update(&fx->svc, &who, user.id, &patch, 0, &got, &err), err,
                 ST_ERR_INVALID);
     snprintf(patch.old_password, sizeof(patch.old_password), "not the password");
-    assert_code(user_service_update(&fx->svc, &who, user.id, &patch, &got, &err), err,
+    assert_code(user_service_update(&fx->svc, &who, user.id, &patch, 0, &got, &err), err,
                 ST_ERR_FORBIDDEN);
     snprintf(patch.old_password, sizeof(patch.old_password), "%s", PASSWORD);
-    assert_ok(user_service_update(&fx->svc, &who, user.id, &patch, &got, &err), err);
+    assert_ok(user_service_update(&fx->svc, &who, user.id, &patch, 0, &got, &err), err);
     assert_code(login(fx, "ivan@example.test", PASSWORD, T0, &token, &retry, &err), err,
                 ST_ERR_UNAUTHENTICATED);
     assert_ok(login(fx, "ivan@example.test", "a brand new passphrase", T0, &token, &retry, &err),
@@ -369,7 +369,7 @@ test_user_service__update_rules(void **state)
     assert_code(user_service_update(&fx->svc, &fx->admin, fx->admin.user_id, &patch, &got, &err),
                 err, ST_ERR_CONFLICT);
     patch.roles = USER_ROLE_USER | USER_ROLE_ADMIN;
-    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, &got, &err), err);
+    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, 0, &got, &err), err);
     patch.roles = USER_ROLE_USER;
     assert_ok(user_service_update(&fx->svc, &fx->admin, fx->admin.user_id, &patch, &got, &err),
               err);

@@ -347,7 +347,7 @@ test_vm_service__get_is_scoped(void **state)
     st_uuid_generate(missing);
     assert_st_err(vm_service_get(&fx->vm_svc, FIXTURE_OWNER, missing, &got, &err), err,
                   ST_ERR_NOT_FOUND, "");
-    assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OTHER_OWNER, vm.id, &err), err,
+    assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OTHER_OWNER, vm.id, NULL, &err), err,
                   ST_ERR_NOT_FOUND, "");
     assert_int_equal(shown(fx, vm.id), VM_STATUS_RUNNING);
 }
@@ -540,7 +540,7 @@ test_vm_service__patch_rules(void **state)
 }
 
 static void
-test_vm_service__patch_row_failure_redefines_back(void **state)
+test_vm_service__patch_row_failure_leaves_the_domain(void **state)
 {
     struct fixture *fx = *state;
     struct st_error err = {0};
@@ -556,7 +556,8 @@ test_vm_service__patch_row_failure_redefines_back(void **state)
     fault_vm_repo_fail(&fx->vms, FAULT_VR_UPDATE, 1, ST_ERR_UNAVAILABLE);
     assert_st_err(vm_service_update(&fx->vm_svc, FIXTURE_OWNER, vm.id, &req, &got, &err), err,
                   ST_ERR_UNAVAILABLE, "injected fault");
-    assert_int_equal(fault_hypervisor_calls(&fx->hv, FAULT_HV_DEFINE), 2);
+    /* The row is written first: when it cannot be, the domain is never touched. */
+    assert_int_equal(fault_hypervisor_calls(&fx->hv, FAULT_HV_DEFINE), 0);
     assert_int_equal(fx_stored(fx, vm.id).vcpus, 1);
     assert_int_equal(shown(fx, vm.id), VM_STATUS_STOPPED);
 }
@@ -643,18 +644,18 @@ test_vm_service__delete_removes_everything(void **state)
     struct vm vm, got;
 
     create(fx, "web-01", &vm);
-    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
+    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err);
     assert_st_err(vm_repo_get(&fx->vms_real, NULL, vm.id, &got, &err), err, ST_ERR_NOT_FOUND, "");
     fx_assert_no_domain(fx, vm.id);
     fx_assert_no_disk(fx, vm.id);
-    assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err, ST_ERR_NOT_FOUND,
+    assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err, ST_ERR_NOT_FOUND,
                   "");
 
     /* A VM whose domain vanished deletes as well. */
     create(fx, "web-02", &vm);
     assert_st_ok(hypervisor_destroy(&fx->hv_real, vm.id, &err), err);
     assert_st_ok(hypervisor_undefine(&fx->hv_real, vm.id, &err), err);
-    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
+    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err);
     fx_assert_no_disk(fx, vm.id);
     assert_int_equal(fixture_pool_volume_count(fx, fx->disk_pool), 0);
 }
@@ -688,7 +689,7 @@ test_vm_service__delete_resumes_after_failure(void **state)
         else
             fault_hypervisor_fail(&fx->hv, cases[i].method, 1, ST_ERR_BACKEND);
         snprintf(want, sizeof(want), "delete failed at step %s", cases[i].step);
-        assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err,
+        assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err,
                       ST_ERR_BACKEND, want);
         row = fx_stored(fx, vm.id);
         assert_int_equal(row.status, VM_STATUS_DELETING);
@@ -699,12 +700,12 @@ test_vm_service__delete_resumes_after_failure(void **state)
             vm_service_action(&fx->vm_svc, FIXTURE_OWNER, vm.id, VM_ACTION_START, &got, &err), err,
             ST_ERR_CONFLICT, "is deleting; cannot start");
 
-        assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
+        assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err);
         assert_st_err(vm_repo_get(&fx->vms_real, NULL, vm.id, &got, &err), err, ST_ERR_NOT_FOUND,
                       "");
         fx_assert_no_domain(fx, vm.id);
         fx_assert_no_disk(fx, vm.id);
-        assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err,
+        assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err,
                       ST_ERR_NOT_FOUND, "");
     }
 }
@@ -735,7 +736,7 @@ test_vm_service__create_undo_failure_is_recorded_and_delete_finishes(void **stat
     vm_service_disk_vol_name(vm.id, vol);
     assert_st_ok(storage_info(&fx->storage_real, fx->disk_pool, vol, &info, &err), err);
 
-    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, &err), err);
+    assert_st_ok(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err);
     fx_assert_no_domain(fx, vm.id);
     fx_assert_no_disk(fx, vm.id);
 }
@@ -774,7 +775,7 @@ main(void)
         T(test_vm_service__stop_destroys_after_timeout),
         T(test_vm_service__action_failure_keeps_stored_status),
         T(test_vm_service__patch_rules),
-        T(test_vm_service__patch_row_failure_redefines_back),
+        T(test_vm_service__patch_row_failure_leaves_the_domain),
         T(test_vm_service__create_rolls_back_each_step),
         T(test_vm_service__delete_removes_everything),
         T(test_vm_service__delete_resumes_after_failure),
