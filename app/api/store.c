@@ -16,22 +16,23 @@
 const struct store_table store_tables[STORE_TABLES + 1] = {
     {"users",
      "id, email, password_hash, nickname, status, roles, quota_max_vms, quota_max_vcpus, "
-     "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at",
+     "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at, revision",
      "created_at, id"},
     {"api_keys", "id, user_id, name, prefix, hash, created_at, last_used_at", "created_at, id"},
     {"login_failures", "email, at", "at, email"},
     {"images",
      "id, owner_id, name, format, status, size_bytes, virtual_size_bytes, created_at, updated_at, "
-     "visibility",
+     "visibility, revision",
      "created_at, id"},
-    {"flavors", "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at", "created_at, id"},
+    {"flavors", "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at, revision",
+     "created_at, id"},
     {"vms",
      "id, owner_id, name, status, step, vcpus, memory_mib, disk_gib, image_id, flavor_id, fault, "
-     "created_at, updated_at",
+     "created_at, updated_at, revision",
      "created_at, id"},
     {"operations",
      "id, kind, target_id, owner_id, status, step, error, created_at, started_at, finished_at, "
-     "worker_id, lease_expires_at, attempts",
+     "worker_id, lease_expires_at, attempts, revision",
      "created_at, id"},
     {"vm_events", "id, vm_id, owner_id, at, type, message, data", "at, id"},
     {"idempotency_keys",

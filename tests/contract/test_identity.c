@@ -571,15 +571,15 @@ test_identity__schema_is_current(void **state)
     int version = -1;
 
     assert_st_ok(store_schema_version(&fx->store, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
 
     /* Re-opening applies nothing again. */
     assert_st_ok(store_open(&again, store_fixture_url(fx), &err), err);
     version = -1;
     assert_st_ok(store_schema_version(&again, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
     store_close(&again);
-    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 4);
 }
 
 int

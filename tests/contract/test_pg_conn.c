@@ -27,7 +27,7 @@
 #include "repositories/postgres/pg_internal.h"
 #include "util/mem.h"
 
-#define MIGRATIONS 3
+#define MIGRATIONS 4
 #define OPENERS 4
 
 struct fixture {
@@ -370,7 +370,7 @@ test_pg_conn__newer_schema_refused(void **state)
     fx->db = pg_db_open(fx->urls[0], &err);
     assert_null(fx->db);
     assert_int_equal(err.code, ST_ERR_BACKEND);
-    assert_non_null(strstr(err.msg, "at version 99, newer than the 3 this program knows"));
+    assert_non_null(strstr(err.msg, "at version 99, newer than the 4 this program knows"));
 }
 
 /* Several processes opening one fresh database at once each find the schema applied once. */

@@ -449,7 +449,7 @@ test_store__copy_across_schema_versions_is_invalid(void **state)
     sample_fill(&fx->store, &sample);
     contract_exec(to, "INSERT INTO schema_version (version, applied_at) VALUES (99, 1)");
     assert_st_err(store_copy(&fx->store, &to->store, NULL, &err), err, ST_ERR_INVALID,
-                  "the source schema is at version 3, the target at 99");
+                  "the source schema is at version 4, the target at 99");
     check_counts(&to->store, true);
 }
 

@@ -181,6 +181,16 @@ static const char *const sqlite_migrations[] = {
     "  PRIMARY KEY (owner_id, key)"
     ");"
     "CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);",
+    /*
+     * 4: revisions.  Every row a caller reads and writes back carries one,
+     * bumped by each update, which names the revision it read
+     * (compare-and-set); rows written before this migration start at 1.
+     */
+    "ALTER TABLE vms ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE images ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE flavors ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE users ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE operations ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;",
 };
 
 static bool
