@@ -50,6 +50,7 @@ make_op(const char *id, const char *target, const char *owner, int64_t created_a
     snprintf(op.owner_id, sizeof(op.owner_id), "%s", owner);
     op.status = OP_STATUS_QUEUED;
     op.created_at = created_at;
+    op.revision = 1;
     return op;
 }
 

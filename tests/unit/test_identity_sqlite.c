@@ -172,6 +172,8 @@ test_identity_sqlite__migration_from_version_1(void **state)
     assert_st_ok(image_repo_get(&images, NULL, "11111111-1111-4111-8111-111111111111", &got, &err),
                  err);
     assert_int_equal(got.visibility, IMAGE_VISIBILITY_PRIVATE);
+    /* ... and, made before revisions existed, at revision 1. */
+    assert_int_equal(got.revision, 1);
     assert_string_equal(got.name, "debian-12");
     assert_st_err(image_repo_get(&images, USER_B, got.id, &got, &err), err, ST_ERR_NOT_FOUND,
                   "no image");

@@ -27,7 +27,7 @@ struct op_pg {
 /* In the order op_pg_read() reads them after the marker flag, and the insert takes them. */
 #define OP_PG_COLS                                                                                 \
     "id, kind, target_id, owner_id, status, step, error, created_at, started_at, finished_at, "    \
-    "worker_id, lease_expires_at, attempts"
+    "worker_id, lease_expires_at, attempts, revision"
 
 /* The list filters on parameters $@t (target) and $@s (status), each NULL for any. */
 #define OP_PG_FILTER(t, s)                                                                         \
@@ -76,7 +76,7 @@ struct op_pg {
 static const struct pg_stmt op_pg_insert_stmt = {
     "op_insert",
     "INSERT INTO operations (" OP_PG_COLS ") "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
 };
 
 /* $1 id, $2 owner or NULL. */
@@ -161,6 +161,7 @@ op_pg_read(const PGresult *res, int row, void *item, struct st_error *err)
     pg_get_text(res, row, 11, op->worker_id, sizeof(op->worker_id));
     op->lease_expires_at = pg_get_int(res, row, 12);
     op->attempts = (unsigned)pg_get_int(res, row, 13);
+    op->revision = (uint64_t)pg_get_int(res, row, 14);
     if (op_kind_parse(kind, &op->kind) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "operation '%s' has an unknown kind '%s' stored",
                             op->id, kind);
@@ -251,6 +252,7 @@ op_pg_insert(void *self, const struct operation *op, struct st_error *err)
     pg_param_opt_text(&p, op->worker_id);
     pg_param_int(&p, op->lease_expires_at);
     pg_param_int(&p, op->attempts);
+    pg_param_revision(&p, op->revision);
     inserted = pg_db_write(r->db, &op_pg_insert_stmt, &p, &ref, err);
     if (inserted < 0)
         return -1;

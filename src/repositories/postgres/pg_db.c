@@ -876,6 +876,12 @@ pg_param_bool(struct pg_params *p, bool v)
 }
 
 /* Column @col of @row, or NULL when it is SQL NULL or out of range. */
+void
+pg_param_revision(struct pg_params *p, uint64_t revision)
+{
+    pg_param_int(p, revision ? (int64_t)revision : 1);
+}
+
 static const char *
 pg_get_value(const PGresult *res, int row, int col)
 {

@@ -61,6 +61,11 @@ void pg_param_opt_text(struct pg_params *p, const char *s);
 void pg_param_int(struct pg_params *p, int64_t v);
 /* Append a boolean ("true"/"false"). */
 void pg_param_bool(struct pg_params *p, bool v);
+/*
+ * Append the revision a row is inserted with: the caller's, or 1 when it
+ * left it 0 (a new row starts at 1).
+ */
+void pg_param_revision(struct pg_params *p, uint64_t revision);
 
 /*
  * Run @st with @p (NULL: no parameters).  Returns the result (PQclear() it)

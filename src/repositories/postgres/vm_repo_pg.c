@@ -28,7 +28,7 @@ struct vm_pg {
 /* In the order vm_pg_read() reads them after the marker flag, and the insert takes them. */
 #define VM_PG_COLS                                                                                 \
     "id, owner_id, name, status, step, vcpus, memory_mib, disk_gib, image_id, flavor_id, fault, "  \
-    "created_at, updated_at"
+    "created_at, updated_at, revision"
 
 /* The list filters on parameters $@n (name) and $@s (status), each NULL for any. */
 #define VM_PG_FILTER(n, s)                                                                         \
@@ -54,7 +54,7 @@ struct vm_pg {
 static const struct pg_stmt vm_pg_insert_stmt = {
     "vm_insert",
     "INSERT INTO vms (" VM_PG_COLS ") "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
 };
 
 /* $1 id, $2 owner or NULL. */
@@ -147,6 +147,7 @@ vm_pg_read(const PGresult *res, int row, void *item, struct st_error *err)
     pg_get_text(res, row, 11, vm->fault, sizeof(vm->fault));
     vm->created_at = pg_get_int(res, row, 12);
     vm->updated_at = pg_get_int(res, row, 13);
+    vm->revision = (uint64_t)pg_get_int(res, row, 14);
     if (vm_status_parse(status, &vm->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "VM '%s' has an unknown status '%s' stored",
                             vm->id, status);
@@ -193,6 +194,7 @@ vm_pg_insert_row(struct vm_pg *r, const struct vm *vm, struct st_error *err)
     pg_param_opt_text(&p, vm->fault);
     pg_param_int(&p, vm->created_at);
     pg_param_int(&p, vm->updated_at);
+    pg_param_revision(&p, vm->revision);
     return pg_db_write_one(r->db, &vm_pg_insert_stmt, &p, &ref, err) < 0 ? -1 : 0;
 }
 

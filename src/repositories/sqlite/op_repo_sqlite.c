@@ -18,7 +18,7 @@
 
 #define OP_SQLITE_COLS                                                                             \
     "id, kind, target_id, owner_id, status, step, error, created_at, started_at, finished_at, "    \
-    "worker_id, lease_expires_at, attempts"
+    "worker_id, lease_expires_at, attempts, revision"
 
 /*
  * The oldest claimable operation, taken in the statement that finds it.
@@ -72,6 +72,7 @@ op_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     sqlite_column_text(st, 11, op->worker_id, sizeof(op->worker_id));
     op->lease_expires_at = sqlite3_column_int64(st, 12);
     op->attempts = (unsigned)sqlite3_column_int64(st, 13);
+    op->revision = (uint64_t)sqlite3_column_int64(st, 14);
     if (op_kind_parse(kind, &op->kind) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "operation '%s' has an unknown kind '%s' stored",
                             op->id, kind);
@@ -96,7 +97,7 @@ static const struct sqlite_table_spec op_sqlite_table = {
     .order_col = "created_at",
 };
 
-/* @op as ?1..?13 in the order of OP_SQLITE_COLS; true when a bind failed. */
+/* @op as ?1..?14 in the order of OP_SQLITE_COLS; true when a bind failed. */
 static bool
 op_sqlite_bind_insert(sqlite3_stmt *st, const struct operation *op)
 {
@@ -108,7 +109,7 @@ op_sqlite_bind_insert(sqlite3_stmt *st, const struct operation *op)
            sqlite3_bind_int64(st, 10, op->finished_at) ||
            sqlite_bind_opt_text(st, 11, op->worker_id) ||
            sqlite3_bind_int64(st, 12, op->lease_expires_at) ||
-           sqlite3_bind_int64(st, 13, op->attempts);
+           sqlite3_bind_int64(st, 13, op->attempts) || sqlite_bind_revision(st, 14, op->revision);
 }
 
 /* Fail with the connection's message for a bind that went wrong on @st. */

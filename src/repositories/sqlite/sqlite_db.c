@@ -315,6 +315,12 @@ sqlite_bind_opt_text(sqlite3_stmt *st, int idx, const char *s)
     return sqlite_bind_text(st, idx, s && *s ? s : NULL);
 }
 
+int
+sqlite_bind_revision(sqlite3_stmt *st, int idx, uint64_t revision)
+{
+    return sqlite3_bind_int64(st, idx, revision ? (sqlite3_int64)revision : 1);
+}
+
 void
 sqlite_column_text(sqlite3_stmt *st, int col, char *buf, size_t n)
 {

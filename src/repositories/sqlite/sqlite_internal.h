@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "repositories/sqlite/sqlite_db.h"
 
@@ -102,6 +103,12 @@ void sqlite_stmt_done(sqlite3_stmt *st);
 int sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s);
 /* As sqlite_bind_text(), but "" also binds NULL: optional members and filters. */
 int sqlite_bind_opt_text(sqlite3_stmt *st, int idx, const char *s);
+
+/*
+ * Bind the revision a row is inserted with: the caller's, or 1 when it
+ * left it 0 (a new row starts at 1).
+ */
+int sqlite_bind_revision(sqlite3_stmt *st, int idx, uint64_t revision);
 
 /* Copy text column @col into buf (size n); NULL reads as "". */
 void sqlite_column_text(sqlite3_stmt *st, int col, char *buf, size_t n);

@@ -62,6 +62,7 @@ user_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     user->quota.max_disk_gib = user_sqlite_column_limit(st, 10);
     user->created_at = sqlite3_column_int64(st, 11);
     user->updated_at = sqlite3_column_int64(st, 12);
+    user->revision = (uint64_t)sqlite3_column_int64(st, 13);
     if (user_status_parse(status, &user->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "user '%s' has an unknown status '%s' stored",
                             user->id, status);
@@ -70,7 +71,7 @@ user_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
 
 #define USER_SQLITE_COLS                                                                           \
     "id, email, password_hash, nickname, status, roles, quota_max_vms, quota_max_vcpus, "          \
-    "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at"
+    "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at, revision"
 
 static const struct sqlite_table_spec user_sqlite_table = {
     .table = "users",
@@ -120,7 +121,10 @@ static const struct sqlite_table_spec api_key_sqlite_table = {
 /* Every key of a user fits on one page of key_list. */
 #define USER_SQLITE_KEYS_MAX 1000
 
-/* A user as ?1..?12 in the order of USER_SQLITE_COLS; true when a bind failed. */
+/*
+ * A user as ?1..?12 in the order of USER_SQLITE_COLS, the revision
+ * (?13) left to the caller; true when a bind failed.
+ */
 static bool
 user_sqlite_bind(sqlite3_stmt *st, const struct user *user)
 {
@@ -145,7 +149,9 @@ user_sqlite_insert(void *self, const struct user *user, struct st_error *err)
         .noun = "user", .id = user->id, .name = user->email, .name_is = "with e-mail"};
     sqlite3_stmt *st = r->users->insert;
 
-    return sqlite_table_write(r->users, st, user_sqlite_bind(st, user), "insert", &ref, err);
+    return sqlite_table_write(
+        r->users, st, user_sqlite_bind(st, user) || sqlite_bind_revision(st, 13, user->revision),
+        "insert", &ref, err);
 }
 
 static int

@@ -50,6 +50,7 @@ vm_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     sqlite_column_text(st, 11, vm->fault, sizeof(vm->fault));
     vm->created_at = sqlite3_column_int64(st, 12);
     vm->updated_at = sqlite3_column_int64(st, 13);
+    vm->revision = (uint64_t)sqlite3_column_int64(st, 14);
     if (vm_status_parse(status, &vm->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "VM '%s' has an unknown status '%s' stored",
                             vm->id, status);
@@ -63,7 +64,7 @@ static const struct sqlite_table_spec vm_sqlite_table = {
     .table = "vms",
     .noun = "VM",
     .cols = "id, owner_id, name, status, step, vcpus, memory_mib, disk_gib, image_id, flavor_id, "
-            "fault, created_at, updated_at",
+            "fault, created_at, updated_at, revision",
     .size = sizeof(struct vm),
     .read = vm_sqlite_read,
     /* ?2 name, ?3 status: bound by vm_sqlite_bind_filter(). */
@@ -85,7 +86,8 @@ vm_sqlite_bind_insert(sqlite3_stmt *st, const struct vm *vm)
            sqlite3_bind_int64(st, 6, vm->vcpus) || sqlite3_bind_int64(st, 7, vm->memory_mib) ||
            sqlite3_bind_int64(st, 8, vm->disk_gib) || sqlite_bind_text(st, 9, vm->image_id) ||
            sqlite_bind_opt_text(st, 10, vm->flavor_id) || sqlite_bind_opt_text(st, 11, vm->fault) ||
-           sqlite3_bind_int64(st, 12, vm->created_at) || sqlite3_bind_int64(st, 13, vm->updated_at);
+           sqlite3_bind_int64(st, 12, vm->created_at) ||
+           sqlite3_bind_int64(st, 13, vm->updated_at) || sqlite_bind_revision(st, 14, vm->revision);
 }
 
 static int
