@@ -226,6 +226,13 @@ open_backend(struct app *app, struct st_error *err)
     return 0;
 }
 
+/* What the reconciler tells of rows it left for its next pass. */
+static void
+app_log_debug(const char *msg)
+{
+    api_log(API_LOG_DEBUG, "%s", msg);
+}
+
 static void
 wire_services(struct app *app)
 {
@@ -276,6 +283,7 @@ wire_services(struct app *app)
         .event_retention_ms = (int64_t)app->cfg.event_retention_days * 86400 * 1000,
         /* Twice a lease: an operation being queued right now is not stale. */
         .stale_ms = (int64_t)app->cfg.lease_s * 2000,
+        .debug = app_log_debug,
     };
     wire_identity(app);
 }

@@ -47,6 +47,7 @@ op_new(struct operation *op, enum op_kind kind, const struct vm *vm)
     memcpy(op->owner_id, vm->owner_id, ST_ID_BUF);
     op->status = OP_STATUS_QUEUED;
     op->created_at = st_now_ms();
+    op->revision = 1;
 }
 
 int
@@ -89,8 +90,14 @@ op_service_delete_vm(struct op_service *svc, const char *owner, const char *id, 
     if (row.status != VM_STATUS_DELETING) {
         row.status = VM_STATUS_DELETING;
         row.updated_at = st_now_ms();
-        /* The worker marks it too; this is what the client sees meanwhile. */
-        if (vm_repo_update(svc->vms, owner, &row, err) < 0 && err->code != ST_ERR_NOT_FOUND)
+        /*
+         * The worker marks it too; this is what the client sees meanwhile.
+         * A row changed since it was read (the worker may be at it already)
+         * keeps what it says.
+         */
+        if (vm_repo_update(svc->vms, owner, &row, err) == 0)
+            row.revision++;
+        else if (err->code != ST_ERR_NOT_FOUND && err->code != ST_ERR_STALE)
             return -1;
     }
     note(svc, &row, VM_EVENT_INFO, "delete accepted",

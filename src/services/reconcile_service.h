@@ -57,6 +57,12 @@ struct reconcile_service {
     int64_t event_retention_ms;
     int64_t
         stale_ms; /* a creating/deleting row untouched this long with no operation is requeued */
+    /*
+     * Optional (NULL: nothing is said): told, for a debug log, of each row
+     * left alone because it changed between its read and the write; the
+     * next pass sees it as it is then.
+     */
+    void (*debug)(const char *msg);
 };
 
 /* Orphans now; free with orphan_list_release(). */

@@ -227,12 +227,15 @@ vm_service_list(struct vm_service *svc, const char *owner, const struct vm_filte
     return 0;
 }
 
-/* Write @vm to its row with a fresh updated_at. */
+/* Write @vm to its row with a fresh updated_at; @vm then holds the row's new revision. */
 static int
 save(struct vm_service *svc, const char *owner, struct vm *vm, struct st_error *err)
 {
     vm->updated_at = st_now_ms();
-    return vm_repo_update(svc->vms, owner, vm, err);
+    if (vm_repo_update(svc->vms, owner, vm, err) < 0)
+        return -1;
+    vm->revision++;
+    return 0;
 }
 
 static int
@@ -310,6 +313,7 @@ create_prepare(struct vm_service *svc, const char *owner, const struct vm_create
     vm->status = VM_STATUS_CREATING;
     vm->step = VM_STEP_ROW;
     vm->created_at = vm->updated_at = st_now_ms();
+    vm->revision = 1;
     return 0;
 }
 
@@ -611,7 +615,10 @@ update_save(struct vm_service *svc, const char *owner, struct vm *vm, bool resiz
     if (!resize || !limits)
         return save(svc, owner, vm, err);
     vm->updated_at = st_now_ms();
-    return vm_repo_update_within_quota(svc->vms, owner, vm, limits, v, err);
+    if (vm_repo_update_within_quota(svc->vms, owner, vm, limits, v, err) < 0)
+        return -1;
+    vm->revision++;
+    return 0;
 }
 
 int

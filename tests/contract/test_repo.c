@@ -57,6 +57,8 @@ test_repo__vm_crud(void **state)
     strcpy(vm.fault, "define: the domain XML was refused");
     vm.updated_at += 5000;
     assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &vm, &err), 0);
+    /* Compare-and-set: the stored revision is the one read + 1, and the caller bumps its copy. */
+    vm.revision++;
     assert_int_equal(vm_repo_get(&fx->store.vms, NULL, vm.id, &got, &err), 0);
     assert_memory_equal(&got, &vm, sizeof(vm));
 
@@ -65,6 +67,7 @@ test_repo__vm_crud(void **state)
     vm.status = VM_STATUS_RUNNING;
     vm.step = VM_STEP_DONE;
     assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &vm, &err), 0);
+    vm.revision++;
     assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_A, vm.id, &got, &err), 0);
     assert_memory_equal(&got, &vm, sizeof(vm));
 

@@ -417,6 +417,7 @@ test_vm_service__actions_refused_outside_live_states(void **state)
         row = fx_stored(fx, vm.id);
         row.status = stuck[i];
         assert_st_ok(vm_repo_update(&fx->vms_real, NULL, &row, &err), err);
+        row.revision++;
         assert_int_equal(shown(fx, vm.id), stuck[i]);
         for (a = 0; a < 6; a++) {
             char want[128];

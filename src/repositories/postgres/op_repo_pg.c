@@ -109,7 +109,7 @@ static const struct pg_stmt op_pg_list_stmts[2][2] = {
 static const struct pg_stmt op_pg_claim_stmt = {
     "op_claim",
     "UPDATE operations SET status = 'running', worker_id = $1, lease_expires_at = $2::bigint, "
-    "attempts = attempts + 1, "
+    "attempts = attempts + 1, revision = revision + 1, "
     "started_at = CASE WHEN started_at = 0 THEN $3::bigint ELSE started_at END "
     "WHERE id = (SELECT id FROM operations WHERE status = 'queued' OR "
     "(status = 'running' AND lease_expires_at < $3::bigint) ORDER BY created_at, id LIMIT 1 "
@@ -120,13 +120,15 @@ static const struct pg_stmt op_pg_claim_stmt = {
 /* A NULL step ($4) keeps the one recorded. */
 static const struct pg_stmt op_pg_renew_stmt = {
     "op_renew",
-    "UPDATE operations SET lease_expires_at = $3, step = coalesce($4::text, step) "
+    "UPDATE operations SET lease_expires_at = $3, step = coalesce($4::text, step), "
+    "revision = revision + 1 "
     "WHERE " OP_PG_HELD,
 };
 
 static const struct pg_stmt op_pg_finish_stmt = {
     "op_finish",
-    "UPDATE operations SET status = $3, error = $4, finished_at = $5 WHERE " OP_PG_HELD,
+    "UPDATE operations SET status = $3, error = $4, finished_at = $5, revision = revision + 1 "
+    "WHERE " OP_PG_HELD,
 };
 
 static const struct pg_stmt op_pg_exists_stmt = {

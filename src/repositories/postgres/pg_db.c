@@ -641,6 +641,39 @@ pg_db_write_one(struct pg_db *db, const struct pg_stmt *st, const struct pg_para
 }
 
 int
+pg_db_stale(const char *noun, const char *id, uint64_t expected, uint64_t stored,
+            struct st_error *err)
+{
+    return st_error_set(err, ST_ERR_STALE,
+                        "%s '%s' changed meanwhile: revision %" PRIu64 " expected, %" PRIu64
+                        " stored",
+                        noun, id, expected, stored);
+}
+
+int
+pg_db_write_cas(struct pg_db *db, const struct pg_stmt *st, const struct pg_params *p,
+                const struct pg_stmt *probe, const struct pg_params *probe_p,
+                const struct pg_row_ref *ref, uint64_t expected, struct st_error *err)
+{
+    int changed = pg_db_write(db, st, p, ref, err);
+    PGresult *res;
+
+    if (changed != 0)
+        return changed < 0 ? -1 : 0;
+    res = pg_db_exec(db, probe, probe_p, err);
+    if (!res) {
+        st_error_prefix(err, "cannot read the revision of %s '%s'", ref->noun, ref->id);
+        return -1;
+    }
+    if (PQntuples(res) == 0)
+        st_error_set(err, ST_ERR_NOT_FOUND, "no %s '%s'", ref->noun, ref->id);
+    else
+        pg_db_stale(ref->noun, ref->id, expected, (uint64_t)pg_get_int(res, 0, 0), err);
+    PQclear(res);
+    return -1;
+}
+
+int
 pg_db_get(struct pg_db *db, const struct pg_stmt *st, const struct pg_params *p, const char *noun,
           const char *id, pg_read_fn read, void *item, struct st_error *err)
 {

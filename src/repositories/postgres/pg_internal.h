@@ -106,6 +106,25 @@ int pg_db_write_one(struct pg_db *db, const struct pg_stmt *st, const struct pg_
                     const struct pg_row_ref *ref, struct st_error *err);
 
 /*
+ * Run the compare-and-set write @st with @p, whose WHERE clause holds only
+ * while row ref->id is at revision @expected, and which bumps it (in the
+ * caller's transaction, if one is open).  When it changed nothing, @probe
+ * with @probe_p (the row's revision, within the write's scope) tells
+ * ST_ERR_NOT_FOUND "no VM 'x'" from ST_ERR_STALE (see pg_db_stale()).
+ * Otherwise as pg_db_write().  Returns 0 or -1.
+ */
+int pg_db_write_cas(struct pg_db *db, const struct pg_stmt *st, const struct pg_params *p,
+                    const struct pg_stmt *probe, const struct pg_params *probe_p,
+                    const struct pg_row_ref *ref, uint64_t expected, struct st_error *err);
+
+/*
+ * Fill @err with ST_ERR_STALE "<noun> '<id>' changed meanwhile: revision
+ * <expected> expected, <stored> stored", as SQLite does.  Returns -1.
+ */
+int pg_db_stale(const char *noun, const char *id, uint64_t expected, uint64_t stored,
+                struct st_error *err);
+
+/*
  * Reads row @row of @res into *item; returns 0 or -1 with @err filled.
  * Columns are read with pg_get_*() below.
  */

@@ -55,7 +55,10 @@ static const struct pg_stmt user_pg_update_stmt = {
     "user_update",
     "UPDATE users SET email = $2, password_hash = $3, nickname = $4, status = $5, roles = $6, "
     "quota_max_vms = $7, quota_max_vcpus = $8, quota_max_memory_mib = $9, quota_max_disk_gib = "
-    "$10, updated_at = $11 WHERE id = $1"};
+    "$10, updated_at = $11, revision = revision + 1 WHERE id = $1 AND revision = $12"};
+/* Why user_update changed nothing. */
+static const struct pg_stmt user_pg_revision_stmt = {"user_revision",
+                                                     "SELECT revision FROM users WHERE id = $1"};
 static const struct pg_stmt user_pg_count_admins_stmt = {
     "user_count_admins", "SELECT count(*) FROM users WHERE status = $1 AND (roles & $2) <> 0"};
 
@@ -283,10 +286,15 @@ user_pg_update(void *self, const struct user *user, struct st_error *err)
     struct user_pg *r = self;
     struct pg_row_ref ref = {
         .noun = "user", .id = user->id, .name = user->email, .name_is = "with e-mail"};
+    struct pg_params probe;
     struct pg_params p;
 
     user_pg_params(&p, user, false);
-    return pg_db_write_one(r->db, &user_pg_update_stmt, &p, &ref, err) < 0 ? -1 : 0;
+    pg_param_int(&p, (int64_t)user->revision);
+    pg_params_init(&probe);
+    pg_param_text(&probe, user->id);
+    return pg_db_write_cas(r->db, &user_pg_update_stmt, &p, &user_pg_revision_stmt, &probe, &ref,
+                           user->revision, err);
 }
 
 static int

@@ -33,7 +33,8 @@
  */
 #define OP_SQLITE_CLAIM                                                                            \
     "UPDATE operations SET status = 'running', worker_id = ?1, lease_expires_at = ?2, "            \
-    "attempts = attempts + 1, started_at = CASE WHEN started_at = 0 THEN ?3 ELSE started_at END "  \
+    "attempts = attempts + 1, revision = revision + 1, "                                           \
+    "started_at = CASE WHEN started_at = 0 THEN ?3 ELSE started_at END "                           \
     "WHERE id = (SELECT id FROM operations WHERE status = 'queued' OR "                            \
     "(status = 'running' AND lease_expires_at < ?3) ORDER BY created_at, id LIMIT 1) "             \
     "RETURNING 0, " OP_SQLITE_COLS
@@ -416,11 +417,13 @@ op_repo_sqlite_open(struct sqlite_db *db, struct op_repo *out, struct st_error *
     if (!r->t || sqlite_db_prepare(db, OP_SQLITE_CLAIM, &r->claim, err) < 0 ||
         /* A NULL step (?4) keeps the one recorded. */
         sqlite_db_prepare(db,
-                          "UPDATE operations SET lease_expires_at = ?3, step = coalesce(?4, step) "
+                          "UPDATE operations SET lease_expires_at = ?3, step = coalesce(?4, step), "
+                          "revision = revision + 1 "
                           "WHERE " OP_SQLITE_HELD,
                           &r->renew, err) < 0 ||
         sqlite_db_prepare(db,
-                          "UPDATE operations SET status = ?3, error = ?4, finished_at = ?5 "
+                          "UPDATE operations SET status = ?3, error = ?4, finished_at = ?5, "
+                          "revision = revision + 1 "
                           "WHERE " OP_SQLITE_HELD,
                           &r->finish, err) < 0 ||
         sqlite_db_prepare(db, "SELECT 1 FROM operations WHERE id = ?1", &r->exists, err) < 0 ||

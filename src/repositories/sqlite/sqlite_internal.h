@@ -212,7 +212,8 @@ struct sqlite_table {
     sqlite3_stmt *get;
     sqlite3_stmt *remove;
     sqlite3_stmt *list[2][2];
-    void *scratch; /* one item, where get reads a row before it is known good */
+    sqlite3_stmt *revision; /* NULL unless the table has a revision column */
+    void *scratch;          /* one item, where get reads a row before it is known good */
 };
 
 /*
@@ -233,6 +234,27 @@ void sqlite_table_close(struct sqlite_table *t);
  */
 int sqlite_table_write(struct sqlite_table *t, sqlite3_stmt *st, bool bind_failed, const char *verb,
                        const struct sqlite_row_ref *ref, struct st_error *err);
+
+/*
+ * Run the compare-and-set write @st of @t, bound as sqlite_table_write()
+ * says, whose WHERE clause holds only while row ref->id of @owner (any
+ * owner when NULL) is at revision @expected, and which bumps it.  One
+ * write transaction (joining the caller's, if one is open).  When it
+ * changed nothing, the row is looked up in the same transaction: not
+ * there (in scope) is ST_ERR_NOT_FOUND "no VM 'x'", there at another
+ * revision ST_ERR_STALE (see sqlite_table_stale()).  Otherwise as
+ * sqlite_db_write().  @st is reset and cleared in every case.
+ */
+int sqlite_table_write_cas(struct sqlite_table *t, sqlite3_stmt *st, bool bind_failed,
+                           const char *verb, const char *owner, uint64_t expected,
+                           const struct sqlite_row_ref *ref, struct st_error *err);
+
+/*
+ * Fill @err with ST_ERR_STALE "<noun> '<id>' changed meanwhile: revision
+ * <expected> expected, <stored> stored".  Returns -1.
+ */
+int sqlite_table_stale(const struct sqlite_table *t, const char *id, uint64_t expected,
+                       uint64_t stored, struct st_error *err);
 
 /*
  * Read the row @id within @owner's scope into *item (t->size bytes), as

@@ -205,8 +205,14 @@ user_sqlite_update(void *self, const struct user *user, struct st_error *err)
         .noun = "user", .id = user->id, .name = user->email, .name_is = "with e-mail"};
     sqlite3_stmt *st = r->update;
 
-    /* The update leaves created_at (?11) alone, but takes the insert's parameters. */
-    return sqlite_table_write(r->users, st, user_sqlite_bind(st, user), "update", &ref, err);
+    /*
+     * The update leaves created_at (?11) alone, but takes the insert's
+     * parameters, and the revision it read as ?13.
+     */
+    return sqlite_table_write_cas(r->users, st,
+                                  user_sqlite_bind(st, user) ||
+                                      sqlite3_bind_int64(st, 13, (sqlite3_int64)user->revision),
+                                  "update", NULL, user->revision, &ref, err);
 }
 
 static int
@@ -444,7 +450,7 @@ user_sqlite_prepare(struct user_sqlite *r, struct st_error *err)
         sqlite3_stmt **st;
     } stmts[] = {
         {"SELECT 0, " USER_SQLITE_COLS " FROM users WHERE email = ?1", &r->get_by_email},
-        {"UPDATE users SET email = ?2, password_hash = ?3, nickname = ?4, status = ?5, roles = ?6, quota_max_vms = ?7, quota_max_vcpus = ?8, quota_max_memory_mib = ?9, quota_max_disk_gib = ?10, updated_at = ?12 WHERE id = ?1",
+        {"UPDATE users SET email = ?2, password_hash = ?3, nickname = ?4, status = ?5, roles = ?6, quota_max_vms = ?7, quota_max_vcpus = ?8, quota_max_memory_mib = ?9, quota_max_disk_gib = ?10, updated_at = ?12, revision = revision + 1 WHERE id = ?1 AND revision = ?13",
          &r->update},
         {"SELECT count(*) FROM users WHERE status = ?1 AND (roles & ?2) != 0", &r->count_admins},
         {"INSERT INTO login_failures (email, at) VALUES (?1, ?2)", &r->failure_add},
