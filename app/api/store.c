@@ -89,12 +89,18 @@ store_connect(struct store *s, const char *url, struct st_error *err)
         return -1;
     if (s->kind == STORE_POSTGRES) {
         s->pg = pg_db_open(target, err);
-        return s->pg ? 0 : -1;
+        if (!s->pg)
+            return -1;
+        store_tx_pg_open(s->pg, &s->tx);
+        return 0;
     }
     if (app_make_parent_dir(target, err) < 0)
         return -1;
     s->sqlite = sqlite_db_open(target, err);
-    return s->sqlite ? 0 : -1;
+    if (!s->sqlite)
+        return -1;
+    store_tx_sqlite_open(s->sqlite, &s->tx);
+    return 0;
 }
 
 int
@@ -159,6 +165,8 @@ store_close(struct store *s)
     pg_db_close(s->pg);
     s->sqlite = NULL;
     s->pg = NULL;
+    s->tx.ops = NULL;
+    s->tx.self = NULL;
 }
 
 int
@@ -179,27 +187,6 @@ store_count(struct store *s, const char *table, int64_t *out, struct st_error *e
 {
     return s->kind == STORE_POSTGRES ? pg_db_count(s->pg, table, out, err)
                                      : sqlite_db_count(s->sqlite, table, out, err);
-}
-
-static int
-store_begin(struct store *s, struct st_error *err)
-{
-    return s->kind == STORE_POSTGRES ? pg_db_begin(s->pg, err) : sqlite_db_begin(s->sqlite, err);
-}
-
-static int
-store_commit(struct store *s, struct st_error *err)
-{
-    return s->kind == STORE_POSTGRES ? pg_db_commit(s->pg, err) : sqlite_db_commit(s->sqlite, err);
-}
-
-static void
-store_rollback(struct store *s)
-{
-    if (s->kind == STORE_POSTGRES)
-        pg_db_rollback(s->pg);
-    else
-        sqlite_db_rollback(s->sqlite);
 }
 
 /* One table's rows on their way from one store to the other. */
@@ -347,18 +334,18 @@ store_copy(struct store *from, struct store *to, FILE *log, struct st_error *err
         return -1;
     if (store_begin_read(from, err) < 0)
         return -1;
-    if (store_begin(to, err) < 0) {
-        store_rollback(from);
+    if (store_tx_begin(&to->tx, err) < 0) {
+        store_tx_rollback(&from->tx);
         return -1;
     }
     /* Checked inside the target's transaction: a copy that fails its check leaves nothing. */
     rc = store_copy_tables(from, to, counts, log, err);
-    store_rollback(from); /* it only read */
+    store_tx_rollback(&from->tx); /* it only read */
     if (rc == 0)
         rc = store_check_copy(to, counts, log, err);
     if (rc < 0) {
-        store_rollback(to);
+        store_tx_rollback(&to->tx);
         return -1;
     }
-    return store_commit(to, err);
+    return store_tx_commit(&to->tx, err);
 }

@@ -19,6 +19,7 @@
 #include "repositories/flavor_repo.h"
 #include "repositories/image_repo.h"
 #include "repositories/op_repo.h"
+#include "repositories/store_tx.h"
 #include "repositories/user_repo.h"
 #include "repositories/vm_repo.h"
 
@@ -41,6 +42,8 @@ struct store {
     struct audit_repo audit;
     struct op_repo ops;
     struct event_repo events;
+    /* A transaction across the repositories above, on the same connection. */
+    struct store_tx tx;
 };
 
 /*

@@ -68,8 +68,9 @@ struct op_pg {
 
 /*
  * Any clash inserts nothing rather than fail, so that a clash does not
- * abort the caller's transaction when there is one: the rows in the way
- * are then looked at to tell SQLite's two messages apart.  A clash with
+ * abort the caller's transaction on the server when there is one: the
+ * rows in the way are then looked at, in it, to tell SQLite's two
+ * messages apart (the transaction is doomed all the same, as on SQLite).  A clash with
  * a row another transaction is still inserting waits for it to end, so
  * that lookup sees what was committed.
  */
@@ -259,6 +260,7 @@ op_pg_insert(void *self, const struct operation *op, struct st_error *err)
     if (inserted < 0)
         return -1;
     if (inserted == 0) {
+        pg_db_doom(r->db);
         op_pg_insert_clashed(r, op, err);
         return -1;
     }
@@ -373,8 +375,10 @@ op_pg_held_write(struct op_pg *r, const struct pg_stmt *st, const struct pg_para
 
     if (changed < 0)
         return -1;
-    if (changed == 0)
+    if (changed == 0) {
+        pg_db_doom(r->db);
         return op_pg_lost(r, id, err);
+    }
     return 0;
 }
 

@@ -177,8 +177,25 @@ int pg_db_list(struct pg_db *db, const struct pg_stmt *st, const struct pg_param
  * then rolled back).  pg_db_rollback() ends a transaction still open and is
  * a no-op otherwise.  pg_db_in_transaction() tells which.  (The three are
  * declared in pg_db.h, for stratus-admin db copy.)
+ *
+ * They nest, as store_tx.h says: inside an open transaction (a store_tx,
+ * or a method calling another) begin joins it and counts a level, an
+ * inner commit only counts down, and an inner rollback counts down and
+ * dooms the whole.  The outermost commit of a doomed transaction rolls it
+ * back and answers ST_ERR_BACKEND "... the transaction was rolled back".
+ * Advisory locks taken at any level are held to the outermost end.
  */
 bool pg_db_in_transaction(const struct pg_db *db);
+
+/*
+ * A method failed inside the caller's transaction without opening one of
+ * its own (a single write that changed nothing it should have, or failed):
+ * doom the transaction, as the inner rollback of a method that opened one
+ * does, so that both stores end such a transaction alike.  No-op outside
+ * a transaction.  pg_db_write(), pg_db_write_one() and pg_db_write_cas()
+ * call it on their failures.
+ */
+void pg_db_doom(struct pg_db *db);
 
 /*
  * Inside a transaction: take the transaction-scoped advisory lock named

@@ -20,6 +20,12 @@ struct sqlite_db {
     sqlite3_stmt *record;
     sqlite3_stmt *ping;
     int busy_bound_ms;
+    /*
+     * Open levels of the one transaction (0: none), and whether an inner
+     * level rolled back, which dooms the whole: SQLite cannot undo a part.
+     */
+    unsigned depth;
+    bool doomed;
 };
 
 /*
@@ -432,10 +438,18 @@ fail:
 int
 sqlite_db_begin(struct sqlite_db *db, struct st_error *err)
 {
-    int rc = sqlite_db_step_retrying(db, db->begin);
+    int rc;
 
-    if (rc == SQLITE_DONE)
+    if (db->depth > 0) {
+        db->depth++;
         return 0;
+    }
+    rc = sqlite_db_step_retrying(db, db->begin);
+    if (rc == SQLITE_DONE) {
+        db->depth = 1;
+        db->doomed = false;
+        return 0;
+    }
     if (sqlite_is_busy(rc))
         return st_error_set_native(
             err, ST_ERR_UNAVAILABLE, rc,
@@ -447,6 +461,13 @@ sqlite_db_begin(struct sqlite_db *db, struct st_error *err)
 void
 sqlite_db_rollback(struct sqlite_db *db)
 {
+    if (db->depth > 1) {
+        db->depth--;
+        db->doomed = true;
+        return;
+    }
+    db->depth = 0;
+    db->doomed = false;
     /* A failed COMMIT or a full disk may already have rolled back. */
     if (sqlite3_get_autocommit(db->conn))
         return;
@@ -457,10 +478,26 @@ sqlite_db_rollback(struct sqlite_db *db)
 int
 sqlite_db_commit(struct sqlite_db *db, struct st_error *err)
 {
-    int rc = sqlite_db_step_retrying(db, db->commit);
+    int rc;
 
-    if (rc == SQLITE_DONE)
+    if (db->depth == 0)
+        return st_error_set(err, ST_ERR_INTERNAL, "cannot commit a transaction: none is open");
+    if (db->depth > 1) {
+        db->depth--;
         return 0;
+    }
+    /* SQLite ends a transaction itself after some errors (a full disk, say). */
+    if (db->doomed || sqlite3_get_autocommit(db->conn)) {
+        sqlite_db_rollback(db);
+        return st_error_set(
+            err, ST_ERR_BACKEND,
+            "cannot commit a transaction: a part of it failed, so the transaction was rolled back");
+    }
+    rc = sqlite_db_step_retrying(db, db->commit);
+    if (rc == SQLITE_DONE) {
+        db->depth = 0;
+        return 0;
+    }
     sqlite_db_fail(db, rc, err, "cannot commit a transaction");
     sqlite_db_rollback(db);
     return -1;

@@ -81,6 +81,14 @@ int sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_
  * busy.  sqlite_db_commit() commits, and rolls back when that fails.
  * sqlite_db_rollback() ends a transaction still open and is a no-op
  * otherwise.
+ *
+ * They nest, as store_tx.h says: inside an open transaction (a store_tx,
+ * or a method calling another) begin joins it and counts a level, an
+ * inner commit only counts down, and an inner rollback counts down and
+ * dooms the whole.  The outermost commit of a doomed transaction rolls it
+ * back and answers ST_ERR_BACKEND "... the transaction was rolled back";
+ * a commit with none open is ST_ERR_INTERNAL.  sqlite_db_write() is one
+ * such level, so every write joins the caller's transaction.
  */
 int sqlite_db_begin(struct sqlite_db *db, struct st_error *err);
 int sqlite_db_commit(struct sqlite_db *db, struct st_error *err);
