@@ -6,14 +6,10 @@
 #include "util/mem.h"
 
 static const char *const op_kind_names[] = {
-    [OP_KIND_VM_CREATE] = "vm.create",
-    [OP_KIND_VM_DELETE] = "vm.delete",
-    [OP_KIND_VM_START] = "vm.start",
-    [OP_KIND_VM_STOP] = "vm.stop",
-    [OP_KIND_VM_FORCE_STOP] = "vm.force-stop",
-    [OP_KIND_VM_REBOOT] = "vm.reboot",
-    [OP_KIND_VM_PAUSE] = "vm.pause",
-    [OP_KIND_VM_RESUME] = "vm.resume",
+    [OP_KIND_VM_CREATE] = "vm.create",         [OP_KIND_VM_DELETE] = "vm.delete",
+    [OP_KIND_VM_START] = "vm.start",           [OP_KIND_VM_STOP] = "vm.stop",
+    [OP_KIND_VM_FORCE_STOP] = "vm.force-stop", [OP_KIND_VM_REBOOT] = "vm.reboot",
+    [OP_KIND_VM_PAUSE] = "vm.pause",           [OP_KIND_VM_RESUME] = "vm.resume",
     [OP_KIND_VM_RESIZE] = "vm.resize",
 };
 
