@@ -275,6 +275,7 @@ wire_services(struct app *app)
         .vms = &app->store.vms,
         .ops = &app->store.ops,
         .events = &app->store.events,
+        .idem = &app->store.idem,
         .op_svc = &app->op_svc,
         .hv = &app->hv,
         .storage = &app->storage,

@@ -397,15 +397,15 @@ idem_start(struct api_call *call, bool *recorded)
     idem_hash(req, hash);
     for (;;) {
         memset(&rec, 0, sizeof(rec));
-        if (event_repo_idem_begin(
-                &app->store.events, call->who->user_id, req->idempotency_key, hash, st_now_ms(),
-                st_now_ms() + (int64_t)app->cfg.idempotency_ttl_s * 1000, &res, &rec, &err) < 0) {
+        if (idem_repo_begin(&app->store.idem, call->who->user_id, req->idempotency_key, hash,
+                            st_now_ms(), st_now_ms() + (int64_t)app->cfg.idempotency_ttl_s * 1000,
+                            &res, &rec, &err) < 0) {
             api_fail(call, &err);
             return 1;
         }
         if (res == IDEM_IN_PROGRESS && rec.created_at < st_now_ms() - IDEM_ABANDONED_MS &&
-            event_repo_idem_forget(&app->store.events, call->who->user_id, req->idempotency_key,
-                                   &err) == 0) {
+            idem_repo_forget(&app->store.idem, call->who->user_id, req->idempotency_key, &err) ==
+                0) {
             idem_record_release(&rec);
             continue;
         }
@@ -448,12 +448,12 @@ idem_end(struct api_call *call)
     int rc;
 
     if (resp->status >= 500)
-        rc = event_repo_idem_forget(&call->app->store.events, call->who->user_id,
-                                    call->req->idempotency_key, &err);
+        rc = idem_repo_forget(&call->app->store.idem, call->who->user_id,
+                              call->req->idempotency_key, &err);
     else
-        rc = event_repo_idem_finish(&call->app->store.events, call->who->user_id,
-                                    call->req->idempotency_key, resp->status, resp->body,
-                                    http_response_get_header(resp, "Location"), &err);
+        rc = idem_repo_finish(&call->app->store.idem, call->who->user_id,
+                              call->req->idempotency_key, resp->status, resp->body,
+                              http_response_get_header(resp, "Location"), &err);
     if (rc < 0)
         api_log(API_LOG_ERROR, "idempotency record of request %s not stored: %s",
                 call->req->request_id, err.msg);

@@ -117,7 +117,8 @@ store_open(struct store *s, const char *url, struct st_error *err)
                      user_repo_pg_open(s->pg, &s->users, err) < 0 ||
                      audit_repo_pg_open(s->pg, &s->audit, err) < 0 ||
                      op_repo_pg_open(s->pg, &s->ops, err) < 0 ||
-                     event_repo_pg_open(s->pg, &s->events, err) < 0
+                     event_repo_pg_open(s->pg, &s->events, err) < 0 ||
+                     idem_repo_pg_open(s->pg, &s->idem, err) < 0
                  ? -1
                  : 0;
     else
@@ -127,7 +128,8 @@ store_open(struct store *s, const char *url, struct st_error *err)
                      user_repo_sqlite_open(s->sqlite, &s->users, err) < 0 ||
                      audit_repo_sqlite_open(s->sqlite, &s->audit, err) < 0 ||
                      op_repo_sqlite_open(s->sqlite, &s->ops, err) < 0 ||
-                     event_repo_sqlite_open(s->sqlite, &s->events, err) < 0
+                     event_repo_sqlite_open(s->sqlite, &s->events, err) < 0 ||
+                     idem_repo_sqlite_open(s->sqlite, &s->idem, err) < 0
                  ? -1
                  : 0;
     if (rc < 0)
@@ -161,6 +163,7 @@ store_close(struct store *s)
     audit_repo_close(&s->audit);
     op_repo_close(&s->ops);
     event_repo_close(&s->events);
+    idem_repo_close(&s->idem);
     sqlite_db_close(s->sqlite);
     pg_db_close(s->pg);
     s->sqlite = NULL;

@@ -17,6 +17,7 @@
 #include "repositories/audit_repo.h"
 #include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"
+#include "repositories/idem_repo.h"
 #include "repositories/image_repo.h"
 #include "repositories/op_repo.h"
 #include "repositories/store_tx.h"
@@ -42,6 +43,7 @@ struct store {
     struct audit_repo audit;
     struct op_repo ops;
     struct event_repo events;
+    struct idem_repo idem;
     /* A transaction across the repositories above, on the same connection. */
     struct store_tx tx;
 };

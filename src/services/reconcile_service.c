@@ -449,7 +449,7 @@ reconcile_run(struct reconcile_service *svc, struct reconcile_report *out, struc
     backend_view_release(&v);
     if (event_repo_prune(svc->events, st_now_ms() - svc->event_retention_ms, &r.events_pruned,
                          err) < 0 ||
-        event_repo_idem_prune(svc->events, st_now_ms(), &r.keys_pruned, err) < 0)
+        idem_repo_prune(svc->idem, st_now_ms(), &r.keys_pruned, err) < 0)
         return -1;
     *out = r;
     return 0;

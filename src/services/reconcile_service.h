@@ -12,6 +12,7 @@
 #define STRATUS_SERVICES_RECONCILE_SERVICE_H
 
 #include "repositories/hypervisor.h"
+#include "repositories/idem_repo.h"
 #include "repositories/storage.h"
 #include "services/op_service.h"
 
@@ -49,6 +50,7 @@ struct reconcile_service {
     struct vm_repo *vms;
     struct op_repo *ops;
     struct event_repo *events;
+    struct idem_repo *idem; /* expired idempotency records are pruned with each pass */
     struct op_service *op_svc;
     struct hypervisor *hv;
     struct storage *storage;

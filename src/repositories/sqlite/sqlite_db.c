@@ -567,6 +567,27 @@ sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_
 }
 
 int
+sqlite_db_delete(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                 size_t *n, struct st_error *err)
+{
+    int changed;
+
+    if (sqlite_db_begin(db, err) < 0) {
+        sqlite_stmt_done(st);
+        return -1;
+    }
+    changed = sqlite_db_write_step(db, st, ref, err);
+    if (changed < 0) {
+        sqlite_db_rollback(db);
+        return -1;
+    }
+    if (sqlite_db_commit(db, err) < 0)
+        return -1;
+    *n = (size_t)changed;
+    return 0;
+}
+
+int
 sqlite_db_ping(struct sqlite_db *db, struct st_error *err)
 {
     int rc = sqlite3_step(db->ping);

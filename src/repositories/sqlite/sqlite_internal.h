@@ -69,6 +69,14 @@ int sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_
                     struct st_error *err);
 
 /*
+ * Run the bound delete @st as one write transaction (joining the
+ * caller's), whatever it removes: *n is how many rows went, 0 included.
+ * Otherwise as sqlite_db_write().  @st is reset and cleared in every case.
+ */
+int sqlite_db_delete(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                     size_t *n, struct st_error *err);
+
+/*
  * Writes of more than one statement (read, decide, write) hold the write
  * lock throughout, so that no other connection writes in between:
  *

@@ -63,6 +63,7 @@ struct fixture {
     struct flavor_repo flavors;
     struct op_repo ops;
     struct event_repo events;
+    struct idem_repo idem;
     struct libvirt_conn *conn;
     struct hypervisor hv_real;
     struct storage storage_real;
