@@ -76,6 +76,7 @@ main(int argc, char **argv)
         .ops = &ops,
         .events = &events,
         .vms = &fx->vms_real,
+        .tx = &fx->tx,
         .vm_svc = &fx->vm_svc,
         .cfg = {.lease_ms = 30000, .wait_max_ms = 0, .wait_poll_ms = 100},
         .probe = NULL,

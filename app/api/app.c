@@ -232,6 +232,13 @@ open_backend(struct app *app, struct st_error *err)
     return 0;
 }
 
+/* What the reconciler tells of rows it left for its next pass. */
+static void
+app_log_debug(const char *msg)
+{
+    api_log(API_LOG_DEBUG, "%s", msg);
+}
+
 static void
 wire_services(struct app *app)
 {
@@ -273,7 +280,7 @@ wire_services(struct app *app)
         .probe = NULL,
     };
     app->idem_svc = (struct idem_service){
-        .records = &app->store.events,
+        .records = &app->store.idem,
         .ttl_ms = (int64_t)app->cfg.idempotency_ttl_s * 1000,
         .abandoned_ms = APP_IDEM_ABANDONED_MS,
     };
@@ -281,6 +288,7 @@ wire_services(struct app *app)
         .vms = &app->store.vms,
         .ops = &app->store.ops,
         .events = &app->store.events,
+        .idem = &app->store.idem,
         .op_svc = &app->op_svc,
         .hv = &app->hv,
         .storage = &app->storage,
@@ -289,6 +297,7 @@ wire_services(struct app *app)
         .event_retention_ms = (int64_t)app->cfg.event_retention_days * 86400 * 1000,
         /* Twice a lease: an operation being queued right now is not stale. */
         .stale_ms = (int64_t)app->cfg.lease_s * 2000,
+        .debug = app_log_debug,
     };
     wire_identity(app);
 }

@@ -16,22 +16,23 @@
 const struct store_table store_tables[STORE_TABLES + 1] = {
     {"users",
      "id, email, password_hash, nickname, status, roles, quota_max_vms, quota_max_vcpus, "
-     "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at",
+     "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at, revision",
      "created_at, id"},
     {"api_keys", "id, user_id, name, prefix, hash, created_at, last_used_at", "created_at, id"},
     {"login_failures", "email, at", "at, email"},
     {"images",
      "id, owner_id, name, format, status, size_bytes, virtual_size_bytes, created_at, updated_at, "
-     "visibility",
+     "visibility, revision",
      "created_at, id"},
-    {"flavors", "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at", "created_at, id"},
+    {"flavors", "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at, revision",
+     "created_at, id"},
     {"vms",
      "id, owner_id, name, status, step, vcpus, memory_mib, disk_gib, image_id, flavor_id, fault, "
-     "created_at, updated_at",
+     "created_at, updated_at, revision",
      "created_at, id"},
     {"operations",
      "id, kind, target_id, owner_id, status, step, error, created_at, started_at, finished_at, "
-     "worker_id, lease_expires_at, attempts",
+     "worker_id, lease_expires_at, attempts, revision",
      "created_at, id"},
     {"vm_events", "id, vm_id, owner_id, at, type, message, data", "at, id"},
     {"idempotency_keys",
@@ -88,12 +89,18 @@ store_connect(struct store *s, const char *url, struct st_error *err)
         return -1;
     if (s->kind == STORE_POSTGRES) {
         s->pg = pg_db_open(target, err);
-        return s->pg ? 0 : -1;
+        if (!s->pg)
+            return -1;
+        store_tx_pg_open(s->pg, &s->tx);
+        return 0;
     }
     if (app_make_parent_dir(target, err) < 0)
         return -1;
     s->sqlite = sqlite_db_open(target, err);
-    return s->sqlite ? 0 : -1;
+    if (!s->sqlite)
+        return -1;
+    store_tx_sqlite_open(s->sqlite, &s->tx);
+    return 0;
 }
 
 int
@@ -110,7 +117,8 @@ store_open(struct store *s, const char *url, struct st_error *err)
                      user_repo_pg_open(s->pg, &s->users, err) < 0 ||
                      audit_repo_pg_open(s->pg, &s->audit, err) < 0 ||
                      op_repo_pg_open(s->pg, &s->ops, err) < 0 ||
-                     event_repo_pg_open(s->pg, &s->events, err) < 0
+                     event_repo_pg_open(s->pg, &s->events, err) < 0 ||
+                     idem_repo_pg_open(s->pg, &s->idem, err) < 0
                  ? -1
                  : 0;
     else
@@ -120,7 +128,8 @@ store_open(struct store *s, const char *url, struct st_error *err)
                      user_repo_sqlite_open(s->sqlite, &s->users, err) < 0 ||
                      audit_repo_sqlite_open(s->sqlite, &s->audit, err) < 0 ||
                      op_repo_sqlite_open(s->sqlite, &s->ops, err) < 0 ||
-                     event_repo_sqlite_open(s->sqlite, &s->events, err) < 0
+                     event_repo_sqlite_open(s->sqlite, &s->events, err) < 0 ||
+                     idem_repo_sqlite_open(s->sqlite, &s->idem, err) < 0
                  ? -1
                  : 0;
     if (rc < 0)
@@ -154,10 +163,13 @@ store_close(struct store *s)
     audit_repo_close(&s->audit);
     op_repo_close(&s->ops);
     event_repo_close(&s->events);
+    idem_repo_close(&s->idem);
     sqlite_db_close(s->sqlite);
     pg_db_close(s->pg);
     s->sqlite = NULL;
     s->pg = NULL;
+    s->tx.ops = NULL;
+    s->tx.self = NULL;
 }
 
 int
@@ -178,27 +190,6 @@ store_count(struct store *s, const char *table, int64_t *out, struct st_error *e
 {
     return s->kind == STORE_POSTGRES ? pg_db_count(s->pg, table, out, err)
                                      : sqlite_db_count(s->sqlite, table, out, err);
-}
-
-static int
-store_begin(struct store *s, struct st_error *err)
-{
-    return s->kind == STORE_POSTGRES ? pg_db_begin(s->pg, err) : sqlite_db_begin(s->sqlite, err);
-}
-
-static int
-store_commit(struct store *s, struct st_error *err)
-{
-    return s->kind == STORE_POSTGRES ? pg_db_commit(s->pg, err) : sqlite_db_commit(s->sqlite, err);
-}
-
-static void
-store_rollback(struct store *s)
-{
-    if (s->kind == STORE_POSTGRES)
-        pg_db_rollback(s->pg);
-    else
-        sqlite_db_rollback(s->sqlite);
 }
 
 /* One table's rows on their way from one store to the other. */
@@ -346,18 +337,18 @@ store_copy(struct store *from, struct store *to, FILE *log, struct st_error *err
         return -1;
     if (store_begin_read(from, err) < 0)
         return -1;
-    if (store_begin(to, err) < 0) {
-        store_rollback(from);
+    if (store_tx_begin(&to->tx, err) < 0) {
+        store_tx_rollback(&from->tx);
         return -1;
     }
     /* Checked inside the target's transaction: a copy that fails its check leaves nothing. */
     rc = store_copy_tables(from, to, counts, log, err);
-    store_rollback(from); /* it only read */
+    store_tx_rollback(&from->tx); /* it only read */
     if (rc == 0)
         rc = store_check_copy(to, counts, log, err);
     if (rc < 0) {
-        store_rollback(to);
+        store_tx_rollback(&to->tx);
         return -1;
     }
-    return store_commit(to, err);
+    return store_tx_commit(&to->tx, err);
 }

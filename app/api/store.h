@@ -17,8 +17,10 @@
 #include "repositories/audit_repo.h"
 #include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"
+#include "repositories/idem_repo.h"
 #include "repositories/image_repo.h"
 #include "repositories/op_repo.h"
+#include "repositories/store_tx.h"
 #include "repositories/user_repo.h"
 #include "repositories/vm_repo.h"
 
@@ -41,6 +43,9 @@ struct store {
     struct audit_repo audit;
     struct op_repo ops;
     struct event_repo events;
+    struct idem_repo idem;
+    /* A transaction across the repositories above, on the same connection. */
+    struct store_tx tx;
 };
 
 /*

@@ -50,7 +50,7 @@ struct vm {
     char fault[ST_FAULT_BUF];  /* "" when none; shown as null */
     /* Bumped by every update; a write names the revision it read (compare-and-set). */
     uint64_t revision;
-    int64_t created_at;        /* ms since epoch */
+    int64_t created_at; /* ms since epoch */
     int64_t updated_at;
 };
 

@@ -5,6 +5,8 @@
  * Scope and errors as in vm_repo.h.  The claim is the one place several
  * workers compete: it must hand each operation to exactly one of them
  * (SQLite: inside BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE SKIP LOCKED).
+ * An operation is inserted at the revision the caller set (1), and claim,
+ * renew and finish each bump it; get, list and claim read it.
  */
 #ifndef STRATUS_REPOSITORIES_OP_REPO_H
 #define STRATUS_REPOSITORIES_OP_REPO_H

@@ -10,10 +10,10 @@
 #ifndef STRATUS_SERVICES_IDEM_SERVICE_H
 #define STRATUS_SERVICES_IDEM_SERVICE_H
 
-#include "repositories/event_repo.h"
+#include "repositories/idem_repo.h"
 
 struct idem_service {
-    struct event_repo *records; /* borrowed: where idempotency records live */
+    struct idem_repo *records; /* borrowed */
     int64_t ttl_ms;            /* how long an answer is kept for retries */
     /*
      * A first request still unanswered this long after it began never will

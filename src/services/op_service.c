@@ -52,9 +52,9 @@ op_new(struct operation *op, enum op_kind kind, const struct vm *vm)
 
 /* The operation kind of @action; and back (-1 for create and delete). */
 static const enum op_kind action_kinds[] = {
-    [VM_ACTION_START] = OP_KIND_VM_START,   [VM_ACTION_STOP] = OP_KIND_VM_STOP,
+    [VM_ACTION_START] = OP_KIND_VM_START,           [VM_ACTION_STOP] = OP_KIND_VM_STOP,
     [VM_ACTION_FORCE_STOP] = OP_KIND_VM_FORCE_STOP, [VM_ACTION_REBOOT] = OP_KIND_VM_REBOOT,
-    [VM_ACTION_PAUSE] = OP_KIND_VM_PAUSE,   [VM_ACTION_RESUME] = OP_KIND_VM_RESUME,
+    [VM_ACTION_PAUSE] = OP_KIND_VM_PAUSE,           [VM_ACTION_RESUME] = OP_KIND_VM_RESUME,
     [VM_ACTION_RESIZE] = OP_KIND_VM_RESIZE,
 };
 
@@ -79,7 +79,8 @@ note_accepted(struct op_service *svc, const struct vm *vm, const struct operatio
     const char *kind = op_kind_name(op->kind);
     char message[64];
 
-    snprintf(message, sizeof(message), "%s accepted", strchr(kind, '.') ? strchr(kind, '.') + 1 : kind);
+    snprintf(message, sizeof(message), "%s accepted",
+             strchr(kind, '.') ? strchr(kind, '.') + 1 : kind);
     note(svc, vm, VM_EVENT_INFO, message, json_pack("{s:s}", "operation_id", op->id));
 }
 
@@ -142,9 +143,9 @@ op_service_create_vm(struct op_service *svc, const char *owner, const struct vm_
 
 /* What an accept writes, decided on the row as read. */
 struct accept_plan {
-    bool queue;         /* queue an operation of @kind with the write */
+    bool queue; /* queue an operation of @kind with the write */
     enum op_kind kind;
-    bool limited;       /* write within @limits (a resize) */
+    bool limited; /* write within @limits (a resize) */
     struct quota limits;
 };
 
@@ -197,8 +198,8 @@ precondition_failed(struct st_error *err, const struct vm *row, uint64_t expect)
  */
 static int
 accept_vm(struct op_service *svc, const char *owner, const char *id, uint64_t expect,
-          accept_decide decide, const void *ctx, struct vm *vm, struct operation *op,
-          bool *queued, struct quota_violation *v, struct st_error *err)
+          accept_decide decide, const void *ctx, struct vm *vm, struct operation *op, bool *queued,
+          struct quota_violation *v, struct st_error *err)
 {
     struct accept_plan plan;
     struct vm row, shown;
@@ -277,8 +278,7 @@ op_service_action_vm(struct op_service *svc, const char *owner, const char *id,
     bool queued;
 
     if ((size_t)action >= ST_ARRAY_LEN(action_kinds) || action == VM_ACTION_RESIZE)
-        return st_error_set(err, ST_ERR_INTERNAL, "action %d is not queued this way",
-                            (int)action);
+        return st_error_set(err, ST_ERR_INTERNAL, "action %d is not queued this way", (int)action);
     return accept_vm(svc, owner, id, expect, decide_action, &action, vm, op, &queued, NULL, err);
 }
 
@@ -400,8 +400,10 @@ op_execute(struct op_service *svc, struct operation *op, const char *worker_id, 
         break;
     default:
         if (action_of_kind(op->kind, &action) < 0)
-            return st_error_set(err, ST_ERR_INTERNAL, "operation '%s' has kind %d, which no "
-                                "worker knows", op->id, (int)op->kind);
+            return st_error_set(err, ST_ERR_INTERNAL,
+                                "operation '%s' has kind %d, which no "
+                                "worker knows",
+                                op->id, (int)op->kind);
         /* The step recorded by the attempt that claimed it before, if any. */
         rc = vm_service_action_run(svc->vm_svc, op->target_id, action, op->step, &hook, vm, err);
         break;
@@ -422,8 +424,7 @@ note_done(struct op_service *svc, const struct operation *op, const struct vm *v
     else if (op->kind == OP_KIND_VM_DELETE)
         snprintf(message, sizeof(message), "deleted");
     else if (op->kind == OP_KIND_VM_RESIZE)
-        snprintf(message, sizeof(message), "resized: %u vCPUs, %u MiB", vm->vcpus,
-                 vm->memory_mib);
+        snprintf(message, sizeof(message), "resized: %u vCPUs, %u MiB", vm->vcpus, vm->memory_mib);
     else
         snprintf(message, sizeof(message), "%s: now %s", strchr(kind, '.') + 1,
                  vm_status_name(vm->status));

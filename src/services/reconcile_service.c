@@ -1,5 +1,6 @@
 #include "services/reconcile_service.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,29 @@ orphan_to_json(const struct orphan *o)
     return json_pack("{s:s, s:s, s:s, s:o}", "kind", o->kind == ORPHAN_DOMAIN ? "domain" : "disk",
                      "vm_id", o->id, "name", o->name, "owner_id",
                      o->owner_id[0] ? json_string(o->owner_id) : json_null());
+}
+
+/*
+ * Write @vm, read earlier in this pass (compare-and-set).  1 when written,
+ * with @vm at the row's new revision; 0 when the row changed meanwhile:
+ * left for the next pass, and said at debug level; -1 with @err filled.
+ */
+static int
+write_row(struct reconcile_service *svc, struct vm *vm, struct st_error *err)
+{
+    char msg[ST_ERROR_MSG_MAX + 64];
+
+    if (vm_repo_update(svc->vms, NULL, vm, err) == 0) {
+        vm->revision++;
+        return 1;
+    }
+    if (err->code != ST_ERR_STALE)
+        return -1;
+    if (svc->debug) {
+        snprintf(msg, sizeof(msg), "reconcile: left for the next pass: %s", err->msg);
+        svc->debug(msg);
+    }
+    return 0;
 }
 
 static int
@@ -278,7 +302,7 @@ mark_vanished(struct reconcile_service *svc, const struct backend_view *v, struc
             continue;
         st_strlcpy(vm->fault, VANISHED_FAULT, sizeof(vm->fault));
         vm->updated_at = st_now_ms();
-        if (vm_repo_update(svc->vms, NULL, vm, &ignored) < 0)
+        if (write_row(svc, vm, &ignored) <= 0)
             continue;
         op_service_event(svc->op_svc, vm, VM_EVENT_WARNING,
                          "the domain vanished outside stratus: the VM shows missing", NULL,
@@ -348,7 +372,7 @@ sync_states(struct reconcile_service *svc, const struct backend_view *v, struct 
                  vm_status_name(vm->status), vm_status_name(now));
         vm->status = now;
         vm->updated_at = st_now_ms();
-        if (vm_repo_update(svc->vms, NULL, vm, &ignored) == 0)
+        if (write_row(svc, vm, &ignored) > 0)
             op_service_event(svc->op_svc, vm, VM_EVENT_STATE_CHANGE, message,
                              json_pack("{s:s}", "status", vm_status_name(now)), &ignored);
     }
@@ -381,6 +405,7 @@ requeue_stale(struct reconcile_service *svc, const struct vm *rows, size_t n,
         memcpy(op.owner_id, vm->owner_id, ST_ID_BUF);
         op.status = OP_STATUS_QUEUED;
         op.created_at = st_now_ms();
+        op.revision = 1;
         if (op_repo_insert(svc->ops, &op, &local) < 0)
             continue;
         op_service_event(svc->op_svc, vm, VM_EVENT_WARNING,
@@ -424,7 +449,7 @@ reconcile_run(struct reconcile_service *svc, struct reconcile_report *out, struc
     backend_view_release(&v);
     if (event_repo_prune(svc->events, st_now_ms() - svc->event_retention_ms, &r.events_pruned,
                          err) < 0 ||
-        event_repo_idem_prune(svc->events, st_now_ms(), &r.keys_pruned, err) < 0)
+        idem_repo_prune(svc->idem, st_now_ms(), &r.keys_pruned, err) < 0)
         return -1;
     *out = r;
     return 0;
@@ -440,6 +465,7 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
     enum hv_state state;
     char message[96];
     struct vm vm;
+    int written;
 
     /*
      * The event only says to look: events come late and in bursts, so what
@@ -481,8 +507,9 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
             return 0;
         st_strlcpy(vm.fault, VANISHED_FAULT, sizeof(vm.fault));
         vm.updated_at = st_now_ms();
-        if (vm_repo_update(svc->vms, NULL, &vm, err) < 0)
-            return -1;
+        written = write_row(svc, &vm, err);
+        if (written <= 0)
+            return written;
         return op_service_event(svc->op_svc, &vm, VM_EVENT_WARNING,
                                 "the domain was undefined outside stratus: the VM shows missing",
                                 NULL, err);
@@ -493,8 +520,9 @@ reconcile_on_event(struct reconcile_service *svc, const char *id, enum hv_event 
              vm_status_name(vm.status), vm_status_name(now));
     vm.status = now;
     vm.updated_at = st_now_ms();
-    if (vm_repo_update(svc->vms, NULL, &vm, err) < 0)
-        return -1;
+    written = write_row(svc, &vm, err);
+    if (written <= 0)
+        return written;
     return op_service_event(svc->op_svc, &vm, VM_EVENT_STATE_CHANGE, message,
                             json_pack("{s:s}", "status", vm_status_name(now)), err);
 }

@@ -12,6 +12,7 @@
 #define STRATUS_SERVICES_RECONCILE_SERVICE_H
 
 #include "repositories/hypervisor.h"
+#include "repositories/idem_repo.h"
 #include "repositories/storage.h"
 #include "services/op_service.h"
 
@@ -49,6 +50,7 @@ struct reconcile_service {
     struct vm_repo *vms;
     struct op_repo *ops;
     struct event_repo *events;
+    struct idem_repo *idem; /* expired idempotency records are pruned with each pass */
     struct op_service *op_svc;
     struct hypervisor *hv;
     struct storage *storage;
@@ -57,6 +59,12 @@ struct reconcile_service {
     int64_t event_retention_ms;
     int64_t
         stale_ms; /* a creating/deleting row untouched this long with no operation is requeued */
+    /*
+     * Optional (NULL: nothing is said): told, for a debug log, of each row
+     * left alone because it changed between its read and the write; the
+     * next pass sees it as it is then.
+     */
+    void (*debug)(const char *msg);
 };
 
 /* Orphans now; free with orphan_list_release(). */

@@ -41,6 +41,7 @@ user_make(struct user_service *svc, const char *email, const char *password, con
     user.roles = roles | USER_ROLE_USER;
     user.quota = (struct quota){-1, -1, -1, -1};
     user.created_at = user.updated_at = st_now_ms();
+    user.revision = 1;
     if (secret_password_hash(password, svc->cfg.pwhash, user.password_hash, err) < 0 ||
         user_repo_insert(svc->users, &user, err) < 0)
         return -1;
@@ -343,6 +344,7 @@ user_service_update(struct user_service *svc, const struct principal *caller, co
     user.updated_at = st_now_ms();
     if (user_repo_update(svc->users, &user, err) < 0)
         return -1;
+    user.revision++;
     *out = user;
     return 0;
 }

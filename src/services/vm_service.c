@@ -771,12 +771,17 @@ action_result(enum vm_action action)
     return VM_STATUS_RUNNING;
 }
 
-/* Pull the plug, accepting a domain that is down already (on its own, or by an earlier attempt). */
+/* Pull the plug, unless the domain is down already (on its own, or by an earlier attempt). */
 static int
 destroy_running(struct vm_service *svc, const char *id, struct st_error *err)
 {
     struct st_error local = {0};
+    enum hv_state state;
 
+    if (hypervisor_state(svc->hv, id, &state, err) < 0)
+        return -1;
+    if (state == HV_STATE_SHUTOFF)
+        return 0;
     if (hypervisor_destroy(svc->hv, id, &local) < 0 && local.code != ST_ERR_CONFLICT) {
         error_pass(err, &local);
         return -1;
@@ -867,8 +872,8 @@ action_step(struct vm_service *svc, struct vm *vm, enum vm_action action, const 
         return change_unless(svc, vm->id, HV_STATE_RUNNING, hypervisor_resume, err);
     if (strcmp(step, "record") == 0)
         return record_outcome(svc, vm, action, err);
-    return st_error_set(err, ST_ERR_INTERNAL, "action %s has no step '%s'",
-                        vm_action_name(action), step);
+    return st_error_set(err, ST_ERR_INTERNAL, "action %s has no step '%s'", vm_action_name(action),
+                        step);
 }
 
 /* Where a run resumes: the index after @done, or 0. */

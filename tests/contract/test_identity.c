@@ -69,6 +69,8 @@ test_identity__user_crud(void **state)
     user.quota.max_disk_gib = 7;
     user.updated_at += 5000;
     assert_st_ok(user_repo_update(&fx->store.users, &user, &err), err);
+    /* Compare-and-set: the stored revision is the one read + 1, and the caller bumps its copy. */
+    user.revision++;
     assert_st_ok(user_repo_get(&fx->store.users, USER_A, &got, &err), err);
     assert_memory_equal(&got, &user, sizeof(user));
     assert_int_equal(contract_int(fx, "SELECT quota_max_vms FROM users"), 0);
@@ -79,6 +81,7 @@ test_identity__user_crud(void **state)
     user.quota.max_memory_mib = -1;
     user.quota.max_disk_gib = -1;
     assert_st_ok(user_repo_update(&fx->store.users, &user, &err), err);
+    user.revision++;
     assert_int_equal(contract_int(fx, "SELECT count(*) FROM users WHERE quota_max_vms IS NULL AND "
                                       "quota_max_vcpus IS NULL AND quota_max_memory_mib IS NULL "
                                       "AND quota_max_disk_gib IS NULL"),
@@ -571,15 +574,15 @@ test_identity__schema_is_current(void **state)
     int version = -1;
 
     assert_st_ok(store_schema_version(&fx->store, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
 
     /* Re-opening applies nothing again. */
     assert_st_ok(store_open(&again, store_fixture_url(fx), &err), err);
     version = -1;
     assert_st_ok(store_schema_version(&again, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
     store_close(&again);
-    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 4);
 }
 
 int

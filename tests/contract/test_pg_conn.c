@@ -27,7 +27,7 @@
 #include "repositories/postgres/pg_internal.h"
 #include "util/mem.h"
 
-#define MIGRATIONS 3
+#define MIGRATIONS 4
 #define OPENERS 4
 
 struct fixture {
@@ -370,7 +370,7 @@ test_pg_conn__newer_schema_refused(void **state)
     fx->db = pg_db_open(fx->urls[0], &err);
     assert_null(fx->db);
     assert_int_equal(err.code, ST_ERR_BACKEND);
-    assert_non_null(strstr(err.msg, "at version 99, newer than the 3 this program knows"));
+    assert_non_null(strstr(err.msg, "at version 99, newer than the 4 this program knows"));
 }
 
 /* Several processes opening one fresh database at once each find the schema applied once. */
@@ -643,7 +643,11 @@ test_pg_conn__sqlstate_mapping(void **state)
                "cannot run 'SELECT * FROM no_such_table': relation \"no_such_table\"");
 }
 
-/* After a failure inside a transaction the server has aborted it; the store says so. */
+/*
+ * After a failure inside a transaction the server has aborted it; the store
+ * says so.  A second begin joins the open transaction (store_tx.h's
+ * nesting), so only the outermost commit commits, or here fails.
+ */
 static void
 test_pg_conn__failed_statement_aborts_transaction(void **state)
 {
@@ -655,14 +659,16 @@ test_pg_conn__failed_statement_aborts_transaction(void **state)
 
     fx->db = open_scratch(fx, 0);
     expect_ok(pg_db_begin(fx->db, &err), err);
-    expect_err(pg_db_begin(fx->db, &err), err, ST_ERR_INTERNAL, "already open");
+    expect_ok(pg_db_begin(fx->db, &err), err);
     assert_int_equal(insert_widget(fx->db, "w1", "alpha", 1, &err), 1);
     pg_params_init(&p);
     pg_param_text(&p, "22P02");
     assert_null(pg_db_exec(fx->db, &fail_with, &p, &err));
     assert_int_equal(err.code, ST_ERR_BACKEND);
     assert_true(pg_db_in_transaction(fx->db));
-    expect_err(pg_db_commit(fx->db, &err), err, ST_ERR_BACKEND, "rolled back");
+    expect_ok(pg_db_commit(fx->db, &err), err);
+    assert_true(pg_db_in_transaction(fx->db));
+    expect_err(pg_db_commit(fx->db, &err), err, ST_ERR_BACKEND, "the transaction was rolled back");
     assert_false(pg_db_in_transaction(fx->db));
     expect_ok(pg_db_count(fx->db, "widgets", &rows, &err), err);
     assert_int_equal(rows, 0);

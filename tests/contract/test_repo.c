@@ -57,6 +57,8 @@ test_repo__vm_crud(void **state)
     strcpy(vm.fault, "define: the domain XML was refused");
     vm.updated_at += 5000;
     assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &vm, &err), 0);
+    /* Compare-and-set: the stored revision is the one read + 1, and the caller bumps its copy. */
+    vm.revision++;
     assert_int_equal(vm_repo_get(&fx->store.vms, NULL, vm.id, &got, &err), 0);
     assert_memory_equal(&got, &vm, sizeof(vm));
 
@@ -65,6 +67,7 @@ test_repo__vm_crud(void **state)
     vm.status = VM_STATUS_RUNNING;
     vm.step = VM_STEP_DONE;
     assert_int_equal(vm_repo_update(&fx->store.vms, OWNER_A, &vm, &err), 0);
+    vm.revision++;
     assert_int_equal(vm_repo_get(&fx->store.vms, OWNER_A, vm.id, &got, &err), 0);
     assert_memory_equal(&got, &vm, sizeof(vm));
 
@@ -895,8 +898,8 @@ test_repo__migrations_once(void **state)
     int version = -1;
 
     assert_st_ok(store_schema_version(&fx->store, &version, &err), err);
-    assert_int_equal(version, 3);
-    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(version, 4);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 4);
     applied_at = contract_int(fx, "SELECT applied_at FROM schema_version WHERE version = 1");
     assert_true(applied_at > 0);
 
@@ -907,11 +910,11 @@ test_repo__migrations_once(void **state)
     fx->opened = true;
     assert_st_ok(store_open(&again, store_fixture_url(fx), &err), err);
     store_close(&again);
-    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(contract_int(fx, "SELECT count(*) FROM schema_version"), 4);
     assert_int_equal(contract_int(fx, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      applied_at);
     assert_st_ok(store_schema_version(&fx->store, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
 }
 
 /* Several processes open a fresh store at once: each migration is applied once. */
@@ -955,7 +958,7 @@ test_repo__concurrent_open(void **state)
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), 0);
     }
-    assert_int_equal(contract_int(fresh, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(contract_int(fresh, "SELECT count(*) FROM schema_version"), 4);
     assert_int_equal(contract_int(fresh, fresh->kind == STORE_SQLITE
                                              ? "SELECT count(*) FROM sqlite_master WHERE name = "
                                                "'vms'"

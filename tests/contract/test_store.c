@@ -180,16 +180,16 @@ sample_fill_compute(struct store *s, struct sample *out)
         assert_st_ok(op_repo_get(&s->ops, NULL, out->ops[i].id, &out->ops[i], &err), err);
 
     /* One record answered, one still being served. */
-    assert_st_ok(event_repo_idem_begin(&s->events, USER_A, "key-1", HASH_1, 1000, SAMPLE_EXPIRES,
-                                       &res, &rec, &err),
-                 err);
+    assert_st_ok(
+        idem_repo_begin(&s->idem, USER_A, "key-1", HASH_1, 1000, SAMPLE_EXPIRES, &res, &rec, &err),
+        err);
     assert_int_equal(res, IDEM_NEW);
-    assert_st_ok(event_repo_idem_finish(&s->events, USER_A, "key-1", 202, "{\"id\":\"x\"}",
-                                        "/v1/operations/x", &err),
+    assert_st_ok(idem_repo_finish(&s->idem, USER_A, "key-1", 202, "{\"id\":\"x\"}",
+                                  "/v1/operations/x", &err),
                  err);
-    assert_st_ok(event_repo_idem_begin(&s->events, USER_B, "key-2", HASH_2, 1100, SAMPLE_EXPIRES,
-                                       &res, &rec, &err),
-                 err);
+    assert_st_ok(
+        idem_repo_begin(&s->idem, USER_B, "key-2", HASH_2, 1100, SAMPLE_EXPIRES, &res, &rec, &err),
+        err);
     assert_int_equal(res, IDEM_NEW);
 }
 
@@ -321,9 +321,9 @@ check_compute(struct store *s, const struct sample *want)
     assert_memory_equal(&events.items[0], &want->events[2], sizeof(want->events[2]));
     vm_event_list_release(&events);
 
-    assert_st_ok(event_repo_idem_begin(&s->events, USER_A, "key-1", HASH_1, 2000, SAMPLE_EXPIRES,
-                                       &res, &rec, &err),
-                 err);
+    assert_st_ok(
+        idem_repo_begin(&s->idem, USER_A, "key-1", HASH_1, 2000, SAMPLE_EXPIRES, &res, &rec, &err),
+        err);
     assert_int_equal(res, IDEM_DONE);
     assert_int_equal(rec.status, 202);
     assert_string_equal(rec.body, "{\"id\":\"x\"}");
@@ -331,9 +331,9 @@ check_compute(struct store *s, const struct sample *want)
     assert_int_equal(rec.created_at, 1000);
     assert_int_equal(rec.expires_at, SAMPLE_EXPIRES);
     idem_record_release(&rec);
-    assert_st_ok(event_repo_idem_begin(&s->events, USER_B, "key-2", HASH_2, 2000, SAMPLE_EXPIRES,
-                                       &res, &rec, &err),
-                 err);
+    assert_st_ok(
+        idem_repo_begin(&s->idem, USER_B, "key-2", HASH_2, 2000, SAMPLE_EXPIRES, &res, &rec, &err),
+        err);
     assert_int_equal(res, IDEM_IN_PROGRESS);
     assert_int_equal(rec.created_at, 1100);
     assert_null(rec.body);
@@ -449,7 +449,7 @@ test_store__copy_across_schema_versions_is_invalid(void **state)
     sample_fill(&fx->store, &sample);
     contract_exec(to, "INSERT INTO schema_version (version, applied_at) VALUES (99, 1)");
     assert_st_err(store_copy(&fx->store, &to->store, NULL, &err), err, ST_ERR_INVALID,
-                  "the source schema is at version 3, the target at 99");
+                  "the source schema is at version 4, the target at 99");
     check_counts(&to->store, true);
 }
 

@@ -40,6 +40,7 @@ struct api_fx {
     char admin_auth[AUTH_BUF]; /* "Bearer <token>" of an admin */
     const char *auth;          /* what send_raw() sends: admin_auth unless a test says otherwise */
     const char *idem_key;      /* an Idempotency-Key to send, or NULL */
+    const char *if_match;      /* an If-Match to send, or NULL */
 };
 
 /* One exchange; resp and doc are released by reply_release(). */
@@ -166,6 +167,7 @@ send_raw(struct api_fx *fx, const char *method, const char *uri, const char *cty
     http_request_init(&r->req, method, uri, ctype, body, n);
     http_request_set_auth(&r->req, fx->auth, "127.0.0.1");
     http_request_set_idempotency_key(&r->req, fx->idem_key);
+    http_request_set_if_match(&r->req, fx->if_match);
     http_response_init(&r->resp);
     api_dispatch(&fx->app, &r->req, &r->resp);
     if (r->resp.body)
@@ -277,6 +279,25 @@ expect_vm_status(struct api_fx *fx, const char *method, const char *uri, const c
     assert_string_equal(r.resp.content_type, "application/json");
     assert_string_equal(member(&r, "status"), status);
     reply_release(&r);
+}
+
+/* POST @location/@action: 202 with its operation, which the worker then does. */
+static void
+act(struct api_fx *fx, const char *location, const char *action)
+{
+    char uri[200], kind[64];
+    struct reply r;
+
+    snprintf(uri, sizeof(uri), "%s/%s", location, action);
+    snprintf(kind, sizeof(kind), "vm.%s", action);
+    if (send_json(fx, "POST", uri, NULL, &r) != 202)
+        fail_msg("POST %s: %d %s", uri, r.resp.status, r.resp.body);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r.doc, "operation"), "kind")), kind);
+    assert_non_null(http_response_get_header(&r.resp, "ETag"));
+    assert_non_null(strstr(http_response_get_header(&r.resp, "Location"), "/v1/operations/"));
+    reply_release(&r);
+    run_ops(fx);
 }
 
 /* A route pattern with every {id} replaced by @id. */
@@ -475,8 +496,9 @@ test_api__quota_is_a_403_naming_the_limit(void **state)
              json_string_value(
                  json_object_get(json_array_get(json_object_get(r.doc, "items"), 0), "id")));
     reply_release(&r);
-    assert_int_equal(send_json(fx, "POST", uri, NULL, &r), 200);
+    assert_int_equal(send_json(fx, "POST", uri, NULL, &r), 202);
     reply_release(&r);
+    run_ops(fx);
     *strrchr(uri, '/') = '\0';
     send_json(fx, "PATCH", uri, "{\"vcpus\":3}", &r);
     assert_problem(&r, 403);
@@ -486,9 +508,14 @@ test_api__quota_is_a_403_naming_the_limit(void **state)
     assert_int_equal(send_json(fx, "GET", uri, NULL, &r), 200);
     assert_int_equal(json_integer_value(json_object_get(r.doc, "vcpus")), 1);
     reply_release(&r);
-    assert_int_equal(send_json(fx, "PATCH", uri, "{\"vcpus\":2}", &r), 200);
+    /* The sizes are stored at once; the worker redefines the domain. */
+    assert_int_equal(send_json(fx, "PATCH", uri, "{\"vcpus\":2}", &r), 202);
     assert_int_equal(json_integer_value(json_object_get(r.doc, "vcpus")), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r.doc, "operation"), "kind")),
+        "vm.resize");
     reply_release(&r);
+    run_ops(fx);
     fx->auth = fx->admin_auth;
 }
 
@@ -586,7 +613,7 @@ static void
 test_api__vm_lifecycle(void **state)
 {
     struct api_fx *fx = *state;
-    char body[300], uri[160], vm_id[ST_ID_BUF], location[64], op_uri[80];
+    char body[300], uri[160], vm_id[ST_ID_BUF], location[64], op_uri[80], etag[32], stale[32];
     static const struct {
         const char *action;
         const char *status;
@@ -648,8 +675,8 @@ test_api__vm_lifecycle(void **state)
 
     expect_vm_status(fx, "GET", location, "running");
     for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-        snprintf(uri, sizeof(uri), "%s/%s", location, steps[i].action);
-        expect_vm_status(fx, "POST", uri, steps[i].status);
+        act(fx, location, steps[i].action);
+        expect_vm_status(fx, "GET", location, steps[i].status);
     }
     /* An action accepts {} too, and a wrong state is a conflict. */
     snprintf(uri, sizeof(uri), "%s/resume", location);
@@ -657,9 +684,33 @@ test_api__vm_lifecycle(void **state)
     assert_problem(&r, 409);
     reply_release(&r);
 
+    /* If-Match: a stale revision changes nothing; the current one goes through. */
+    assert_int_equal(send_json(fx, "GET", location, NULL, &r), 200);
+    snprintf(etag, sizeof(etag), "%s", http_response_get_header(&r.resp, "ETag"));
+    snprintf(stale, sizeof(stale), "\"%lld\"",
+             (long long)json_integer_value(json_object_get(r.doc, "revision")) - 1);
+    reply_release(&r);
+    fx->if_match = stale;
+    send_json(fx, "PATCH", location, "{\"name\":\"web-02\"}", &r);
+    assert_problem(&r, 412);
+    reply_release(&r);
+    snprintf(uri, sizeof(uri), "%s/stop", location);
+    send_json(fx, "POST", uri, NULL, &r);
+    assert_problem(&r, 412);
+    reply_release(&r);
+    send_json(fx, "DELETE", location, NULL, &r);
+    assert_problem(&r, 412);
+    reply_release(&r);
+    fx->if_match = "3 apples";
+    send_json(fx, "PATCH", location, "{\"name\":\"web-02\"}", &r);
+    assert_problem(&r, 400);
+    reply_release(&r);
+    fx->if_match = etag;
     assert_int_equal(send_json(fx, "PATCH", location, "{\"name\":\"web-02\"}", &r), 200);
     assert_string_equal(member(&r, "name"), "web-02");
+    assert_string_not_equal(http_response_get_header(&r.resp, "ETag"), etag);
     reply_release(&r);
+    fx->if_match = NULL;
 
     /* The image is in use. */
     snprintf(uri, sizeof(uri), "/v1/images/%s", fx->image_id);

@@ -106,7 +106,7 @@ test_identity_sqlite__schema_indexes(void **state)
     int version = -1;
 
     assert_st_ok(sqlite_db_schema_version(fx->db, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
     assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
                                        "AND name IN ('users_page', 'api_keys_user_page', "
                                        "'login_failures_email_at', 'audit_log_user', "
@@ -163,7 +163,7 @@ test_identity_sqlite__migration_from_version_1(void **state)
     if (!db)
         fail_msg("open a version 1 database: %s", err.msg);
     assert_st_ok(sqlite_db_schema_version(db, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
     assert_int_equal(raw_int(path, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      1700000000000);
 
@@ -172,6 +172,8 @@ test_identity_sqlite__migration_from_version_1(void **state)
     assert_st_ok(image_repo_get(&images, NULL, "11111111-1111-4111-8111-111111111111", &got, &err),
                  err);
     assert_int_equal(got.visibility, IMAGE_VISIBILITY_PRIVATE);
+    /* ... and, made before revisions existed, at revision 1. */
+    assert_int_equal(got.revision, 1);
     assert_string_equal(got.name, "debian-12");
     assert_st_err(image_repo_get(&images, USER_B, got.id, &got, &err), err, ST_ERR_NOT_FOUND,
                   "no image");
@@ -185,7 +187,7 @@ test_identity_sqlite__migration_from_version_1(void **state)
     db = sqlite_db_open(path, &err);
     assert_non_null(db);
     sqlite_db_close(db);
-    assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM schema_version"), 4);
 }
 
 int

@@ -610,6 +610,7 @@ fill_vm(struct vm *vm)
     vm->disk_gib = 10;
     strcpy(vm->image_id, IMG);
     vm->created_at = T0;
+    vm->revision = 3;
     vm->updated_at = T1;
 }
 
@@ -643,8 +644,9 @@ test_models__vm_to_json_has_exact_fields(void **state)
     fill_vm(&vm);
     j = vm_to_json(&vm);
     assert_non_null(j);
-    assert_int_equal(json_object_size(j), 12);
+    assert_int_equal(json_object_size(j), 13);
     assert_str_member(j, "id", VMID);
+    assert_int_member(j, "revision", 3);
     assert_str_member(j, "name", "web-01");
     assert_str_member(j, "status", "running");
     assert_int_member(j, "vcpus", 2);
@@ -665,7 +667,7 @@ test_models__vm_to_json_has_exact_fields(void **state)
     vm.status = VM_STATUS_ERROR;
     j = vm_to_json(&vm);
     assert_non_null(j);
-    assert_int_equal(json_object_size(j), 12);
+    assert_int_equal(json_object_size(j), 13);
     assert_str_member(j, "flavor_id", FLV);
     assert_str_member(j, "fault", "define failed: no space left on device");
     assert_str_member(j, "status", "error");
@@ -704,13 +706,15 @@ test_models__image_to_json_has_exact_fields(void **state)
     image.format = IMAGE_FORMAT_QCOW2;
     image.status = IMAGE_STATUS_ACTIVE;
     image.size_bytes = 123456789;
+    image.revision = 1;
     image.virtual_size_bytes = ((uint64_t)2 << 30) + 1;
     image.created_at = T0;
     image.updated_at = T1;
     j = image_to_json(&image);
     assert_non_null(j);
-    assert_int_equal(json_object_size(j), 11);
+    assert_int_equal(json_object_size(j), 12);
     assert_str_member(j, "id", IMG);
+    assert_int_member(j, "revision", 1);
     assert_str_member(j, "name", "debian-12");
     assert_str_member(j, "visibility", "private");
     assert_str_member(j, "owner_id", OWNER);
@@ -742,11 +746,13 @@ test_models__flavor_to_json_has_exact_fields(void **state)
     flavor.vcpus = 2;
     flavor.memory_mib = 2048;
     flavor.disk_gib = 20;
+    flavor.revision = 1;
     flavor.created_at = T0;
     j = flavor_to_json(&flavor);
     assert_non_null(j);
-    assert_int_equal(json_object_size(j), 7);
+    assert_int_equal(json_object_size(j), 8);
     assert_str_member(j, "id", FLV);
+    assert_int_member(j, "revision", 1);
     assert_str_member(j, "name", "m1.small");
     assert_str_member(j, "owner_id", OWNER);
     assert_int_member(j, "vcpus", 2);

@@ -173,8 +173,7 @@ accept_create(struct fixture *fx, const char *name, struct vm *vm, struct operat
     struct vm_create_req req;
 
     fixture_create_req(fx, name, &req);
-    assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, vm, op, NULL, &err),
-                 err);
+    assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, vm, op, NULL, &err), err);
 }
 
 /* One turn of @worker that must find an operation. */
@@ -302,7 +301,8 @@ test_op_service__delete_is_queued_once_and_worked_away(void **state)
 
     create_running(fx, "bystander", &bystander);
     create_running(fx, "web-01", &vm);
-    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err), err);
+    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err),
+                 err);
     assert_int_equal(op.kind, OP_KIND_VM_DELETE);
     assert_int_equal(op.status, OP_STATUS_QUEUED);
     assert_string_equal(op.target_id, vm.id);
@@ -315,8 +315,8 @@ test_op_service__delete_is_queued_once_and_worked_away(void **state)
                   err, ST_ERR_CONFLICT, op.id);
     /* Another owner's VM is not there to delete. */
     assert_st_err(
-        op_service_delete_vm(&fx->op_svc, FIXTURE_OTHER_OWNER, vm.id, 0, &marked, &again, &err), err,
-        ST_ERR_NOT_FOUND, "");
+        op_service_delete_vm(&fx->op_svc, FIXTURE_OTHER_OWNER, vm.id, 0, &marked, &again, &err),
+        err, ST_ERR_NOT_FOUND, "");
 
     work(fx, "w1");
     assert_int_equal(op_stored(fx, op.id).status, OP_STATUS_SUCCEEDED);
@@ -521,13 +521,11 @@ test_op_service__create_over_quota_leaves_nothing(void **state)
 
     owner_quota_set(fx, &owner, &limits);
     fixture_create_req(fx, "one", &req);
-    assert_st_ok(
-        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, &v, &err), err);
+    assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, &v, &err), err);
     fixture_create_req(fx, "two", &req);
     memset(&v, 0, sizeof(v));
-    assert_st_err(
-        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, &v, &err), err,
-        ST_ERR_FORBIDDEN, "");
+    assert_st_err(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, &v, &err), err,
+                  ST_ERR_FORBIDDEN, "");
     assert_non_null(v.quota);
     assert_string_equal(v.quota, "max_vms");
     assert_int_equal(v.limit, 1);
@@ -560,9 +558,8 @@ test_op_service__create_that_cannot_be_queued_takes_its_row_back(void **state)
     lossy.fail_insert = true;
     fx->op_svc.ops = &lossy.iface;
     fixture_create_req(fx, "unqueued", &req);
-    assert_st_err(
-        op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, NULL, &err), err,
-        ST_ERR_UNAVAILABLE, "injected");
+    assert_st_err(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, NULL, &err), err,
+                  ST_ERR_UNAVAILABLE, "injected");
     fx->op_svc.ops = &fx->ops;
     assert_st_ok(vm_repo_list(&fx->vms_real, NULL, &vf, &vms, &err), err);
     assert_int_equal(vms.count, 0);
@@ -709,7 +706,8 @@ delete_resumes_after(struct fixture *fx, unsigned k)
 
     create_running(fx, "bystander", &bystander);
     create_running(fx, "doomed", &vm);
-    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err), err);
+    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err),
+                 err);
     work_until_lease_lost(fx, k);
     /* Stopped after destroy, undefine or disk: the row waits in deleting. */
     assert_int_equal(fx_stored(fx, vm.id).status, VM_STATUS_DELETING);
@@ -741,7 +739,8 @@ test_op_service__delete_taken_over_after_a_lost_finish_succeeds(void **state)
 
     create_running(fx, "bystander", &bystander);
     create_running(fx, "lost-finish", &vm);
-    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err), err);
+    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &marked, &op, &err),
+                 err);
     lossy_init(&lossy, &fx->ops, 0);
     lossy.fail_finish = true;
     fx->op_svc.ops = &lossy.iface;
@@ -811,15 +810,14 @@ accept_action(struct fixture *fx, const char *vm_id, enum vm_action action, stru
 
     if (action != VM_ACTION_RESIZE) {
         assert_st_ok(
-            op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm_id, action, 0, &vm, op, &err),
-            err);
+            op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm_id, action, 0, &vm, op, &err), err);
         return;
     }
     memset(&patch, 0, sizeof(patch));
     patch.has_vcpus = true;
     patch.vcpus = fx_stored(fx, vm_id).vcpus == 1 ? 2 : 1;
-    assert_st_ok(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm_id, &patch, 0, &vm, op,
-                                     &queued, &v, &err),
+    assert_st_ok(op_service_patch_vm(&fx->op_svc, FIXTURE_OWNER, vm_id, &patch, 0, &vm, op, &queued,
+                                     &v, &err),
                  err);
     assert_true(queued);
     /* The sizes are the row's before any domain holds them. */
@@ -868,8 +866,11 @@ test_op_service__actions_are_accepted_then_worked(void **state)
         assert_idle(fx);
     }
     events(fx, FIXTURE_OWNER, vm.id, &list);
-    assert_int_equal(count_events(&list, VM_EVENT_INFO, "stop accepted"), 1);
-    assert_int_equal(count_events(&list, VM_EVENT_STATE_CHANGE, "stop: now stopped"), 1);
+    /* stop and force-stop, each once */
+    assert_int_equal(count_events(&list, VM_EVENT_INFO, "stop accepted"), 2);
+    assert_int_equal(count_events(&list, VM_EVENT_INFO, "force-stop accepted"), 1);
+    assert_int_equal(count_events(&list, VM_EVENT_STATE_CHANGE, "stop: now stopped"), 2);
+    assert_int_equal(count_events(&list, VM_EVENT_STATE_CHANGE, "pause: now paused"), 1);
     assert_int_equal(count_events(&list, VM_EVENT_STATE_CHANGE, "resized: "), 1);
     vm_event_list_release(&list);
     assert_no_orphans(fx);
@@ -924,9 +925,9 @@ test_op_service__action_that_cannot_apply_is_refused_at_once(void **state)
     assert_idle(fx);
 
     /* One operation per VM: a second is refused naming the first; a rename is no operation. */
-    assert_st_ok(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, 0, &got,
-                                      &op, &err),
-                 err);
+    assert_st_ok(
+        op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, 0, &got, &op, &err),
+        err);
     assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_FORCE_STOP, 0,
                                        &got, &second, &err),
                   err, ST_ERR_CONFLICT, op.id);
@@ -972,9 +973,8 @@ test_op_service__if_match_guards_every_accept(void **state)
     assert_st_err(op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, rev - 1,
                                        &got, &op, &err),
                   err, ST_ERR_PRECONDITION, "If-Match");
-    assert_st_err(
-        op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, rev + 7, &got, &op, &err), err,
-        ST_ERR_PRECONDITION, "If-Match");
+    assert_st_err(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, rev + 7, &got, &op, &err),
+                  err, ST_ERR_PRECONDITION, "If-Match");
     assert_int_equal(fx_stored(fx, vm.id).revision, rev);
     assert_string_equal(fx_stored(fx, vm.id).name, "guarded");
     assert_idle(fx);

@@ -24,7 +24,9 @@
 static void
 test_operation_models__names_round_trip(void **state)
 {
-    static const char *const kinds[] = {"vm.create", "vm.delete"};
+    static const char *const kinds[] = {"vm.create", "vm.delete",     "vm.start",
+                                        "vm.stop",   "vm.force-stop", "vm.reboot",
+                                        "vm.pause",  "vm.resume",     "vm.resize"};
     static const char *const statuses[] = {"queued", "running", "succeeded", "failed"};
     static const char *const types[] = {"STATE_CHANGE", "INFO", "WARNING", "ERROR"};
     enum op_kind kind;
@@ -51,12 +53,12 @@ test_operation_models__names_round_trip(void **state)
 
     /* Unknown names leave *out alone; unknown values have a name. */
     kind = OP_KIND_VM_DELETE;
-    assert_int_equal(op_kind_parse("vm.resize", &kind), -1);
+    assert_int_equal(op_kind_parse("vm.migrate", &kind), -1);
     assert_int_equal(op_kind_parse(NULL, &kind), -1);
     assert_int_equal(kind, OP_KIND_VM_DELETE);
     assert_int_equal(op_status_parse("Queued", &status), -1);
     assert_int_equal(vm_event_type_parse("info", &type), -1);
-    assert_string_equal(op_kind_name((enum op_kind)7), "unknown");
+    assert_string_equal(op_kind_name((enum op_kind)(OP_KIND_VM_RESIZE + 1)), "unknown");
     assert_string_equal(op_status_name((enum op_status)7), "unknown");
     assert_string_equal(vm_event_type_name((enum vm_event_type)7), "unknown");
 
@@ -77,6 +79,7 @@ sample_op(void)
     strcpy(op.target_id, VM_ID);
     strcpy(op.owner_id, OWNER);
     op.status = OP_STATUS_QUEUED;
+    op.revision = 1;
     op.created_at = T0;
     strcpy(op.worker_id, "worker-1");
     op.lease_expires_at = T0 + 30000;
@@ -93,11 +96,12 @@ test_operation_models__queued_operation_to_json(void **state)
     (void)state;
     assert_non_null(j);
     text = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
-    assert_string_equal(text, "{\"attempts\":0,\"created_at\":\"2023-11-14T22:13:20Z\","
-                              "\"error\":null,\"finished_at\":null,\"id\":\"" OP_ID "\","
-                              "\"kind\":\"vm.create\",\"owner_id\":\"" OWNER "\","
-                              "\"started_at\":null,\"status\":\"queued\",\"step\":null,"
-                              "\"target_id\":\"" VM_ID "\"}");
+    assert_string_equal(text,
+                        "{\"attempts\":0,\"created_at\":\"2023-11-14T22:13:20Z\","
+                        "\"error\":null,\"finished_at\":null,\"id\":\"" OP_ID "\","
+                        "\"kind\":\"vm.create\",\"owner_id\":\"" OWNER "\","
+                        "\"revision\":1,\"started_at\":null,\"status\":\"queued\",\"step\":null,"
+                        "\"target_id\":\"" VM_ID "\"}");
     free(text);
     json_decref(j);
 }

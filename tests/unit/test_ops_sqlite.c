@@ -70,14 +70,14 @@ raw_int(const char *path, const char *sql)
 }
 
 static void
-test_ops_sqlite__schema_version_3(void **state)
+test_ops_sqlite__schema_holds_operations(void **state)
 {
     struct ops *fx = *state;
     struct st_error err = {0};
     int version = -1;
 
     assert_st_ok(sqlite_db_schema_version(fx->db, &version, &err), err);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
     assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
                                        "AND name IN ('operations_claim', 'operations_target', "
                                        "'operations_owner_page', 'operations_page', "
@@ -90,7 +90,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_ops_sqlite__schema_version_3, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ops_sqlite__schema_holds_operations, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

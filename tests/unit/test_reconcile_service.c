@@ -57,8 +57,7 @@ create_running(struct fixture *fx, const char *name, struct vm *out)
     struct vm vm;
 
     fixture_create_req(fx, name, &req);
-    assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, NULL, &req, &vm, &op, NULL, &err),
-                 err);
+    assert_st_ok(op_service_create_vm(&fx->op_svc, FIXTURE_OWNER, &req, &vm, &op, NULL, &err), err);
     run_ops(fx);
     *out = fx_stored(fx, vm.id);
     assert_int_equal(out->status, VM_STATUS_RUNNING);

@@ -112,7 +112,7 @@ test_repo_sqlite__schema_on_file(void **state)
     sqlite3 *raw = raw_open(fx->path);
     sqlite3_stmt *st = NULL;
 
-    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(raw_int(raw, "SELECT count(*) FROM schema_version"), 4);
     assert_string_equal(sqlite3_db_filename(raw, "main"), fx->path);
     assert_int_equal(raw_int(raw, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
                                   "name IN ('vms_owner_name', 'vms_owner_page', 'vms_image', "

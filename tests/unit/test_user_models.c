@@ -576,10 +576,12 @@ test_user_models__user_to_json_never_shows_the_hash(void **state)
     u.quota = (struct quota){-1, -1, -1, -1};
     u.created_at = T0;
     u.updated_at = T1;
+    u.revision = 4;
     j = user_to_json(&u, &eff);
     assert_non_null(j);
-    assert_int_equal(json_object_size(j), 8);
+    assert_int_equal(json_object_size(j), 9);
     assert_str_member(j, "id", UID);
+    assert_int_equal(json_integer_value(json_object_get(j, "revision")), 4);
     assert_str_member(j, "email", "ann@example.com");
     assert_null_member(j, "nickname");
     assert_str_member(j, "status", "disabled");

@@ -265,7 +265,13 @@ test_user_service__disabled_user_stops_at_once(void **state)
     assert_code(login(fx, "frank@example.test", PASSWORD, T0, &token, &retry, &err), err,
                 ST_ERR_FORBIDDEN);
     patch.status = USER_STATUS_ACTIVE;
-    assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, 0, &user, &err), err);
+    /* If-Match: a revision the user is no longer at changes nothing. */
+    assert_code(
+        user_service_update(&fx->svc, &fx->admin, user.id, &patch, user.revision - 1, &user, &err),
+        err, ST_ERR_PRECONDITION);
+    assert_ok(
+        user_service_update(&fx->svc, &fx->admin, user.id, &patch, user.revision, &user, &err),
+        err);
     assert_ok(user_service_authenticate(&fx->svc, secret, T0 + 1000, &got, &err), err);
     free(secret);
 }
@@ -366,12 +372,12 @@ test_user_service__update_rules(void **state)
     memset(&patch, 0, sizeof(patch));
     patch.has_roles = true;
     patch.roles = USER_ROLE_USER;
-    assert_code(user_service_update(&fx->svc, &fx->admin, fx->admin.user_id, &patch, &got, &err),
+    assert_code(user_service_update(&fx->svc, &fx->admin, fx->admin.user_id, &patch, 0, &got, &err),
                 err, ST_ERR_CONFLICT);
     patch.roles = USER_ROLE_USER | USER_ROLE_ADMIN;
     assert_ok(user_service_update(&fx->svc, &fx->admin, user.id, &patch, 0, &got, &err), err);
     patch.roles = USER_ROLE_USER;
-    assert_ok(user_service_update(&fx->svc, &fx->admin, fx->admin.user_id, &patch, &got, &err),
+    assert_ok(user_service_update(&fx->svc, &fx->admin, fx->admin.user_id, &patch, 0, &got, &err),
               err);
 }
 

@@ -417,6 +417,7 @@ test_vm_service__actions_refused_outside_live_states(void **state)
         row = fx_stored(fx, vm.id);
         row.status = stuck[i];
         assert_st_ok(vm_repo_update(&fx->vms_real, NULL, &row, &err), err);
+        row.revision++;
         assert_int_equal(shown(fx, vm.id), stuck[i]);
         for (a = 0; a < 6; a++) {
             char want[128];
@@ -648,8 +649,8 @@ test_vm_service__delete_removes_everything(void **state)
     assert_st_err(vm_repo_get(&fx->vms_real, NULL, vm.id, &got, &err), err, ST_ERR_NOT_FOUND, "");
     fx_assert_no_domain(fx, vm.id);
     fx_assert_no_disk(fx, vm.id);
-    assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err, ST_ERR_NOT_FOUND,
-                  "");
+    assert_st_err(vm_service_delete(&fx->vm_svc, FIXTURE_OWNER, vm.id, NULL, &err), err,
+                  ST_ERR_NOT_FOUND, "");
 
     /* A VM whose domain vanished deletes as well. */
     create(fx, "web-02", &vm);

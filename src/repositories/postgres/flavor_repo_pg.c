@@ -15,7 +15,7 @@ struct flavor_pg {
 };
 
 /* In the order flavor_pg_read() reads them after the marker flag, and the insert takes them. */
-#define FLAVOR_PG_COLS "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at"
+#define FLAVOR_PG_COLS "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at, revision"
 
 /* The first page of the rows @where selects ("" or " WHERE <cond>"), at most $@l of them. */
 #define FLAVOR_PG_PAGE(where, l)                                                                   \
@@ -35,7 +35,7 @@ struct flavor_pg {
 
 static const struct pg_stmt flavor_pg_insert_stmt = {
     "flavor_insert",
-    "INSERT INTO flavors (" FLAVOR_PG_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    "INSERT INTO flavors (" FLAVOR_PG_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 };
 
 /* $1 id, $2 owner or NULL. */
@@ -80,6 +80,7 @@ flavor_pg_read(const PGresult *res, int row, void *item, struct st_error *err)
     flavor->memory_mib = (unsigned)pg_get_int(res, row, 5);
     flavor->disk_gib = (unsigned)pg_get_int(res, row, 6);
     flavor->created_at = pg_get_int(res, row, 7);
+    flavor->revision = (uint64_t)pg_get_int(res, row, 8);
     return 0;
 }
 
@@ -99,6 +100,7 @@ flavor_pg_insert(void *self, const struct flavor *flavor, struct st_error *err)
     pg_param_int(&p, flavor->memory_mib);
     pg_param_int(&p, flavor->disk_gib);
     pg_param_int(&p, flavor->created_at);
+    pg_param_revision(&p, flavor->revision);
     return pg_db_write_one(r->db, &flavor_pg_insert_stmt, &p, &ref, err) < 0 ? -1 : 0;
 }
 

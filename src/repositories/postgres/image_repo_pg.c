@@ -26,7 +26,7 @@ struct image_pg {
 /* In the order image_pg_read() reads them after the marker flag, and the insert takes them. */
 #define IMAGE_PG_COLS                                                                              \
     "id, owner_id, name, format, status, size_bytes, virtual_size_bytes, created_at, updated_at, " \
-    "visibility"
+    "visibility, revision"
 
 /* What the owner $1 sees in get and list: its own rows and every public one. */
 #define IMAGE_PG_SCOPE "(owner_id = $1 OR visibility = 'public') AND "
@@ -49,7 +49,7 @@ struct image_pg {
 
 static const struct pg_stmt image_pg_insert_stmt = {
     "image_insert",
-    "INSERT INTO images (" IMAGE_PG_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    "INSERT INTO images (" IMAGE_PG_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 };
 
 /* $1 id, $2 owner or NULL. */
@@ -100,6 +100,7 @@ image_pg_read(const PGresult *res, int row, void *item, struct st_error *err)
     image->created_at = pg_get_int(res, row, 8);
     image->updated_at = pg_get_int(res, row, 9);
     pg_get_text(res, row, 10, visibility, sizeof(visibility));
+    image->revision = (uint64_t)pg_get_int(res, row, 11);
     if (image_format_parse(format, &image->format) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "image '%s' has an unknown format '%s' stored",
                             image->id, format);
@@ -132,6 +133,7 @@ image_pg_insert(void *self, const struct image *image, struct st_error *err)
     pg_param_int(&p, image->created_at);
     pg_param_int(&p, image->updated_at);
     pg_param_text(&p, image_visibility_name(image->visibility));
+    pg_param_revision(&p, image->revision);
     return pg_db_write_one(r->db, &image_pg_insert_stmt, &p, &ref, err) < 0 ? -1 : 0;
 }
 

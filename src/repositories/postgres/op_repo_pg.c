@@ -27,7 +27,7 @@ struct op_pg {
 /* In the order op_pg_read() reads them after the marker flag, and the insert takes them. */
 #define OP_PG_COLS                                                                                 \
     "id, kind, target_id, owner_id, status, step, error, created_at, started_at, finished_at, "    \
-    "worker_id, lease_expires_at, attempts"
+    "worker_id, lease_expires_at, attempts, revision"
 
 /* The list filters on parameters $@t (target) and $@s (status), each NULL for any. */
 #define OP_PG_FILTER(t, s)                                                                         \
@@ -68,15 +68,16 @@ struct op_pg {
 
 /*
  * Any clash inserts nothing rather than fail, so that a clash does not
- * abort the caller's transaction when there is one: the rows in the way
- * are then looked at to tell SQLite's two messages apart.  A clash with
+ * abort the caller's transaction on the server when there is one: the
+ * rows in the way are then looked at, in it, to tell SQLite's two
+ * messages apart (the transaction is doomed all the same, as on SQLite).  A clash with
  * a row another transaction is still inserting waits for it to end, so
  * that lookup sees what was committed.
  */
 static const struct pg_stmt op_pg_insert_stmt = {
     "op_insert",
     "INSERT INTO operations (" OP_PG_COLS ") "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
 };
 
 /* $1 id, $2 owner or NULL. */
@@ -109,7 +110,7 @@ static const struct pg_stmt op_pg_list_stmts[2][2] = {
 static const struct pg_stmt op_pg_claim_stmt = {
     "op_claim",
     "UPDATE operations SET status = 'running', worker_id = $1, lease_expires_at = $2::bigint, "
-    "attempts = attempts + 1, "
+    "attempts = attempts + 1, revision = revision + 1, "
     "started_at = CASE WHEN started_at = 0 THEN $3::bigint ELSE started_at END "
     "WHERE id = (SELECT id FROM operations WHERE status = 'queued' OR "
     "(status = 'running' AND lease_expires_at < $3::bigint) ORDER BY created_at, id LIMIT 1 "
@@ -120,13 +121,15 @@ static const struct pg_stmt op_pg_claim_stmt = {
 /* A NULL step ($4) keeps the one recorded. */
 static const struct pg_stmt op_pg_renew_stmt = {
     "op_renew",
-    "UPDATE operations SET lease_expires_at = $3, step = coalesce($4::text, step) "
+    "UPDATE operations SET lease_expires_at = $3, step = coalesce($4::text, step), "
+    "revision = revision + 1 "
     "WHERE " OP_PG_HELD,
 };
 
 static const struct pg_stmt op_pg_finish_stmt = {
     "op_finish",
-    "UPDATE operations SET status = $3, error = $4, finished_at = $5 WHERE " OP_PG_HELD,
+    "UPDATE operations SET status = $3, error = $4, finished_at = $5, revision = revision + 1 "
+    "WHERE " OP_PG_HELD,
 };
 
 static const struct pg_stmt op_pg_exists_stmt = {
@@ -161,6 +164,7 @@ op_pg_read(const PGresult *res, int row, void *item, struct st_error *err)
     pg_get_text(res, row, 11, op->worker_id, sizeof(op->worker_id));
     op->lease_expires_at = pg_get_int(res, row, 12);
     op->attempts = (unsigned)pg_get_int(res, row, 13);
+    op->revision = (uint64_t)pg_get_int(res, row, 14);
     if (op_kind_parse(kind, &op->kind) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "operation '%s' has an unknown kind '%s' stored",
                             op->id, kind);
@@ -251,10 +255,12 @@ op_pg_insert(void *self, const struct operation *op, struct st_error *err)
     pg_param_opt_text(&p, op->worker_id);
     pg_param_int(&p, op->lease_expires_at);
     pg_param_int(&p, op->attempts);
+    pg_param_revision(&p, op->revision);
     inserted = pg_db_write(r->db, &op_pg_insert_stmt, &p, &ref, err);
     if (inserted < 0)
         return -1;
     if (inserted == 0) {
+        pg_db_doom(r->db);
         op_pg_insert_clashed(r, op, err);
         return -1;
     }
@@ -369,8 +375,10 @@ op_pg_held_write(struct op_pg *r, const struct pg_stmt *st, const struct pg_para
 
     if (changed < 0)
         return -1;
-    if (changed == 0)
+    if (changed == 0) {
+        pg_db_doom(r->db);
         return op_pg_lost(r, id, err);
+    }
     return 0;
 }
 

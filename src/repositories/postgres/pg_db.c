@@ -35,6 +35,12 @@ struct pg_db {
     bool in_tx;   /* between pg_db_begin() and its commit or rollback */
     bool tx_lost; /* ... and the connection went down inside it */
     /*
+     * Open levels of the one transaction (0: none), and whether an inner
+     * level failed, which dooms the whole (see pg_db_doom()).
+     */
+    unsigned depth;
+    bool doomed;
+    /*
      * The session holds what a reconnect would silently drop (the migration
      * lock): a lost connection is then an error, never re-established.
      */
@@ -207,6 +213,16 @@ static const char *const pg_migrations[] = {
     "  PRIMARY KEY (owner_id, key)"
     ");"
     "CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);",
+    /*
+     * 4: revisions.  Every row a caller reads and writes back carries one,
+     * bumped by each update, which names the revision it read
+     * (compare-and-set); rows written before this migration start at 1.
+     */
+    "ALTER TABLE vms ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;"
+    "ALTER TABLE images ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;"
+    "ALTER TABLE flavors ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;"
+    "ALTER TABLE users ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;"
+    "ALTER TABLE operations ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;",
 };
 
 static const struct pg_stmt pg_db_ping_stmt = {"pg_db_ping", "SELECT 1"};
@@ -612,8 +628,10 @@ pg_db_write(struct pg_db *db, const struct pg_stmt *st, const struct pg_params *
     PGresult *res = pg_db_run_stmt(db, st, p, ref, err);
     long changed;
 
-    if (!res)
+    if (!res) {
+        pg_db_doom(db);
         return -1;
+    }
     changed = strtol(PQcmdTuples(res), NULL, 10);
     PQclear(res);
     return (int)changed;
@@ -625,9 +643,45 @@ pg_db_write_one(struct pg_db *db, const struct pg_stmt *st, const struct pg_para
 {
     int changed = pg_db_write(db, st, p, ref, err);
 
-    if (changed == 0)
+    if (changed == 0) {
+        pg_db_doom(db);
         return st_error_set(err, ST_ERR_NOT_FOUND, "no %s '%s'", ref->noun, ref->id);
+    }
     return changed;
+}
+
+int
+pg_db_stale(const char *noun, const char *id, uint64_t expected, uint64_t stored,
+            struct st_error *err)
+{
+    return st_error_set(err, ST_ERR_STALE,
+                        "%s '%s' changed meanwhile: revision %" PRIu64 " expected, %" PRIu64
+                        " stored",
+                        noun, id, expected, stored);
+}
+
+int
+pg_db_write_cas(struct pg_db *db, const struct pg_stmt *st, const struct pg_params *p,
+                const struct pg_stmt *probe, const struct pg_params *probe_p,
+                const struct pg_row_ref *ref, uint64_t expected, struct st_error *err)
+{
+    int changed = pg_db_write(db, st, p, ref, err);
+    PGresult *res;
+
+    if (changed != 0)
+        return changed < 0 ? -1 : 0;
+    pg_db_doom(db);
+    res = pg_db_exec(db, probe, probe_p, err);
+    if (!res) {
+        st_error_prefix(err, "cannot read the revision of %s '%s'", ref->noun, ref->id);
+        return -1;
+    }
+    if (PQntuples(res) == 0)
+        st_error_set(err, ST_ERR_NOT_FOUND, "no %s '%s'", ref->noun, ref->id);
+    else
+        pg_db_stale(ref->noun, ref->id, expected, (uint64_t)pg_get_int(res, 0, 0), err);
+    PQclear(res);
+    return -1;
 }
 
 int
@@ -740,9 +794,21 @@ pg_db_in_transaction(const struct pg_db *db)
     return db->in_tx || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
 }
 
+void
+pg_db_doom(struct pg_db *db)
+{
+    if (db->depth > 0)
+        db->doomed = true;
+}
+
 int
 pg_db_begin(struct pg_db *db, struct st_error *err)
 {
+    if (db->depth > 0) {
+        db->depth++;
+        return 0;
+    }
+    /* Opened behind the levels' back (plain SQL): not one to join. */
     if (pg_db_in_transaction(db))
         return st_error_set(err, ST_ERR_INTERNAL,
                             "cannot begin a transaction: one is already open");
@@ -750,6 +816,8 @@ pg_db_begin(struct pg_db *db, struct st_error *err)
         return -1;
     db->in_tx = true;
     db->tx_lost = false;
+    db->depth = 1;
+    db->doomed = false;
     return 0;
 }
 
@@ -760,6 +828,13 @@ pg_db_rollback(struct pg_db *db)
 
     if (!db)
         return;
+    if (db->depth > 1) {
+        db->depth--;
+        db->doomed = true;
+        return;
+    }
+    db->depth = 0;
+    db->doomed = false;
     db->in_tx = false;
     db->tx_lost = false;
     ts = PQtransactionStatus(db->conn);
@@ -773,8 +848,18 @@ pg_db_commit(struct pg_db *db, struct st_error *err)
     PGresult *res;
     bool committed;
 
+    if (db->depth > 1) {
+        db->depth--;
+        return 0;
+    }
     if (!pg_db_in_transaction(db))
         return st_error_set(err, ST_ERR_INTERNAL, "cannot commit a transaction: none is open");
+    if (db->doomed) {
+        pg_db_rollback(db);
+        return st_error_set(
+            err, ST_ERR_BACKEND,
+            "cannot commit a transaction: a part of it failed, so the transaction was rolled back");
+    }
     if (db->tx_lost) {
         pg_db_rollback(db);
         return pg_db_fail_unavailable(
@@ -785,7 +870,8 @@ pg_db_commit(struct pg_db *db, struct st_error *err)
         pg_db_rollback(db);
         return st_error_set(
             err, ST_ERR_BACKEND,
-            "cannot commit a transaction: a statement in it failed, so it was rolled back");
+            "cannot commit a transaction: a statement in it failed, so the transaction was rolled "
+            "back");
     }
     res = PQexec(db->conn, "COMMIT");
     /* COMMIT of a transaction the server already aborted answers "ROLLBACK". */
@@ -866,6 +952,12 @@ pg_param_bool(struct pg_params *p, bool v)
 }
 
 /* Column @col of @row, or NULL when it is SQL NULL or out of range. */
+void
+pg_param_revision(struct pg_params *p, uint64_t revision)
+{
+    pg_param_int(p, revision ? (int64_t)revision : 1);
+}
+
 static const char *
 pg_get_value(const PGresult *res, int row, int col)
 {

@@ -20,8 +20,10 @@
 #include "repositories/audit_repo.h"
 #include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"
+#include "repositories/idem_repo.h"
 #include "repositories/image_repo.h"
 #include "repositories/op_repo.h"
+#include "repositories/store_tx.h"
 #include "repositories/user_repo.h"
 #include "repositories/vm_repo.h"
 
@@ -68,5 +70,8 @@ int user_repo_pg_open(struct pg_db *db, struct user_repo *out, struct st_error *
 int audit_repo_pg_open(struct pg_db *db, struct audit_repo *out, struct st_error *err);
 int op_repo_pg_open(struct pg_db *db, struct op_repo *out, struct st_error *err);
 int event_repo_pg_open(struct pg_db *db, struct event_repo *out, struct st_error *err);
+int idem_repo_pg_open(struct pg_db *db, struct idem_repo *out, struct st_error *err);
+/* A transaction across every repository borrowing @db; it cannot fail to open. */
+void store_tx_pg_open(struct pg_db *db, struct store_tx *out);
 
 #endif

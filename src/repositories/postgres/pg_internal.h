@@ -61,6 +61,11 @@ void pg_param_opt_text(struct pg_params *p, const char *s);
 void pg_param_int(struct pg_params *p, int64_t v);
 /* Append a boolean ("true"/"false"). */
 void pg_param_bool(struct pg_params *p, bool v);
+/*
+ * Append the revision a row is inserted with: the caller's, or 1 when it
+ * left it 0 (a new row starts at 1).
+ */
+void pg_param_revision(struct pg_params *p, uint64_t revision);
 
 /*
  * Run @st with @p (NULL: no parameters).  Returns the result (PQclear() it)
@@ -99,6 +104,25 @@ int pg_db_write(struct pg_db *db, const struct pg_stmt *st, const struct pg_para
 /* As pg_db_write(), but changing no row is ST_ERR_NOT_FOUND "no <noun> '<id>'". */
 int pg_db_write_one(struct pg_db *db, const struct pg_stmt *st, const struct pg_params *p,
                     const struct pg_row_ref *ref, struct st_error *err);
+
+/*
+ * Run the compare-and-set write @st with @p, whose WHERE clause holds only
+ * while row ref->id is at revision @expected, and which bumps it (in the
+ * caller's transaction, if one is open).  When it changed nothing, @probe
+ * with @probe_p (the row's revision, within the write's scope) tells
+ * ST_ERR_NOT_FOUND "no VM 'x'" from ST_ERR_STALE (see pg_db_stale()).
+ * Otherwise as pg_db_write().  Returns 0 or -1.
+ */
+int pg_db_write_cas(struct pg_db *db, const struct pg_stmt *st, const struct pg_params *p,
+                    const struct pg_stmt *probe, const struct pg_params *probe_p,
+                    const struct pg_row_ref *ref, uint64_t expected, struct st_error *err);
+
+/*
+ * Fill @err with ST_ERR_STALE "<noun> '<id>' changed meanwhile: revision
+ * <expected> expected, <stored> stored", as SQLite does.  Returns -1.
+ */
+int pg_db_stale(const char *noun, const char *id, uint64_t expected, uint64_t stored,
+                struct st_error *err);
 
 /*
  * Reads row @row of @res into *item; returns 0 or -1 with @err filled.
@@ -153,8 +177,25 @@ int pg_db_list(struct pg_db *db, const struct pg_stmt *st, const struct pg_param
  * then rolled back).  pg_db_rollback() ends a transaction still open and is
  * a no-op otherwise.  pg_db_in_transaction() tells which.  (The three are
  * declared in pg_db.h, for stratus-admin db copy.)
+ *
+ * They nest, as store_tx.h says: inside an open transaction (a store_tx,
+ * or a method calling another) begin joins it and counts a level, an
+ * inner commit only counts down, and an inner rollback counts down and
+ * dooms the whole.  The outermost commit of a doomed transaction rolls it
+ * back and answers ST_ERR_BACKEND "... the transaction was rolled back".
+ * Advisory locks taken at any level are held to the outermost end.
  */
 bool pg_db_in_transaction(const struct pg_db *db);
+
+/*
+ * A method failed inside the caller's transaction without opening one of
+ * its own (a single write that changed nothing it should have, or failed):
+ * doom the transaction, as the inner rollback of a method that opened one
+ * does, so that both stores end such a transaction alike.  No-op outside
+ * a transaction.  pg_db_write(), pg_db_write_one() and pg_db_write_cas()
+ * call it on their failures.
+ */
+void pg_db_doom(struct pg_db *db);
 
 /*
  * Inside a transaction: take the transaction-scoped advisory lock named

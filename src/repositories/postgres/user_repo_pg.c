@@ -25,7 +25,7 @@ struct user_pg {
 
 #define USER_PG_COLS                                                                               \
     "id, email, password_hash, nickname, status, roles, quota_max_vms, quota_max_vcpus, "          \
-    "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at"
+    "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at, revision"
 
 #define API_KEY_PG_COLS "id, user_id, name, prefix, hash, created_at, last_used_at"
 
@@ -35,7 +35,7 @@ struct user_pg {
  */
 static const struct pg_stmt user_pg_insert_stmt = {
     "user_insert", "INSERT INTO users (" USER_PG_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-                   "$9, $10, $11, $12)"};
+                   "$9, $10, $11, $12, $13)"};
 static const struct pg_stmt user_pg_get_stmt = {"user_get", "SELECT false, " USER_PG_COLS
                                                             " FROM users WHERE id = $1"};
 static const struct pg_stmt user_pg_get_by_email_stmt = {
@@ -55,7 +55,10 @@ static const struct pg_stmt user_pg_update_stmt = {
     "user_update",
     "UPDATE users SET email = $2, password_hash = $3, nickname = $4, status = $5, roles = $6, "
     "quota_max_vms = $7, quota_max_vcpus = $8, quota_max_memory_mib = $9, quota_max_disk_gib = "
-    "$10, updated_at = $11 WHERE id = $1"};
+    "$10, updated_at = $11, revision = revision + 1 WHERE id = $1 AND revision = $12"};
+/* Why user_update changed nothing. */
+static const struct pg_stmt user_pg_revision_stmt = {"user_revision",
+                                                     "SELECT revision FROM users WHERE id = $1"};
 static const struct pg_stmt user_pg_count_admins_stmt = {
     "user_count_admins", "SELECT count(*) FROM users WHERE status = $1 AND (roles & $2) <> 0"};
 
@@ -131,6 +134,7 @@ user_pg_read(const PGresult *res, int row, void *item, struct st_error *err)
     user->quota.max_disk_gib = user_pg_get_limit(res, row, 10);
     user->created_at = pg_get_int(res, row, 11);
     user->updated_at = pg_get_int(res, row, 12);
+    user->revision = (uint64_t)pg_get_int(res, row, 13);
     if (user_status_parse(status, &user->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "user '%s' has an unknown status '%s' stored",
                             user->id, status);
@@ -216,6 +220,7 @@ user_pg_insert(void *self, const struct user *user, struct st_error *err)
     struct pg_params p;
 
     user_pg_params(&p, user, true);
+    pg_param_revision(&p, user->revision);
     if (pg_db_write_one(r->db, &user_pg_insert_stmt, &p, &ref, err) >= 0)
         return 0;
     user_pg_insert_failed(r, user, err);
@@ -281,10 +286,15 @@ user_pg_update(void *self, const struct user *user, struct st_error *err)
     struct user_pg *r = self;
     struct pg_row_ref ref = {
         .noun = "user", .id = user->id, .name = user->email, .name_is = "with e-mail"};
+    struct pg_params probe;
     struct pg_params p;
 
     user_pg_params(&p, user, false);
-    return pg_db_write_one(r->db, &user_pg_update_stmt, &p, &ref, err) < 0 ? -1 : 0;
+    pg_param_int(&p, (int64_t)user->revision);
+    pg_params_init(&probe);
+    pg_param_text(&probe, user->id);
+    return pg_db_write_cas(r->db, &user_pg_update_stmt, &p, &user_pg_revision_stmt, &probe, &ref,
+                           user->revision, err);
 }
 
 static int

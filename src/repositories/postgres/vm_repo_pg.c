@@ -28,7 +28,7 @@ struct vm_pg {
 /* In the order vm_pg_read() reads them after the marker flag, and the insert takes them. */
 #define VM_PG_COLS                                                                                 \
     "id, owner_id, name, status, step, vcpus, memory_mib, disk_gib, image_id, flavor_id, fault, "  \
-    "created_at, updated_at"
+    "created_at, updated_at, revision"
 
 /* The list filters on parameters $@n (name) and $@s (status), each NULL for any. */
 #define VM_PG_FILTER(n, s)                                                                         \
@@ -54,7 +54,7 @@ struct vm_pg {
 static const struct pg_stmt vm_pg_insert_stmt = {
     "vm_insert",
     "INSERT INTO vms (" VM_PG_COLS ") "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
 };
 
 /* $1 id, $2 owner or NULL. */
@@ -73,8 +73,14 @@ static const struct pg_stmt vm_pg_get_for_update_stmt = {
 static const struct pg_stmt vm_pg_update_stmt = {
     "vm_update",
     "UPDATE vms SET name = $3, status = $4, step = $5, vcpus = $6, memory_mib = $7, "
-    "disk_gib = $8, fault = $9, updated_at = $10, flavor_id = $11 "
-    "WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)",
+    "disk_gib = $8, fault = $9, updated_at = $10, flavor_id = $11, revision = revision + 1 "
+    "WHERE id = $1 AND revision = $12 AND ($2::text IS NULL OR owner_id = $2)",
+};
+
+/* Why vm_update changed nothing: $1 id, $2 owner or NULL, as there. */
+static const struct pg_stmt vm_pg_revision_stmt = {
+    "vm_revision",
+    "SELECT revision FROM vms WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)",
 };
 
 static const struct pg_stmt vm_pg_remove_stmt = {
@@ -147,6 +153,7 @@ vm_pg_read(const PGresult *res, int row, void *item, struct st_error *err)
     pg_get_text(res, row, 11, vm->fault, sizeof(vm->fault));
     vm->created_at = pg_get_int(res, row, 12);
     vm->updated_at = pg_get_int(res, row, 13);
+    vm->revision = (uint64_t)pg_get_int(res, row, 14);
     if (vm_status_parse(status, &vm->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "VM '%s' has an unknown status '%s' stored",
                             vm->id, status);
@@ -193,6 +200,7 @@ vm_pg_insert_row(struct vm_pg *r, const struct vm *vm, struct st_error *err)
     pg_param_opt_text(&p, vm->fault);
     pg_param_int(&p, vm->created_at);
     pg_param_int(&p, vm->updated_at);
+    pg_param_revision(&p, vm->revision);
     return pg_db_write_one(r->db, &vm_pg_insert_stmt, &p, &ref, err) < 0 ? -1 : 0;
 }
 
@@ -262,11 +270,16 @@ vm_pg_list(void *self, const char *owner, const struct vm_filter *f, struct vm_l
     return 0;
 }
 
-/* Write the mutable members of @vm to its row in @owner's scope; "no VM 'id'" when none. */
+/*
+ * Write the mutable members of @vm to its row in @owner's scope if the row
+ * is still at vm->revision; "no VM 'id'" when there is none, ST_ERR_STALE
+ * when it is at another revision.
+ */
 static int
 vm_pg_update_row(struct vm_pg *r, const char *owner, const struct vm *vm, struct st_error *err)
 {
     struct pg_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name, .name_is = NULL};
+    struct pg_params probe;
     struct pg_params p;
 
     pg_params_init(&p);
@@ -281,7 +294,12 @@ vm_pg_update_row(struct vm_pg *r, const char *owner, const struct vm *vm, struct
     pg_param_opt_text(&p, vm->fault);
     pg_param_int(&p, vm->updated_at);
     pg_param_opt_text(&p, vm->flavor_id);
-    return pg_db_write_one(r->db, &vm_pg_update_stmt, &p, &ref, err) < 0 ? -1 : 0;
+    pg_param_int(&p, (int64_t)vm->revision);
+    pg_params_init(&probe);
+    pg_param_text(&probe, vm->id);
+    pg_param_text(&probe, owner);
+    return pg_db_write_cas(r->db, &vm_pg_update_stmt, &p, &vm_pg_revision_stmt, &probe, &ref,
+                           vm->revision, err);
 }
 
 static int
@@ -429,6 +447,7 @@ fail:
  * row is read once to learn its owner (which never changes), and again
  * under the lock, locking the row itself: a plain update or remove may
  * have changed it in between, and must not change it before the commit.
+ * That second read must still find the revision the caller read.
  */
 static int
 vm_pg_update_within_quota(void *self, const char *owner, const struct vm *vm,
@@ -444,8 +463,13 @@ vm_pg_update_within_quota(void *self, const char *owner, const struct vm *vm,
         return -1;
     if (vm_pg_get(r, owner, vm->id, &old, err) < 0 ||
         vm_pg_lock(r, "quota", old.owner_id, err) < 0 ||
-        vm_pg_get_with(r, &vm_pg_get_for_update_stmt, owner, vm->id, &old, err) < 0 ||
-        vm_pg_read_usage(r, old.owner_id, &usage, err) < 0)
+        vm_pg_get_with(r, &vm_pg_get_for_update_stmt, owner, vm->id, &old, err) < 0)
+        goto fail;
+    if (old.revision != vm->revision) {
+        pg_db_stale("VM", vm->id, vm->revision, old.revision, err);
+        goto fail;
+    }
+    if (vm_pg_read_usage(r, old.owner_id, &usage, err) < 0)
         goto fail;
     /* The row is counted once: take its old sizes out, quota_allows() adds the new ones. */
     usage.vms -= 1;

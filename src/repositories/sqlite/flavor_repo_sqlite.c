@@ -18,13 +18,14 @@ flavor_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     flavor->memory_mib = (unsigned)sqlite3_column_int64(st, 5);
     flavor->disk_gib = (unsigned)sqlite3_column_int64(st, 6);
     flavor->created_at = sqlite3_column_int64(st, 7);
+    flavor->revision = (uint64_t)sqlite3_column_int64(st, 8);
     return 0;
 }
 
 static const struct sqlite_table_spec flavor_sqlite_table = {
     .table = "flavors",
     .noun = "flavor",
-    .cols = "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at",
+    .cols = "id, owner_id, name, vcpus, memory_mib, disk_gib, created_at, revision",
     .size = sizeof(struct flavor),
     .read = flavor_sqlite_read,
     .list_where = NULL,
@@ -42,7 +43,8 @@ flavor_sqlite_insert(void *self, const struct flavor *flavor, struct st_error *e
         sqlite_bind_text(st, 3, flavor->name) || sqlite3_bind_int64(st, 4, flavor->vcpus) ||
         sqlite3_bind_int64(st, 5, flavor->memory_mib) ||
         sqlite3_bind_int64(st, 6, flavor->disk_gib) ||
-        sqlite3_bind_int64(st, 7, flavor->created_at);
+        sqlite3_bind_int64(st, 7, flavor->created_at) ||
+        sqlite_bind_revision(st, 8, flavor->revision);
 
     return sqlite_table_write(t, st, bind_failed, "insert", &ref, err);
 }

@@ -23,6 +23,7 @@ image_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     image->created_at = sqlite3_column_int64(st, 8);
     image->updated_at = sqlite3_column_int64(st, 9);
     sqlite_column_text(st, 10, visibility, sizeof(visibility));
+    image->revision = (uint64_t)sqlite3_column_int64(st, 11);
     if (image_format_parse(format, &image->format) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "image '%s' has an unknown format '%s' stored",
                             image->id, format);
@@ -39,7 +40,7 @@ static const struct sqlite_table_spec image_sqlite_table = {
     .table = "images",
     .noun = "image",
     .cols = "id, owner_id, name, format, status, size_bytes, virtual_size_bytes, created_at, "
-            "updated_at, visibility",
+            "updated_at, visibility, revision",
     .size = sizeof(struct image),
     .read = image_sqlite_read,
     .list_where = NULL,
@@ -68,7 +69,8 @@ image_sqlite_insert(void *self, const struct image *image, struct st_error *err)
                        sqlite3_bind_int64(st, 7, (sqlite3_int64)image->virtual_size_bytes) ||
                        sqlite3_bind_int64(st, 8, image->created_at) ||
                        sqlite3_bind_int64(st, 9, image->updated_at) ||
-                       sqlite_bind_text(st, 10, image_visibility_name(image->visibility));
+                       sqlite_bind_text(st, 10, image_visibility_name(image->visibility)) ||
+                       sqlite_bind_revision(st, 11, image->revision);
 
     return sqlite_table_write(t, st, bind_failed, "insert", &ref, err);
 }

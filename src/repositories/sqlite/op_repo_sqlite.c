@@ -18,7 +18,7 @@
 
 #define OP_SQLITE_COLS                                                                             \
     "id, kind, target_id, owner_id, status, step, error, created_at, started_at, finished_at, "    \
-    "worker_id, lease_expires_at, attempts"
+    "worker_id, lease_expires_at, attempts, revision"
 
 /*
  * The oldest claimable operation, taken in the statement that finds it.
@@ -33,7 +33,8 @@
  */
 #define OP_SQLITE_CLAIM                                                                            \
     "UPDATE operations SET status = 'running', worker_id = ?1, lease_expires_at = ?2, "            \
-    "attempts = attempts + 1, started_at = CASE WHEN started_at = 0 THEN ?3 ELSE started_at END "  \
+    "attempts = attempts + 1, revision = revision + 1, "                                           \
+    "started_at = CASE WHEN started_at = 0 THEN ?3 ELSE started_at END "                           \
     "WHERE id = (SELECT id FROM operations WHERE status = 'queued' OR "                            \
     "(status = 'running' AND lease_expires_at < ?3) ORDER BY created_at, id LIMIT 1) "             \
     "RETURNING 0, " OP_SQLITE_COLS
@@ -72,6 +73,7 @@ op_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     sqlite_column_text(st, 11, op->worker_id, sizeof(op->worker_id));
     op->lease_expires_at = sqlite3_column_int64(st, 12);
     op->attempts = (unsigned)sqlite3_column_int64(st, 13);
+    op->revision = (uint64_t)sqlite3_column_int64(st, 14);
     if (op_kind_parse(kind, &op->kind) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "operation '%s' has an unknown kind '%s' stored",
                             op->id, kind);
@@ -96,7 +98,7 @@ static const struct sqlite_table_spec op_sqlite_table = {
     .order_col = "created_at",
 };
 
-/* @op as ?1..?13 in the order of OP_SQLITE_COLS; true when a bind failed. */
+/* @op as ?1..?14 in the order of OP_SQLITE_COLS; true when a bind failed. */
 static bool
 op_sqlite_bind_insert(sqlite3_stmt *st, const struct operation *op)
 {
@@ -108,7 +110,7 @@ op_sqlite_bind_insert(sqlite3_stmt *st, const struct operation *op)
            sqlite3_bind_int64(st, 10, op->finished_at) ||
            sqlite_bind_opt_text(st, 11, op->worker_id) ||
            sqlite3_bind_int64(st, 12, op->lease_expires_at) ||
-           sqlite3_bind_int64(st, 13, op->attempts);
+           sqlite3_bind_int64(st, 13, op->attempts) || sqlite_bind_revision(st, 14, op->revision);
 }
 
 /* Fail with the connection's message for a bind that went wrong on @st. */
@@ -415,11 +417,13 @@ op_repo_sqlite_open(struct sqlite_db *db, struct op_repo *out, struct st_error *
     if (!r->t || sqlite_db_prepare(db, OP_SQLITE_CLAIM, &r->claim, err) < 0 ||
         /* A NULL step (?4) keeps the one recorded. */
         sqlite_db_prepare(db,
-                          "UPDATE operations SET lease_expires_at = ?3, step = coalesce(?4, step) "
+                          "UPDATE operations SET lease_expires_at = ?3, step = coalesce(?4, step), "
+                          "revision = revision + 1 "
                           "WHERE " OP_SQLITE_HELD,
                           &r->renew, err) < 0 ||
         sqlite_db_prepare(db,
-                          "UPDATE operations SET status = ?3, error = ?4, finished_at = ?5 "
+                          "UPDATE operations SET status = ?3, error = ?4, finished_at = ?5, "
+                          "revision = revision + 1 "
                           "WHERE " OP_SQLITE_HELD,
                           &r->finish, err) < 0 ||
         sqlite_db_prepare(db, "SELECT 1 FROM operations WHERE id = ?1", &r->exists, err) < 0 ||

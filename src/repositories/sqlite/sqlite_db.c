@@ -20,6 +20,12 @@ struct sqlite_db {
     sqlite3_stmt *record;
     sqlite3_stmt *ping;
     int busy_bound_ms;
+    /*
+     * Open levels of the one transaction (0: none), and whether an inner
+     * level rolled back, which dooms the whole: SQLite cannot undo a part.
+     */
+    unsigned depth;
+    bool doomed;
 };
 
 /*
@@ -181,6 +187,16 @@ static const char *const sqlite_migrations[] = {
     "  PRIMARY KEY (owner_id, key)"
     ");"
     "CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);",
+    /*
+     * 4: revisions.  Every row a caller reads and writes back carries one,
+     * bumped by each update, which names the revision it read
+     * (compare-and-set); rows written before this migration start at 1.
+     */
+    "ALTER TABLE vms ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE images ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE flavors ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE users ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE operations ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;",
 };
 
 static bool
@@ -305,6 +321,12 @@ sqlite_bind_opt_text(sqlite3_stmt *st, int idx, const char *s)
     return sqlite_bind_text(st, idx, s && *s ? s : NULL);
 }
 
+int
+sqlite_bind_revision(sqlite3_stmt *st, int idx, uint64_t revision)
+{
+    return sqlite3_bind_int64(st, idx, revision ? (sqlite3_int64)revision : 1);
+}
+
 void
 sqlite_column_text(sqlite3_stmt *st, int col, char *buf, size_t n)
 {
@@ -416,10 +438,18 @@ fail:
 int
 sqlite_db_begin(struct sqlite_db *db, struct st_error *err)
 {
-    int rc = sqlite_db_step_retrying(db, db->begin);
+    int rc;
 
-    if (rc == SQLITE_DONE)
+    if (db->depth > 0) {
+        db->depth++;
         return 0;
+    }
+    rc = sqlite_db_step_retrying(db, db->begin);
+    if (rc == SQLITE_DONE) {
+        db->depth = 1;
+        db->doomed = false;
+        return 0;
+    }
     if (sqlite_is_busy(rc))
         return st_error_set_native(
             err, ST_ERR_UNAVAILABLE, rc,
@@ -431,6 +461,13 @@ sqlite_db_begin(struct sqlite_db *db, struct st_error *err)
 void
 sqlite_db_rollback(struct sqlite_db *db)
 {
+    if (db->depth > 1) {
+        db->depth--;
+        db->doomed = true;
+        return;
+    }
+    db->depth = 0;
+    db->doomed = false;
     /* A failed COMMIT or a full disk may already have rolled back. */
     if (sqlite3_get_autocommit(db->conn))
         return;
@@ -441,10 +478,26 @@ sqlite_db_rollback(struct sqlite_db *db)
 int
 sqlite_db_commit(struct sqlite_db *db, struct st_error *err)
 {
-    int rc = sqlite_db_step_retrying(db, db->commit);
+    int rc;
 
-    if (rc == SQLITE_DONE)
+    if (db->depth == 0)
+        return st_error_set(err, ST_ERR_INTERNAL, "cannot commit a transaction: none is open");
+    if (db->depth > 1) {
+        db->depth--;
         return 0;
+    }
+    /* SQLite ends a transaction itself after some errors (a full disk, say). */
+    if (db->doomed || sqlite3_get_autocommit(db->conn)) {
+        sqlite_db_rollback(db);
+        return st_error_set(
+            err, ST_ERR_BACKEND,
+            "cannot commit a transaction: a part of it failed, so the transaction was rolled back");
+    }
+    rc = sqlite_db_step_retrying(db, db->commit);
+    if (rc == SQLITE_DONE) {
+        db->depth = 0;
+        return 0;
+    }
     sqlite_db_fail(db, rc, err, "cannot commit a transaction");
     sqlite_db_rollback(db);
     return -1;
@@ -511,6 +564,27 @@ sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_
         return -1;
     }
     return sqlite_db_commit(db, err);
+}
+
+int
+sqlite_db_delete(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                 size_t *n, struct st_error *err)
+{
+    int changed;
+
+    if (sqlite_db_begin(db, err) < 0) {
+        sqlite_stmt_done(st);
+        return -1;
+    }
+    changed = sqlite_db_write_step(db, st, ref, err);
+    if (changed < 0) {
+        sqlite_db_rollback(db);
+        return -1;
+    }
+    if (sqlite_db_commit(db, err) < 0)
+        return -1;
+    *n = (size_t)changed;
+    return 0;
 }
 
 int

@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "repositories/sqlite/sqlite_db.h"
 
@@ -68,6 +69,14 @@ int sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_
                     struct st_error *err);
 
 /*
+ * Run the bound delete @st as one write transaction (joining the
+ * caller's), whatever it removes: *n is how many rows went, 0 included.
+ * Otherwise as sqlite_db_write().  @st is reset and cleared in every case.
+ */
+int sqlite_db_delete(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_row_ref *ref,
+                     size_t *n, struct st_error *err);
+
+/*
  * Writes of more than one statement (read, decide, write) hold the write
  * lock throughout, so that no other connection writes in between:
  *
@@ -80,6 +89,14 @@ int sqlite_db_write(struct sqlite_db *db, sqlite3_stmt *st, const struct sqlite_
  * busy.  sqlite_db_commit() commits, and rolls back when that fails.
  * sqlite_db_rollback() ends a transaction still open and is a no-op
  * otherwise.
+ *
+ * They nest, as store_tx.h says: inside an open transaction (a store_tx,
+ * or a method calling another) begin joins it and counts a level, an
+ * inner commit only counts down, and an inner rollback counts down and
+ * dooms the whole.  The outermost commit of a doomed transaction rolls it
+ * back and answers ST_ERR_BACKEND "... the transaction was rolled back";
+ * a commit with none open is ST_ERR_INTERNAL.  sqlite_db_write() is one
+ * such level, so every write joins the caller's transaction.
  */
 int sqlite_db_begin(struct sqlite_db *db, struct st_error *err);
 int sqlite_db_commit(struct sqlite_db *db, struct st_error *err);
@@ -102,6 +119,12 @@ void sqlite_stmt_done(sqlite3_stmt *st);
 int sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s);
 /* As sqlite_bind_text(), but "" also binds NULL: optional members and filters. */
 int sqlite_bind_opt_text(sqlite3_stmt *st, int idx, const char *s);
+
+/*
+ * Bind the revision a row is inserted with: the caller's, or 1 when it
+ * left it 0 (a new row starts at 1).
+ */
+int sqlite_bind_revision(sqlite3_stmt *st, int idx, uint64_t revision);
 
 /* Copy text column @col into buf (size n); NULL reads as "". */
 void sqlite_column_text(sqlite3_stmt *st, int col, char *buf, size_t n);
@@ -205,7 +228,8 @@ struct sqlite_table {
     sqlite3_stmt *get;
     sqlite3_stmt *remove;
     sqlite3_stmt *list[2][2];
-    void *scratch; /* one item, where get reads a row before it is known good */
+    sqlite3_stmt *revision; /* NULL unless the table has a revision column */
+    void *scratch;          /* one item, where get reads a row before it is known good */
 };
 
 /*
@@ -226,6 +250,27 @@ void sqlite_table_close(struct sqlite_table *t);
  */
 int sqlite_table_write(struct sqlite_table *t, sqlite3_stmt *st, bool bind_failed, const char *verb,
                        const struct sqlite_row_ref *ref, struct st_error *err);
+
+/*
+ * Run the compare-and-set write @st of @t, bound as sqlite_table_write()
+ * says, whose WHERE clause holds only while row ref->id of @owner (any
+ * owner when NULL) is at revision @expected, and which bumps it.  One
+ * write transaction (joining the caller's, if one is open).  When it
+ * changed nothing, the row is looked up in the same transaction: not
+ * there (in scope) is ST_ERR_NOT_FOUND "no VM 'x'", there at another
+ * revision ST_ERR_STALE (see sqlite_table_stale()).  Otherwise as
+ * sqlite_db_write().  @st is reset and cleared in every case.
+ */
+int sqlite_table_write_cas(struct sqlite_table *t, sqlite3_stmt *st, bool bind_failed,
+                           const char *verb, const char *owner, uint64_t expected,
+                           const struct sqlite_row_ref *ref, struct st_error *err);
+
+/*
+ * Fill @err with ST_ERR_STALE "<noun> '<id>' changed meanwhile: revision
+ * <expected> expected, <stored> stored".  Returns -1.
+ */
+int sqlite_table_stale(const struct sqlite_table *t, const char *id, uint64_t expected,
+                       uint64_t stored, struct st_error *err);
 
 /*
  * Read the row @id within @owner's scope into *item (t->size bytes), as

@@ -4,6 +4,7 @@
  */
 #include "repositories/sqlite/sqlite_internal.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,6 +149,10 @@ sqlite_table_open(struct sqlite_db *db, const struct sqlite_table_spec *spec, st
     ST_AUTOFREE char *remove_sql = st_xasprintf(
         "DELETE FROM %s WHERE id = ?1 AND %s%s%s", spec->table, remove_scope,
         spec->remove_where ? " AND " : "", spec->remove_where ? spec->remove_where : "");
+    /* A compare-and-set update reaches the rows a remove reaches: the owner's own. */
+    ST_AUTOFREE char *revision_sql =
+        st_xasprintf("SELECT revision FROM %s WHERE id = ?1 AND %s", spec->table, remove_scope);
+    bool revised = sqlite_table_col_index(spec->cols, "revision") >= 0;
 
     t->db = db;
     t->noun = spec->noun;
@@ -157,6 +162,7 @@ sqlite_table_open(struct sqlite_db *db, const struct sqlite_table_spec *spec, st
     if (sqlite_db_prepare(db, insert_sql, &t->insert, err) < 0 ||
         sqlite_db_prepare(db, get_sql, &t->get, err) < 0 ||
         sqlite_db_prepare(db, remove_sql, &t->remove, err) < 0 ||
+        (revised && sqlite_db_prepare(db, revision_sql, &t->revision, err) < 0) ||
         sqlite_table_prepare_lists(t, spec, err) < 0) {
         sqlite_table_close(t);
         return NULL;
@@ -174,6 +180,7 @@ sqlite_table_close(struct sqlite_table *t)
     sqlite3_finalize(t->insert);
     sqlite3_finalize(t->get);
     sqlite3_finalize(t->remove);
+    sqlite3_finalize(t->revision);
     for (i = 0; i < 4; i++)
         sqlite3_finalize(t->list[i / 2][i % 2]);
     free(t->scratch);
@@ -198,6 +205,64 @@ sqlite_table_write(struct sqlite_table *t, sqlite3_stmt *st, bool bind_failed, c
     if (bind_failed)
         return sqlite_table_bind_fail(t, st, verb, ref->id, err);
     return sqlite_db_write(t->db, st, ref, err);
+}
+
+int
+sqlite_table_stale(const struct sqlite_table *t, const char *id, uint64_t expected, uint64_t stored,
+                   struct st_error *err)
+{
+    return st_error_set(err, ST_ERR_STALE,
+                        "%s '%s' changed meanwhile: revision %" PRIu64 " expected, %" PRIu64
+                        " stored",
+                        t->noun, id, expected, stored);
+}
+
+/* A compare-and-set write changed nothing: say why (see sqlite_table_write_cas()). */
+static int
+sqlite_table_cas_missed(struct sqlite_table *t, const char *owner, const char *id,
+                        uint64_t expected, struct st_error *err)
+{
+    sqlite3_stmt *st = t->revision;
+    int rc;
+
+    if (!st)
+        BUG("a compare-and-set write on a table without revisions");
+    rc = sqlite_bind_text(st, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite_bind_text(st, 2, owner);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        sqlite_table_stale(t, id, expected, (uint64_t)sqlite3_column_int64(st, 0), err);
+    else if (rc == SQLITE_DONE)
+        st_error_set(err, ST_ERR_NOT_FOUND, "no %s '%s'", t->noun, id);
+    else
+        sqlite_db_fail(t->db, rc, err, "cannot read the revision of %s '%s'", t->noun, id);
+    sqlite_stmt_done(st);
+    return -1;
+}
+
+int
+sqlite_table_write_cas(struct sqlite_table *t, sqlite3_stmt *st, bool bind_failed, const char *verb,
+                       const char *owner, uint64_t expected, const struct sqlite_row_ref *ref,
+                       struct st_error *err)
+{
+    int changed;
+
+    if (bind_failed)
+        return sqlite_table_bind_fail(t, st, verb, ref->id, err);
+    if (sqlite_db_begin(t->db, err) < 0) {
+        sqlite_stmt_done(st);
+        return -1;
+    }
+    changed = sqlite_db_write_step(t->db, st, ref, err);
+    if (changed == 0)
+        sqlite_table_cas_missed(t, owner, ref->id, expected, err);
+    if (changed <= 0) {
+        sqlite_db_rollback(t->db);
+        return -1;
+    }
+    return sqlite_db_commit(t->db, err);
 }
 
 int

@@ -62,6 +62,7 @@ user_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     user->quota.max_disk_gib = user_sqlite_column_limit(st, 10);
     user->created_at = sqlite3_column_int64(st, 11);
     user->updated_at = sqlite3_column_int64(st, 12);
+    user->revision = (uint64_t)sqlite3_column_int64(st, 13);
     if (user_status_parse(status, &user->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "user '%s' has an unknown status '%s' stored",
                             user->id, status);
@@ -70,7 +71,7 @@ user_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
 
 #define USER_SQLITE_COLS                                                                           \
     "id, email, password_hash, nickname, status, roles, quota_max_vms, quota_max_vcpus, "          \
-    "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at"
+    "quota_max_memory_mib, quota_max_disk_gib, created_at, updated_at, revision"
 
 static const struct sqlite_table_spec user_sqlite_table = {
     .table = "users",
@@ -120,7 +121,10 @@ static const struct sqlite_table_spec api_key_sqlite_table = {
 /* Every key of a user fits on one page of key_list. */
 #define USER_SQLITE_KEYS_MAX 1000
 
-/* A user as ?1..?12 in the order of USER_SQLITE_COLS; true when a bind failed. */
+/*
+ * A user as ?1..?12 in the order of USER_SQLITE_COLS, the revision
+ * (?13) left to the caller; true when a bind failed.
+ */
 static bool
 user_sqlite_bind(sqlite3_stmt *st, const struct user *user)
 {
@@ -145,7 +149,9 @@ user_sqlite_insert(void *self, const struct user *user, struct st_error *err)
         .noun = "user", .id = user->id, .name = user->email, .name_is = "with e-mail"};
     sqlite3_stmt *st = r->users->insert;
 
-    return sqlite_table_write(r->users, st, user_sqlite_bind(st, user), "insert", &ref, err);
+    return sqlite_table_write(
+        r->users, st, user_sqlite_bind(st, user) || sqlite_bind_revision(st, 13, user->revision),
+        "insert", &ref, err);
 }
 
 static int
@@ -199,8 +205,14 @@ user_sqlite_update(void *self, const struct user *user, struct st_error *err)
         .noun = "user", .id = user->id, .name = user->email, .name_is = "with e-mail"};
     sqlite3_stmt *st = r->update;
 
-    /* The update leaves created_at (?11) alone, but takes the insert's parameters. */
-    return sqlite_table_write(r->users, st, user_sqlite_bind(st, user), "update", &ref, err);
+    /*
+     * The update leaves created_at (?11) alone, but takes the insert's
+     * parameters, and the revision it read as ?13.
+     */
+    return sqlite_table_write_cas(r->users, st,
+                                  user_sqlite_bind(st, user) ||
+                                      sqlite3_bind_int64(st, 13, (sqlite3_int64)user->revision),
+                                  "update", NULL, user->revision, &ref, err);
 }
 
 static int
@@ -438,7 +450,7 @@ user_sqlite_prepare(struct user_sqlite *r, struct st_error *err)
         sqlite3_stmt **st;
     } stmts[] = {
         {"SELECT 0, " USER_SQLITE_COLS " FROM users WHERE email = ?1", &r->get_by_email},
-        {"UPDATE users SET email = ?2, password_hash = ?3, nickname = ?4, status = ?5, roles = ?6, quota_max_vms = ?7, quota_max_vcpus = ?8, quota_max_memory_mib = ?9, quota_max_disk_gib = ?10, updated_at = ?12 WHERE id = ?1",
+        {"UPDATE users SET email = ?2, password_hash = ?3, nickname = ?4, status = ?5, roles = ?6, quota_max_vms = ?7, quota_max_vcpus = ?8, quota_max_memory_mib = ?9, quota_max_disk_gib = ?10, updated_at = ?12, revision = revision + 1 WHERE id = ?1 AND revision = ?13",
          &r->update},
         {"SELECT count(*) FROM users WHERE status = ?1 AND (roles & ?2) != 0", &r->count_admins},
         {"INSERT INTO login_failures (email, at) VALUES (?1, ?2)", &r->failure_add},

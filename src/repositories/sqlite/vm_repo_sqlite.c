@@ -50,6 +50,7 @@ vm_sqlite_read(sqlite3_stmt *st, void *item, struct st_error *err)
     sqlite_column_text(st, 11, vm->fault, sizeof(vm->fault));
     vm->created_at = sqlite3_column_int64(st, 12);
     vm->updated_at = sqlite3_column_int64(st, 13);
+    vm->revision = (uint64_t)sqlite3_column_int64(st, 14);
     if (vm_status_parse(status, &vm->status) < 0)
         return st_error_set(err, ST_ERR_BACKEND, "VM '%s' has an unknown status '%s' stored",
                             vm->id, status);
@@ -63,7 +64,7 @@ static const struct sqlite_table_spec vm_sqlite_table = {
     .table = "vms",
     .noun = "VM",
     .cols = "id, owner_id, name, status, step, vcpus, memory_mib, disk_gib, image_id, flavor_id, "
-            "fault, created_at, updated_at",
+            "fault, created_at, updated_at, revision",
     .size = sizeof(struct vm),
     .read = vm_sqlite_read,
     /* ?2 name, ?3 status: bound by vm_sqlite_bind_filter(). */
@@ -85,7 +86,8 @@ vm_sqlite_bind_insert(sqlite3_stmt *st, const struct vm *vm)
            sqlite3_bind_int64(st, 6, vm->vcpus) || sqlite3_bind_int64(st, 7, vm->memory_mib) ||
            sqlite3_bind_int64(st, 8, vm->disk_gib) || sqlite_bind_text(st, 9, vm->image_id) ||
            sqlite_bind_opt_text(st, 10, vm->flavor_id) || sqlite_bind_opt_text(st, 11, vm->fault) ||
-           sqlite3_bind_int64(st, 12, vm->created_at) || sqlite3_bind_int64(st, 13, vm->updated_at);
+           sqlite3_bind_int64(st, 12, vm->created_at) ||
+           sqlite3_bind_int64(st, 13, vm->updated_at) || sqlite_bind_revision(st, 14, vm->revision);
 }
 
 static int
@@ -135,7 +137,10 @@ vm_sqlite_list(void *self, const char *owner, const struct vm_filter *f, struct 
     return 0;
 }
 
-/* Bind the update statement for @vm within @owner's scope; non-zero when a bind failed. */
+/*
+ * Bind the compare-and-set update statement for @vm within @owner's scope
+ * (?12 is the revision it read); non-zero when a bind failed.
+ */
 static bool
 vm_sqlite_bind_update(sqlite3_stmt *st, const char *owner, const struct vm *vm)
 {
@@ -146,7 +151,8 @@ vm_sqlite_bind_update(sqlite3_stmt *st, const char *owner, const struct vm *vm)
            sqlite3_bind_int64(st, 6, vm->vcpus) || sqlite3_bind_int64(st, 7, vm->memory_mib) ||
            sqlite3_bind_int64(st, 8, vm->disk_gib) || sqlite_bind_opt_text(st, 9, vm->fault) ||
            sqlite3_bind_int64(st, 10, vm->updated_at) ||
-           sqlite_bind_opt_text(st, 11, vm->flavor_id);
+           sqlite_bind_opt_text(st, 11, vm->flavor_id) ||
+           sqlite3_bind_int64(st, 12, (sqlite3_int64)vm->revision);
 }
 
 static int
@@ -155,8 +161,8 @@ vm_sqlite_update(void *self, const char *owner, const struct vm *vm, struct st_e
     struct vm_sqlite *r = self;
     struct sqlite_row_ref ref = {.noun = "VM", .id = vm->id, .name = vm->name, .name_is = NULL};
 
-    return sqlite_table_write(r->t, r->update, vm_sqlite_bind_update(r->update, owner, vm),
-                              "update", &ref, err);
+    return sqlite_table_write_cas(r->t, r->update, vm_sqlite_bind_update(r->update, owner, vm),
+                                  "update", owner, vm->revision, &ref, err);
 }
 
 static int
@@ -266,8 +272,9 @@ fail:
 }
 
 /*
- * As the insert: under one write lock, the owner's use without this row's
- * old sizes plus its new ones must stay within @limits.
+ * As the insert: under one write lock, the row must still be at the
+ * revision the caller read, and the owner's use without this row's old
+ * sizes plus its new ones must stay within @limits.
  */
 static int
 vm_sqlite_update_within_quota(void *self, const char *owner, const struct vm *vm,
@@ -283,8 +290,13 @@ vm_sqlite_update_within_quota(void *self, const char *owner, const struct vm *vm
 
     if (sqlite_db_begin(r->t->db, err) < 0)
         return -1;
-    if (sqlite_table_get(r->t, owner, vm->id, &old, err) < 0 ||
-        vm_sqlite_read_usage(r, old.owner_id, &usage, err) < 0)
+    if (sqlite_table_get(r->t, owner, vm->id, &old, err) < 0)
+        goto fail;
+    if (old.revision != vm->revision) {
+        sqlite_table_stale(r->t, vm->id, vm->revision, old.revision, err);
+        goto fail;
+    }
+    if (vm_sqlite_read_usage(r, old.owner_id, &usage, err) < 0)
         goto fail;
     /* The row is counted once: take its old sizes out, quota_allows() adds the new ones. */
     usage.vms -= 1;
@@ -357,7 +369,7 @@ vm_repo_sqlite_open(struct sqlite_db *db, struct vm_repo *out, struct st_error *
     if (!r->t ||
         sqlite_db_prepare(
             db,
-            "UPDATE vms SET name = ?3, status = ?4, step = ?5, vcpus = ?6, memory_mib = ?7, disk_gib = ?8, fault = ?9, updated_at = ?10, flavor_id = ?11 WHERE id = ?1 AND " SQLITE_TABLE_SCOPE,
+            "UPDATE vms SET name = ?3, status = ?4, step = ?5, vcpus = ?6, memory_mib = ?7, disk_gib = ?8, fault = ?9, updated_at = ?10, flavor_id = ?11, revision = revision + 1 WHERE id = ?1 AND revision = ?12 AND " SQLITE_TABLE_SCOPE,
             &r->update, err) < 0 ||
         sqlite_db_prepare(db,
                           "SELECT count(*) FROM vms WHERE image_id = ?1 AND " SQLITE_TABLE_SCOPE,

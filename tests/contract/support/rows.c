@@ -22,6 +22,7 @@ make_vm(const char *owner, const char *name, const char *image_id, int64_t creat
     strcpy(vm.image_id, image_id);
     vm.created_at = created_at;
     vm.updated_at = created_at;
+    vm.revision = 1;
     return vm;
 }
 
@@ -40,6 +41,7 @@ make_image(const char *owner, const char *name, int64_t created_at)
     image.virtual_size_bytes = 10ULL << 32;
     image.created_at = created_at;
     image.updated_at = created_at + 1;
+    image.revision = 1;
     return image;
 }
 
@@ -56,6 +58,7 @@ make_flavor(const char *owner, const char *name, int64_t created_at)
     flavor.memory_mib = 8192;
     flavor.disk_gib = 40;
     flavor.created_at = created_at;
+    flavor.revision = 1;
     return flavor;
 }
 
@@ -79,6 +82,7 @@ make_user(const char *id, const char *email, int64_t created_at)
     user.quota.max_disk_gib = -1;
     user.created_at = created_at;
     user.updated_at = created_at;
+    user.revision = 1;
     return user;
 }
 

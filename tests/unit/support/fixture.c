@@ -221,8 +221,10 @@ open_store(struct fixture *fx, struct st_error *err)
         image_repo_sqlite_open(fx->db, &fx->images, err) < 0 ||
         flavor_repo_sqlite_open(fx->db, &fx->flavors, err) < 0 ||
         op_repo_sqlite_open(fx->db, &fx->ops, err) < 0 ||
-        event_repo_sqlite_open(fx->db, &fx->events, err) < 0)
+        event_repo_sqlite_open(fx->db, &fx->events, err) < 0 ||
+        idem_repo_sqlite_open(fx->db, &fx->idem, err) < 0)
         return -1;
+    store_tx_sqlite_open(fx->db, &fx->tx);
     return 0;
 }
 
@@ -296,7 +298,9 @@ wire_services(struct fixture *fx)
         .ops = &fx->ops,
         .events = &fx->events,
         .vms = &fx->vms.iface,
+        .tx = &fx->tx,
         .vm_svc = &fx->vm_svc,
+        .users = NULL,
         .cfg =
             {
                 .lease_ms = FIXTURE_LEASE_MS,
@@ -309,6 +313,7 @@ wire_services(struct fixture *fx)
         .vms = &fx->vms.iface,
         .ops = &fx->ops,
         .events = &fx->events,
+        .idem = &fx->idem,
         .op_svc = &fx->op_svc,
         .hv = &fx->hv.iface,
         .storage = &fx->storage.iface,
@@ -450,6 +455,7 @@ fixture_free(struct fixture *fx)
     flavor_repo_close(&fx->flavors);
     op_repo_close(&fx->ops);
     event_repo_close(&fx->events);
+    idem_repo_close(&fx->idem);
     sqlite_db_close(fx->db);
     if (fx->raw && fx->raw->conn) {
         remove_pool(fx->raw->conn, fx->image_pool);

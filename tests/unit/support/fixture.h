@@ -63,6 +63,8 @@ struct fixture {
     struct flavor_repo flavors;
     struct op_repo ops;
     struct event_repo events;
+    struct idem_repo idem;
+    struct store_tx tx; /* a transaction across the repositories above */
     struct libvirt_conn *conn;
     struct hypervisor hv_real;
     struct storage storage_real;
