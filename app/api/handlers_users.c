@@ -120,7 +120,8 @@ handle_users_patch(struct api_call *call)
 
     memset(&req, 0, sizeof(req));
     memset(&err, 0, sizeof(err));
-    if (user_patch_req_decode(call->body, &req, &err) < 0 || api_if_match(call, &expect, &err) < 0 ||
+    if (user_patch_req_decode(call->body, &req, &err) < 0 ||
+        api_if_match(call, &expect, &err) < 0 ||
         user_service_update(&call->app->user_svc, call->who, named_user(call), &req, expect, &user,
                             &err) < 0) {
         api_fail(call, &err);

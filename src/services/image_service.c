@@ -98,8 +98,8 @@ image_service_list(struct image_service *svc, const char *owner, const struct im
 }
 
 int
-image_service_delete(struct image_service *svc, const char *owner, const char *id,
-                     uint64_t expect, struct st_error *err)
+image_service_delete(struct image_service *svc, const char *owner, const char *id, uint64_t expect,
+                     struct st_error *err)
 {
     struct st_error local = {0};
     struct image image;

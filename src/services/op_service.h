@@ -70,18 +70,17 @@ struct op_service {
  * with *v filled) and validation failures are answered here, at once;
  * everything after the row is the worker's.
  */
-int op_service_create_vm(struct op_service *svc, const char *owner,
-                         const struct vm_create_req *req, struct vm *vm, struct operation *op,
-                         struct quota_violation *v, struct st_error *err);
+int op_service_create_vm(struct op_service *svc, const char *owner, const struct vm_create_req *req,
+                         struct vm *vm, struct operation *op, struct quota_violation *v,
+                         struct st_error *err);
 
 /*
  * Accept a delete of @id within @owner's scope: the row marked deleting
  * and a queued vm.delete operation, in one transaction.  ST_ERR_CONFLICT
  * naming the operation while another one on the VM is queued or running.
  */
-int op_service_delete_vm(struct op_service *svc, const char *owner, const char *id,
-                         uint64_t expect, struct vm *vm, struct operation *op,
-                         struct st_error *err);
+int op_service_delete_vm(struct op_service *svc, const char *owner, const char *id, uint64_t expect,
+                         struct vm *vm, struct operation *op, struct st_error *err);
 
 /*
  * Accept @action on @id: refused at once with ST_ERR_CONFLICT naming the

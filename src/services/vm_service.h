@@ -115,8 +115,8 @@ int vm_service_create_within(struct vm_service *svc, const char *owner, const st
 int vm_service_create_row(struct vm_service *svc, const char *owner, const struct quota *limits,
                           const struct vm_create_req *req, struct vm *out,
                           struct quota_violation *v, struct st_error *err);
-int vm_service_create_resume(struct vm_service *svc, const char *id, const struct vm_step_hook *hook,
-                             struct vm *out, struct st_error *err);
+int vm_service_create_resume(struct vm_service *svc, const char *id,
+                             const struct vm_step_hook *hook, struct vm *out, struct st_error *err);
 
 /*
  * Check and fill a new row for @req (not inserted): the image is read once

@@ -72,8 +72,8 @@ test_flavor_service__crud(void **state)
                   ST_ERR_NOT_FOUND, "");
     assert_st_err(flavor_service_delete(&fx->flavor_svc, FIXTURE_OWNER, small.id, 0, &err), err,
                   ST_ERR_NOT_FOUND, "");
-    assert_st_err(flavor_service_delete(&fx->flavor_svc, FIXTURE_OTHER_OWNER, large.id, 0, &err), err,
-                  ST_ERR_NOT_FOUND, "");
+    assert_st_err(flavor_service_delete(&fx->flavor_svc, FIXTURE_OTHER_OWNER, large.id, 0, &err),
+                  err, ST_ERR_NOT_FOUND, "");
     assert_st_ok(flavor_service_get(&fx->flavor_svc, FIXTURE_OWNER, large.id, &got, &err), err);
 }
 
