@@ -31,6 +31,7 @@ flavor_service_create(struct flavor_service *svc, const char *owner,
     flavor.vcpus = req->vcpus;
     flavor.memory_mib = req->memory_mib;
     flavor.disk_gib = req->disk_gib;
+    flavor.revision = 1;
     flavor.created_at = st_now_ms();
     if (flavor_repo_insert(svc->flavors, &flavor, err) < 0)
         return -1;

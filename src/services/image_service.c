@@ -71,6 +71,7 @@ image_service_register_as(struct image_service *svc, const char *owner, bool may
         goto fail;
     image.size_bytes = info.allocation;
     image.virtual_size_bytes = info.capacity;
+    image.revision = 1;
     image.created_at = image.updated_at = st_now_ms();
     if (image_repo_insert(svc->images, &image, err) < 0)
         goto fail;

@@ -40,6 +40,7 @@ user_make(struct user_service *svc, const char *email, const char *password, con
     user.status = USER_STATUS_ACTIVE;
     user.roles = roles | USER_ROLE_USER;
     user.quota = (struct quota){-1, -1, -1, -1};
+    user.revision = 1;
     user.created_at = user.updated_at = st_now_ms();
     user.revision = 1;
     if (secret_password_hash(password, svc->cfg.pwhash, user.password_hash, err) < 0 ||
