@@ -156,6 +156,12 @@ struct accept_plan {
 typedef int (*accept_decide)(struct op_service *svc, struct vm *row, enum vm_status shown,
                              const void *ctx, struct accept_plan *plan, struct st_error *err);
 
+struct accept_rule {
+    accept_decide decide;
+    /* Whether the decision needs the state the hypervisor shows (a delete is taken in any). */
+    bool needs_state;
+};
+
 /* Write @row (compare-and-set) and queue @plan's operation: one transaction. */
 static int
 accept_write(struct op_service *svc, const char *owner, struct vm *row,
@@ -191,6 +197,17 @@ precondition_failed(struct st_error *err, const struct vm *row, uint64_t expect)
                         (unsigned long long)row->revision, (unsigned long long)expect);
 }
 
+static int
+decide_delete(struct op_service *svc, struct vm *row, enum vm_status shown, const void *ctx,
+              struct accept_plan *plan, struct st_error *err)
+{
+    (void)svc, (void)shown, (void)ctx, (void)err;
+    row->status = VM_STATUS_DELETING;
+    plan->queue = true;
+    plan->kind = OP_KIND_VM_DELETE;
+    return 0;
+}
+
 /*
  * Read, decide, write; again on a row that moved meanwhile, unless the
  * caller named the revision it expects.  *vm is the VM as written, its
@@ -198,8 +215,8 @@ precondition_failed(struct st_error *err, const struct vm *row, uint64_t expect)
  */
 static int
 accept_vm(struct op_service *svc, const char *owner, const char *id, uint64_t expect,
-          accept_decide decide, const void *ctx, struct vm *vm, struct operation *op, bool *queued,
-          struct quota_violation *v, struct st_error *err)
+          const struct accept_rule *rule, const void *ctx, struct vm *vm, struct operation *op,
+          bool *queued, struct quota_violation *v, struct st_error *err)
 {
     struct accept_plan plan;
     struct vm row, shown;
@@ -212,8 +229,8 @@ accept_vm(struct op_service *svc, const char *owner, const char *id, uint64_t ex
             return precondition_failed(err, &row, expect);
         shown = row;
         memset(&plan, 0, sizeof(plan));
-        if (vm_service_merge(svc->vm_svc, &shown, err) < 0 ||
-            decide(svc, &row, shown.status, ctx, &plan, err) < 0)
+        if ((rule->needs_state && vm_service_merge(svc->vm_svc, &shown, err) < 0) ||
+            rule->decide(svc, &row, shown.status, ctx, &plan, err) < 0)
             return -1;
         if (accept_write(svc, owner, &row, &plan, op, v, err) == 0) {
             if (row.status != VM_STATUS_DELETING)
@@ -235,24 +252,15 @@ accept_vm(struct op_service *svc, const char *owner, const char *id, uint64_t ex
     return -1;
 }
 
-static int
-decide_delete(struct op_service *svc, struct vm *row, enum vm_status shown, const void *ctx,
-              struct accept_plan *plan, struct st_error *err)
-{
-    (void)svc, (void)shown, (void)ctx, (void)err;
-    row->status = VM_STATUS_DELETING;
-    plan->queue = true;
-    plan->kind = OP_KIND_VM_DELETE;
-    return 0;
-}
-
 int
 op_service_delete_vm(struct op_service *svc, const char *owner, const char *id, uint64_t expect,
                      struct vm *vm, struct operation *op, struct st_error *err)
 {
     bool queued;
 
-    return accept_vm(svc, owner, id, expect, decide_delete, NULL, vm, op, &queued, NULL, err);
+    static const struct accept_rule rule = {.decide = decide_delete, .needs_state = false};
+
+    return accept_vm(svc, owner, id, expect, &rule, NULL, vm, op, &queued, NULL, err);
 }
 
 static int
@@ -275,11 +283,12 @@ op_service_action_vm(struct op_service *svc, const char *owner, const char *id,
                      enum vm_action action, uint64_t expect, struct vm *vm, struct operation *op,
                      struct st_error *err)
 {
+    static const struct accept_rule rule = {.decide = decide_action, .needs_state = true};
     bool queued;
 
     if ((size_t)action >= ST_ARRAY_LEN(action_kinds) || action == VM_ACTION_RESIZE)
         return st_error_set(err, ST_ERR_INTERNAL, "action %d is not queued this way", (int)action);
-    return accept_vm(svc, owner, id, expect, decide_action, &action, vm, op, &queued, NULL, err);
+    return accept_vm(svc, owner, id, expect, &rule, &action, vm, op, &queued, NULL, err);
 }
 
 static int
@@ -304,7 +313,9 @@ op_service_patch_vm(struct op_service *svc, const char *owner, const char *id,
                     struct operation *op, bool *queued, struct quota_violation *v,
                     struct st_error *err)
 {
-    return accept_vm(svc, owner, id, expect, decide_patch, req, vm, op, queued, v, err);
+    static const struct accept_rule rule = {.decide = decide_patch, .needs_state = true};
+
+    return accept_vm(svc, owner, id, expect, &rule, req, vm, op, queued, v, err);
 }
 
 int

@@ -436,20 +436,32 @@ step_done(const struct vm_step_hook *hook, const struct vm *vm, const char *step
     return hook->fn(hook->ctx, vm->id, step, err);
 }
 
+/*
+ * Run the hypervisor call that brings the domain to @state, accepting one
+ * that is in it already (an interrupted earlier attempt got that far).
+ */
+static int
+change_unless(struct vm_service *svc, const char *id, enum hv_state state,
+              int (*call)(struct hypervisor *, const char *, struct st_error *),
+              struct st_error *err)
+{
+    struct st_error local = {0};
+    enum hv_state now;
+
+    if (call(svc->hv, id, &local) == 0)
+        return 0;
+    if (local.code == ST_ERR_CONFLICT && hypervisor_state(svc->hv, id, &now, err) == 0 &&
+        now == state)
+        return 0;
+    error_pass(err, &local);
+    return -1;
+}
+
 /* Start, accepting a domain that an interrupted earlier attempt already started. */
 static int
 start_once(struct vm_service *svc, const char *id, struct st_error *err)
 {
-    struct st_error local = {0};
-    enum hv_state state;
-
-    if (hypervisor_start(svc->hv, id, &local) == 0)
-        return 0;
-    if (local.code == ST_ERR_CONFLICT && hypervisor_state(svc->hv, id, &state, err) == 0 &&
-        state == HV_STATE_RUNNING)
-        return 0;
-    error_pass(err, &local);
-    return -1;
+    return change_unless(svc, id, HV_STATE_RUNNING, hypervisor_start, err);
 }
 
 /*
@@ -820,24 +832,6 @@ wait_shutoff(struct vm_service *svc, const char *id, struct st_error *err)
             return 0;
         st_sleep_ms(interval);
     }
-}
-
-/* Run the hypervisor call that @state asks for, unless it is already so. */
-static int
-change_unless(struct vm_service *svc, const char *id, enum hv_state state,
-              int (*call)(struct hypervisor *, const char *, struct st_error *),
-              struct st_error *err)
-{
-    struct st_error local = {0};
-    enum hv_state now;
-
-    if (call(svc->hv, id, &local) == 0)
-        return 0;
-    if (local.code == ST_ERR_CONFLICT && hypervisor_state(svc->hv, id, &now, err) == 0 &&
-        now == state)
-        return 0;
-    error_pass(err, &local);
-    return -1;
 }
 
 /* Write the action's outcome to the row; *vm becomes the row as stored. */

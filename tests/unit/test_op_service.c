@@ -1034,6 +1034,27 @@ test_op_service__resize_over_quota_writes_nothing(void **state)
 }
 
 static void
+test_op_service__delete_is_accepted_while_the_hypervisor_is_down(void **state)
+{
+    struct fixture *fx = *state;
+    struct st_error err = {0};
+    struct operation op;
+    struct vm vm, got;
+
+    create_running(fx, "unreachable", &vm);
+    fault_hypervisor_fail(&fx->hv, FAULT_HV_STATE, 1, ST_ERR_UNAVAILABLE);
+    assert_st_err(
+        op_service_action_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, VM_ACTION_STOP, 0, &got, &op, &err),
+        err, ST_ERR_UNAVAILABLE, "");
+    fault_hypervisor_fail(&fx->hv, FAULT_HV_STATE, 1, ST_ERR_UNAVAILABLE);
+    assert_st_ok(op_service_delete_vm(&fx->op_svc, FIXTURE_OWNER, vm.id, 0, &got, &op, &err), err);
+    assert_int_equal(got.status, VM_STATUS_DELETING);
+    fault_hypervisor_reset(&fx->hv);
+    work(fx, "w1");
+    assert_no_row(fx, vm.id);
+}
+
+static void
 test_op_service__resize_of_a_running_vm_is_refused(void **state)
 {
     struct fixture *fx = *state;
@@ -1081,6 +1102,7 @@ main(void)
         T(test_op_service__action_that_cannot_apply_is_refused_at_once),
         T(test_op_service__if_match_guards_every_accept),
         T(test_op_service__resize_of_a_running_vm_is_refused),
+        T(test_op_service__delete_is_accepted_while_the_hypervisor_is_down),
         T(test_op_service__resize_over_quota_writes_nothing),
 #undef T
     };
