@@ -114,6 +114,17 @@ st_name_check(const char *field, const char *name, struct st_error *err)
 }
 
 int
+st_revision_check(const char *noun, const char *id, uint64_t have, uint64_t expect,
+                  struct st_error *err)
+{
+    if (!expect || have == expect)
+        return 0;
+    return st_error_set(err, ST_ERR_PRECONDITION,
+                        "%s '%s' is at revision %llu, not %llu (If-Match)", noun, id,
+                        (unsigned long long)have, (unsigned long long)expect);
+}
+
+int
 st_json_check_object(const struct json_t *body, const char *const *known, size_t n_known,
                      struct st_error *err)
 {

@@ -39,6 +39,14 @@ bool st_name_valid(const char *name);
 int st_name_check(const char *field, const char *name, struct st_error *err);
 
 /*
+ * If-Match: 0 when @expect is 0 (none, or "*") or the revision @have the
+ * row is at; else -1 with ST_ERR_PRECONDITION naming the @noun ("VM",
+ * "user", ...) @id and both revisions.
+ */
+int st_revision_check(const char *noun, const char *id, uint64_t have, uint64_t expect,
+                      struct st_error *err);
+
+/*
  * Helpers for the models' *_decode functions, so every request body gets
  * the same checks and the same messages.  Each fills @err with
  * ST_ERR_INVALID and a message naming @field on failure.

@@ -61,13 +61,8 @@ flavor_service_delete(struct flavor_service *svc, const char *owner, const char 
     struct flavor flavor;
 
     /* Flavors never change once made: the revision read is the one removed. */
-    if (expect) {
-        if (flavor_repo_get(svc->flavors, owner, id, &flavor, err) < 0)
-            return -1;
-        if (flavor.revision != expect)
-            return st_error_set(err, ST_ERR_PRECONDITION,
-                                "flavor '%s' is at revision %llu, not %llu (If-Match)", id,
-                                (unsigned long long)flavor.revision, (unsigned long long)expect);
-    }
+    if (expect && (flavor_repo_get(svc->flavors, owner, id, &flavor, err) < 0 ||
+                   st_revision_check("flavor", id, flavor.revision, expect, err) < 0))
+        return -1;
     return flavor_repo_remove(svc->flavors, owner, id, err);
 }

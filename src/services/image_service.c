@@ -110,10 +110,8 @@ image_service_delete(struct image_service *svc, const char *owner, const char *i
     if (image_repo_get(svc->images, owner, id, &image, err) < 0)
         return -1;
     /* Images never change once registered: the revision read is the one removed. */
-    if (expect && image.revision != expect)
-        return st_error_set(err, ST_ERR_PRECONDITION,
-                            "image '%s' is at revision %llu, not %llu (If-Match)", id,
-                            (unsigned long long)image.revision, (unsigned long long)expect);
+    if (st_revision_check("image", id, image.revision, expect, err) < 0)
+        return -1;
     /* A public image is visible to all, but only its owner (or an admin) may remove it. */
     if (owner && strcmp(image.owner_id, owner) != 0)
         return st_error_set(err, ST_ERR_FORBIDDEN,

@@ -72,15 +72,23 @@ action_of_kind(enum op_kind kind, enum vm_action *out)
     return -1;
 }
 
-/* "delete accepted", "start accepted", ...: the kind without its "vm." */
+/* What an operation does, as its events say it: its kind without the "vm." ("start"). */
+static const char *
+kind_verb(enum op_kind kind)
+{
+    const char *name = op_kind_name(kind);
+    const char *dot = strchr(name, '.');
+
+    return dot ? dot + 1 : name;
+}
+
+/* "create accepted", "start accepted", ... */
 static void
 note_accepted(struct op_service *svc, const struct vm *vm, const struct operation *op)
 {
-    const char *kind = op_kind_name(op->kind);
     char message[64];
 
-    snprintf(message, sizeof(message), "%s accepted",
-             strchr(kind, '.') ? strchr(kind, '.') + 1 : kind);
+    snprintf(message, sizeof(message), "%s accepted", kind_verb(op->kind));
     note(svc, vm, VM_EVENT_INFO, message, json_pack("{s:s}", "operation_id", op->id));
 }
 
@@ -113,29 +121,26 @@ op_service_create_vm(struct op_service *svc, const char *owner, const struct vm_
                      struct vm *vm, struct operation *op, struct quota_violation *v,
                      struct st_error *err)
 {
-    struct quota_violation unused;
     struct operation queued;
     struct quota limits;
     bool limited;
     struct vm row;
-    int rc;
 
-    if (vm_service_create_prepare(svc->vm_svc, owner, req, &row, err) < 0 ||
-        owner_limits(svc, row.owner_id, &limits, &limited, err) < 0)
+    if (owner_limits(svc, owner, &limits, &limited, err) < 0 || store_tx_begin(svc->tx, err) < 0)
         return -1;
+    if (vm_service_create_row(svc->vm_svc, owner, limited ? &limits : NULL, req, &row, v, err) <
+        0) {
+        store_tx_rollback(svc->tx);
+        return -1;
+    }
     op_new(&queued, OP_KIND_VM_CREATE, &row);
-    if (store_tx_begin(svc->tx, err) < 0)
-        return -1;
-    rc = limited ? vm_repo_insert_within_quota(svc->vms, &row, &limits, v ? v : &unused, err)
-                 : vm_repo_insert(svc->vms, &row, err);
-    if (rc < 0 || op_repo_insert(svc->ops, &queued, err) < 0) {
+    if (op_repo_insert(svc->ops, &queued, err) < 0) {
         store_tx_rollback(svc->tx);
         return -1;
     }
     if (store_tx_commit(svc->tx, err) < 0)
         return -1;
-    note(svc, &row, VM_EVENT_INFO, "create accepted",
-         json_pack("{s:s}", "operation_id", queued.id));
+    note_accepted(svc, &row, &queued);
     *vm = row;
     *op = queued;
     return 0;
@@ -190,14 +195,6 @@ accept_write(struct op_service *svc, const char *owner, struct vm *row,
 }
 
 static int
-precondition_failed(struct st_error *err, const struct vm *row, uint64_t expect)
-{
-    return st_error_set(err, ST_ERR_PRECONDITION,
-                        "VM '%s' is at revision %llu, not %llu (If-Match)", row->id,
-                        (unsigned long long)row->revision, (unsigned long long)expect);
-}
-
-static int
 decide_delete(struct op_service *svc, struct vm *row, enum vm_status shown, const void *ctx,
               struct accept_plan *plan, struct st_error *err)
 {
@@ -225,8 +222,8 @@ accept_vm(struct op_service *svc, const char *owner, const char *id, uint64_t ex
     for (tries = 0; tries < ACCEPT_TRIES; tries++) {
         if (vm_repo_get(svc->vms, owner, id, &row, err) < 0)
             return -1;
-        if (expect && row.revision != expect)
-            return precondition_failed(err, &row, expect);
+        if (st_revision_check("VM", row.id, row.revision, expect, err) < 0)
+            return -1;
         shown = row;
         memset(&plan, 0, sizeof(plan));
         if ((rule->needs_state && vm_service_merge(svc->vm_svc, &shown, err) < 0) ||
@@ -427,7 +424,6 @@ static void
 note_done(struct op_service *svc, const struct operation *op, const struct vm *vm,
           const char *worker_id)
 {
-    const char *kind = op_kind_name(op->kind);
     char message[96];
 
     if (op->kind == OP_KIND_VM_CREATE)
@@ -437,7 +433,7 @@ note_done(struct op_service *svc, const struct operation *op, const struct vm *v
     else if (op->kind == OP_KIND_VM_RESIZE)
         snprintf(message, sizeof(message), "resized: %u vCPUs, %u MiB", vm->vcpus, vm->memory_mib);
     else
-        snprintf(message, sizeof(message), "%s: now %s", strchr(kind, '.') + 1,
+        snprintf(message, sizeof(message), "%s: now %s", kind_verb(op->kind),
                  vm_status_name(vm->status));
     note(svc, vm, VM_EVENT_STATE_CHANGE, message,
          json_pack("{s:s, s:i, s:s}", "operation_id", op->id, "attempts", (int)op->attempts,

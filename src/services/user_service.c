@@ -42,7 +42,6 @@ user_make(struct user_service *svc, const char *email, const char *password, con
     user.quota = (struct quota){-1, -1, -1, -1};
     user.revision = 1;
     user.created_at = user.updated_at = st_now_ms();
-    user.revision = 1;
     if (secret_password_hash(password, svc->cfg.pwhash, user.password_hash, err) < 0 ||
         user_repo_insert(svc->users, &user, err) < 0)
         return -1;
@@ -318,10 +317,8 @@ user_service_update(struct user_service *svc, const struct principal *caller, co
 
     if (user_service_get(svc, caller, id, &user, err) < 0)
         return -1;
-    if (expect && user.revision != expect)
-        return st_error_set(err, ST_ERR_PRECONDITION,
-                            "user '%s' is at revision %llu, not %llu (If-Match)", user.id,
-                            (unsigned long long)user.revision, (unsigned long long)expect);
+    if (st_revision_check("user", user.id, user.revision, expect, err) < 0)
+        return -1;
     if (!principal_is_admin(caller) && (req->has_status || req->has_roles || req->has_quota))
         return st_error_set(err, ST_ERR_FORBIDDEN,
                             "only an admin may change status, roles or quotas");
@@ -373,12 +370,12 @@ user_service_quota(struct user_service *svc, const char *user_id, struct quota *
                    struct quota_usage *usage, struct st_error *err)
 {
     struct quota_usage used;
-    struct user user;
+    struct quota own;
 
-    if (user_repo_get(svc->users, user_id, &user, err) < 0 ||
+    if (user_service_limits(svc, user_id, &own, err) < 0 ||
         vm_repo_usage(svc->vms, user_id, &used, err) < 0)
         return -1;
-    *limits = user_service_quota_of(svc, &user);
+    *limits = own;
     *usage = used;
     return 0;
 }

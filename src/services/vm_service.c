@@ -350,20 +350,6 @@ create_prepare(struct vm_service *svc, const char *owner, const struct vm_create
     return 0;
 }
 
-int
-vm_service_create_prepare(struct vm_service *svc, const char *owner,
-                          const struct vm_create_req *req, struct vm *out, struct st_error *err)
-{
-    struct image image;
-    struct vm vm;
-
-    memset(&vm, 0, sizeof(vm));
-    if (create_prepare(svc, owner, req, &vm, &image, err) < 0)
-        return -1;
-    *out = vm;
-    return 0;
-}
-
 /* Clone the root disk over the image's volume; fills @disk. */
 static int
 create_disk(struct vm_service *svc, const struct vm *vm, const struct image *image,
@@ -562,9 +548,11 @@ vm_service_create_row(struct vm_service *svc, const char *owner, const struct qu
                       struct st_error *err)
 {
     struct quota_violation unused;
+    struct image image;
     struct vm vm;
 
-    if (vm_service_create_prepare(svc, owner, req, &vm, err) < 0 ||
+    memset(&vm, 0, sizeof(vm));
+    if (create_prepare(svc, owner, req, &vm, &image, err) < 0 ||
         create_insert(svc, &vm, limits, v ? v : &unused, err) < 0)
         return -1;
     *out = vm;

@@ -104,8 +104,10 @@ int vm_service_create_within(struct vm_service *svc, const char *owner, const st
                              struct quota_violation *v, struct st_error *err);
 
 /*
- * The two halves of a create, for the worker: the row alone (status
- * creating, step row), within @limits as vm_service_create_within(); then
+ * The two halves of a create: the row alone (status creating, step row),
+ * within @limits as vm_service_create_within(), which joins a store_tx the
+ * caller holds (the operation service queues the create in the same one);
+ * then, in the worker,
  * the steps, resumed from the step the row records (a create interrupted
  * by a crash continues where it was).  A resume that fails undoes
  * everything the create may have made and leaves the row in `error`; one
@@ -118,13 +120,6 @@ int vm_service_create_row(struct vm_service *svc, const char *owner, const struc
 int vm_service_create_resume(struct vm_service *svc, const char *id,
                              const struct vm_step_hook *hook, struct vm *out, struct st_error *err);
 
-/*
- * Check and fill a new row for @req (not inserted): the image is read once
- * here, and the worker reads it once more when it builds the disk.
- */
-int vm_service_create_prepare(struct vm_service *svc, const char *owner,
-                              const struct vm_create_req *req, struct vm *out,
-                              struct st_error *err);
 /* Give a create up: undo whatever it made and leave the row in `error` saying @why. */
 int vm_service_create_abandon(struct vm_service *svc, const char *id, const char *why,
                               struct st_error *err);
