@@ -31,10 +31,13 @@ LIB_SRC  := $(sort $(shell find src -name '*.c'))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libstratus.a
 
+# app/common: what every program shares (configuration, log, store, composition root).
+COMMON_SRC := $(sort $(wildcard app/common/*.c))
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 API_SRC  := $(sort $(wildcard app/api/*.c))
 API_OBJ  := $(API_SRC:%.c=$(BUILD)/%.o)
 API_MAIN := $(BUILD)/app/api/main.o
-API_LIB_OBJ := $(filter-out $(API_MAIN),$(API_OBJ))
+API_LIB_OBJ := $(filter-out $(API_MAIN),$(API_OBJ)) $(COMMON_OBJ)
 
 ADMIN_SRC := $(sort $(wildcard app/admin/*.c))
 ADMIN_OBJ := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
@@ -67,15 +70,15 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/stratus-api: $(API_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(API_OBJ) $(LIB) $(PKG_LIBS) -lm
+$(BUILD)/stratus-api: $(API_OBJ) $(COMMON_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(API_OBJ) $(COMMON_OBJ) $(LIB) $(PKG_LIBS) -lm
 
-# stratus-admin shares the API's configuration and composition root, not its main().
-$(BUILD)/stratus-admin: $(ADMIN_OBJ) $(API_LIB_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(ADMIN_OBJ) $(API_LIB_OBJ) $(LIB) $(PKG_LIBS) -lm
+# stratus-admin and stratus-worker share app/common, nothing of the HTTP side.
+$(BUILD)/stratus-admin: $(ADMIN_OBJ) $(COMMON_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(ADMIN_OBJ) $(COMMON_OBJ) $(LIB) $(PKG_LIBS) -lm
 
-$(BUILD)/stratus-worker: $(WORKER_OBJ) $(API_LIB_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(WORKER_OBJ) $(API_LIB_OBJ) $(LIB) $(PKG_LIBS) -lm
+$(BUILD)/stratus-worker: $(WORKER_OBJ) $(COMMON_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(WORKER_OBJ) $(COMMON_OBJ) $(LIB) $(PKG_LIBS) -lm
 
 # Unit tests link the library, the API's objects but its main(), and the support code.
 $(BUILD)/tests/%: tests/unit/%.c $(SUPPORT_OBJ) $(API_LIB_OBJ) $(LIB)

@@ -21,8 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "api/app.h"
-#include "api/config.h"
+#include "common/app.h"
+#include "common/config.h"
 #include "util/mem.h"
 
 #define PASSWORD_CHARS 20

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "api/log.h"
+#include "common/log.h"
 #include "api/waitgate.h"
 #include "util/mem.h"
 #include "util/secret.h"

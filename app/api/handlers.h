@@ -12,7 +12,7 @@
 
 #include <jansson.h>
 
-#include "api/app.h"
+#include "common/app.h"
 #include "api/http.h"
 #include "api/router.h"
 

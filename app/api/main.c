@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "api/config.h"
-#include "api/log.h"
+#include "common/config.h"
+#include "common/log.h"
 #include "api/master.h"
 
 #ifndef STRATUS_VERSION

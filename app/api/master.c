@@ -13,10 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "api/app.h"
+#include "common/app.h"
 #include "api/fcgi.h"
 #include "api/handlers.h"
-#include "api/log.h"
+#include "common/log.h"
 #include "api/waitgate.h"
 #include "util/ids.h"
 #include "util/mem.h"

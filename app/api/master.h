@@ -22,7 +22,7 @@
 #ifndef STRATUS_API_MASTER_H
 #define STRATUS_API_MASTER_H
 
-#include "api/config.h"
+#include "common/config.h"
 
 /* Run until stopped.  Returns the exit status for main(). */
 int master_run(const char *config_path, const struct api_config *cfg);

@@ -24,10 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/app.h"
-#include "api/config.h"
-#include "api/log.h"
-#include "api/store.h"
+#include "common/app.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/store.h"
 #include "util/mem.h"
 
 #define IDLE_POLL_MS 200

@@ -7,8 +7,8 @@
  * optional.  Values are checked once, here, with messages that name the key
  * (and file:line or the variable) and quote the value.
  */
-#ifndef STRATUS_API_CONFIG_H
-#define STRATUS_API_CONFIG_H
+#ifndef STRATUS_COMMON_CONFIG_H
+#define STRATUS_COMMON_CONFIG_H
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ struct api_config {
     char socket[ST_PATH_BUF];
     unsigned socket_mode;
     unsigned workers;           /* resolved: never 0 after api_config_load() */
-    char database[ST_PATH_BUF]; /* sqlite://PATH, a path, or postgresql://... (api/store.h) */
+    char database[ST_PATH_BUF]; /* sqlite://PATH, a path, or postgresql://... (common/store.h) */
     char libvirt_uri[API_CONFIG_STR];
     char virt_type[8];          /* as configured: auto, kvm or qemu */
     char virt_type_resolved[8]; /* kvm or qemu */

@@ -1,9 +1,9 @@
-#include "api/store.h"
+#include "common/store.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/app.h"
+#include "common/app.h"
 #include "repositories/postgres/pg_db.h"
 #include "repositories/sqlite/sqlite_db.h"
 #include "services/audit_service.h"

@@ -6,13 +6,13 @@
  * makes sure the three pools exist, and fills the services.  Everything is held for the life of
  * the worker and released by app_close().
  */
-#ifndef STRATUS_API_APP_H
-#define STRATUS_API_APP_H
+#ifndef STRATUS_COMMON_APP_H
+#define STRATUS_COMMON_APP_H
 
 #include <stdbool.h>
 
-#include "api/config.h"
-#include "api/store.h"
+#include "common/config.h"
+#include "common/store.h"
 #include "repositories/audit_repo.h"
 #include "repositories/event_repo.h"
 #include "repositories/flavor_repo.h"

@@ -1,4 +1,4 @@
-#include "api/app.h"
+#include "common/app.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "api/log.h"
+#include "common/log.h"
 #include "repositories/libvirt/libvirt_backend.h"
 #include "util/ids.h"
 #include "util/mem.h"

@@ -1,5 +1,5 @@
-#include "api/config.h"
-#include "api/store.h"
+#include "common/config.h"
+#include "common/store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -298,7 +298,7 @@ set_choice(const struct key_def *k, struct api_config *cfg, const char *value, c
                                                 : "debug, info, warn, error");
 }
 
-/* Kept as given: the store reads its kind from the scheme (api/store.h). */
+/* Kept as given: the store reads its kind from the scheme (common/store.h). */
 static int
 set_database(const struct key_def *k, struct api_config *cfg, const char *value, const char *where,
              struct st_error *err)

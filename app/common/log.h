@@ -5,8 +5,8 @@
  * workers sharing stderr do not interleave.  Every string is escaped;
  * bytes that are not valid UTF-8 are written as \u00XX.
  */
-#ifndef STRATUS_API_LOG_H
-#define STRATUS_API_LOG_H
+#ifndef STRATUS_COMMON_LOG_H
+#define STRATUS_COMMON_LOG_H
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-#include "api/log.h"
+#include "common/log.h"
 
 #include <stdarg.h>
 #include <stdlib.h>

@@ -8,8 +8,8 @@
  * Services see only the repository interfaces; this is the one place that
  * knows which implementation stands behind them.
  */
-#ifndef STRATUS_API_STORE_H
-#define STRATUS_API_STORE_H
+#ifndef STRATUS_COMMON_STORE_H
+#define STRATUS_COMMON_STORE_H
 
 #include <stdint.h>
 #include <stdio.h>
