@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/store.h"
+#include "common/store.h"
 #include "repositories/libvirt/libvirt_backend.h"
 #include "services/vm_service.h"
 #include "util/ids.h"

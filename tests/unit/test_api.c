@@ -16,8 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/app.h"
-#include "api/config.h"
+#include "common/app.h"
+#include "common/config.h"
 #include "api/handlers.h"
 #include "api/http.h"
 #include "support/tmpdir.h"

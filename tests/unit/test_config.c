@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/config.h"
+#include "common/config.h"
 
 struct cfg_env {
     char dir[64];

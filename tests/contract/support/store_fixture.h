@@ -23,7 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "api/store.h"
+#include "common/store.h"
 
 struct pg_conn; /* libpq's PGconn */
 
